@@ -1,0 +1,5 @@
+"""Long-context machinery over the extended context."""
+
+from mmctx.context.encoder import ContextEncoder
+
+__all__ = ["ContextEncoder"]

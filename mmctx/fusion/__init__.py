@@ -1,0 +1,14 @@
+"""Fusion layers: merge per-modality tokens into one extended context.
+
+Plain PyTorch modules with one call signature, ``fusion(tokens) -> ExtendedContext``;
+importing this package never imports Lightning::
+
+    from mmctx.fusion import ConcatFusion, CrossAttentionFusion
+"""
+
+from mmctx.fusion.base import Fusion
+from mmctx.fusion.concat import ConcatFusion
+from mmctx.fusion.cross_attention import CrossAttentionFusion, GatedCrossAttentionBlock
+from mmctx.fusion.gated import GatedFusion
+
+__all__ = ["Fusion", "ConcatFusion", "CrossAttentionFusion", "GatedCrossAttentionBlock", "GatedFusion"]

@@ -1,0 +1,5 @@
+"""Compositions of encoders, fusion, context encoder and head (plain nn.Modules)."""
+
+from mmctx.models.fusion_model import FusionModel
+
+__all__ = ["FusionModel"]
