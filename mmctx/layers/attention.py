@@ -49,6 +49,24 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.rope = RotaryEmbedding(self.head_dim, rope_base) if rope else None
 
+    def project_kv(self, source: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Keys and values of ``source``, keys RoPE-rotated when the module was built with ``rope``.
+
+        Computed once, they can be passed back to :meth:`forward` as ``kv`` — a decoder caches
+        cross-attention keys/values of its context this way, and appends self-attention
+        keys/values of each new token to a KV cache.
+
+        Shapes:
+            source: (B, M, D_ctx) for cross-attention, (B, M, D) for self-attention
+            positions: (M,) or (B, M) absolute RoPE positions (default 0..M-1)
+            returns: keys and values, each (B, H, M, D/H)
+        """
+        B, M, _ = source.shape
+        k, v = self.kv_proj(source).view(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 2×(B, H, M, D/H)
+        if self.rope is not None:
+            k = self.rope(k, positions if positions is not None else torch.arange(M, device=source.device))
+        return k, v
+
     def forward(
         self,
         x: Tensor,
@@ -58,40 +76,59 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         positions: Tensor | None = None,
         context_positions: Tensor | None = None,
+        kv: tuple[Tensor, Tensor] | None = None,
+        query_offset: int = 0,
     ) -> Tensor:
-        """Attend from ``x`` to ``context`` (or to ``x`` itself).
+        """Attend from ``x`` to ``context`` (or to ``x`` itself, or to precomputed ``kv``).
 
         Shapes:
             x: (B, N, D)
             context: (B, M, D_ctx) or None for self-attention (M = N)
             key_mask: (B, M) bool, True at real keys
             attn_mask: (N, M) or (B, N, M) bool, True where query n may attend key m
-            positions: (N,) or (B, N) query positions for RoPE (default 0..N-1)
-            context_positions: (M,) or (B, M) key positions for RoPE (default 0..M-1)
+            positions: (N,) or (B, N) query positions for RoPE (default
+                ``query_offset + 0..N-1``)
+            context_positions: (M,) or (B, M) key positions for RoPE (default 0..M-1, or
+                the query positions for self-attention)
+            kv: keys and values from :meth:`project_kv` (e.g. a KV cache), each
+                (B, H, M, D/H), already rotated; replaces ``context``
             returns: (B, N, D); query rows that may attend no key return zeros
+
+        ``query_offset`` is the absolute position of the first query: with ``is_causal``,
+        query n attends keys at positions ``<= query_offset + n`` (bottom-right alignment
+        of a short query against a long KV cache, not SDPA's top-left ``is_causal``).
         """
         check_shape("MultiHeadAttention x", x, ("B", "N", self.dim))
-        source = x if context is None else context
-        if context is not None:
-            check_shape("MultiHeadAttention context", context, (x.shape[0], "M", self.context_dim))
-        if key_mask is not None:
-            check_shape("MultiHeadAttention key_mask", key_mask, (x.shape[0], source.shape[1]))
         B, N, _ = x.shape
-        M = source.shape[1]
+        if kv is not None and context is not None:
+            raise ValueError("MultiHeadAttention: pass either context or kv, not both")
+        q_pos = positions if positions is not None else torch.arange(N, device=x.device) + query_offset
+        if kv is not None:
+            k, v = kv
+            check_shape("MultiHeadAttention kv[0]", k, (B, self.num_heads, "M", self.head_dim))
+            check_shape("MultiHeadAttention kv[1]", v, tuple(k.shape))
+        else:
+            source = x if context is None else context
+            if context is not None:
+                check_shape("MultiHeadAttention context", context, (B, "M", self.context_dim))
+            k_pos = context_positions if context_positions is not None else (q_pos if context is None else None)
+            k, v = self.project_kv(source, k_pos)  # 2×(B, H, M, D/H)
+        M = k.shape[2]
+        if key_mask is not None:
+            check_shape("MultiHeadAttention key_mask", key_mask, (B, M))
         q = self.q_proj(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, D/H)
-        k, v = self.kv_proj(source).view(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 2×(B, H, M, D/H)
         if self.rope is not None:
-            q_pos = positions if positions is not None else torch.arange(N, device=x.device)
-            k_pos = context_positions if context_positions is not None else (
-                q_pos if context is None else torch.arange(M, device=x.device)
-            )
-            q, k = self.rope(q, q_pos), self.rope(k, k_pos)
+            q = self.rope(q, q_pos)
+        if is_causal and N == 1 and query_offset >= M - 1:
+            is_causal = False  # one query at the end of the cache: every key is in its past
         dropout_p = self.dropout if self.training else 0.0
-        if is_causal and key_mask is None and attn_mask is None and N == M:
+        if is_causal and key_mask is None and attn_mask is None and N == M and query_offset == 0:
             # plain causal self-attention: let SDPA pick its fused causal kernel
             out, empty = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
         else:
-            mask, empty = attention_mask(key_mask, N, attn_mask, is_causal, num_keys=M)
+            mask, empty = attention_mask(
+                key_mask, N, attn_mask, is_causal, query_offset=query_offset, num_keys=M, device=x.device
+            )
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         if empty is not None:
             out = out.masked_fill(empty, 0.0)  # rows with no key to attend: zero, not NaN

@@ -35,6 +35,7 @@ def attention_mask(
     is_causal: bool = False,
     query_offset: int = 0,
     num_keys: int | None = None,
+    device: torch.device | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """Combine key padding, an explicit mask and causality into one SDPA boolean mask.
 
@@ -50,6 +51,8 @@ def attention_mask(
         is_causal: query i (at absolute position ``query_offset + i``) attends keys ``<= `` it.
         query_offset: absolute position of the first query (for KV-cached decoding).
         num_keys: M, needed when ``key_mask`` is None and ``is_causal`` is set.
+        device: where to build the causal mask when neither ``key_mask`` nor ``attn_mask``
+            is given (default: that of the masks given, else the default device).
     """
     mask: Tensor | None = None
     if key_mask is not None:
@@ -61,7 +64,10 @@ def attention_mask(
         m = num_keys if num_keys is not None else (key_mask.shape[1] if key_mask is not None else None)
         if m is None:
             raise ValueError("attention_mask: is_causal needs key_mask or num_keys")
-        device = key_mask.device if key_mask is not None else (attn_mask.device if attn_mask is not None else None)
+        if key_mask is not None:
+            device = key_mask.device
+        elif attn_mask is not None:
+            device = attn_mask.device
         q_pos = torch.arange(num_queries, device=device) + query_offset
         causal = torch.arange(m, device=device)[None, :] <= q_pos[:, None]  # (N, M)
         mask = causal[None, None] if mask is None else mask & causal[None, None]

@@ -1,0 +1,358 @@
+"""Lightning data modules over JSONL manifests, and over the embedded default data set.
+
+``num_classes``, ``vocab_size``, ``pad_id`` and ``classes`` are known right after
+``__init__`` (without building the data sets), so LightningCLI can link them into the model
+with ``link_arguments(..., apply_on="instantiate")``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from mmctx.data.collate import MultimodalCollate
+from mmctx.data.default_data import (
+    DEFAULT_CLASSES,
+    default_data_root,
+    ensure_default_dataset,
+)
+from mmctx.data.manifest import ManifestDataset, ManifestError
+from mmctx.data.tokenization import TextTokenizer, load_tokenizer
+
+__all__ = ["DefaultDataModule", "MultimodalDataModule"]
+
+_STAGES = ("train", "val", "test", "predict")
+_STAGE_SPLIT = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
+
+
+class MultimodalDataModule(LightningDataModule):
+    """Train/val/test/predict data from JSONL manifests (see :class:`ManifestDataset`).
+
+    Batches are :class:`~mmctx.types.MultimodalBatch` (see
+    :func:`~mmctx.data.collate.collate_multimodal` for shapes and masks).
+
+    Args:
+        train_manifest: JSONL manifest of the training split.
+        val_manifest: JSONL manifest of the validation split (optional).
+        test_manifest: JSONL manifest of the test split (optional).
+        predict_manifest: JSONL manifest for ``predict`` (optional).
+        modalities: which of "text", "image", "audio" to load.
+        tokenizer: a ``tokenizer.json`` or a local ``transformers`` tokenizer folder;
+            ``None`` is the default asset pack's word-level tokenizer.
+        classes: class names, index = class id. ``None``: ``classes.json`` beside the
+            train manifest if present, else the sorted unique labels of the train manifest
+            (the first manifest given, when there is no train manifest), read when first
+            needed (e.g. by ``num_classes``).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes (persistent when > 0).
+        image_size: side of the square images fed to the model, in pixels.
+        sample_rate: audio sample rate fed to the model, in Hz.
+        max_audio_seconds: longer audio is truncated (logged once).
+        max_text_len: longer token sequences are truncated (logged once).
+        seed: seed of the training shuffle.
+        label_field: manifest field of the class label; ``None`` loads no labels.
+        text_field: manifest field of the text input.
+        image_field: manifest field of the image path.
+        audio_field: manifest field of the audio path.
+        caption_field: manifest field of a target text to generate (e.g. "caption"),
+            batched as ``targets["caption"]``; ``None`` loads none.
+    """
+
+    #: Subclasses whose ``__init__`` takes other arguments set this False and call
+    #: ``save_hyperparameters()`` themselves, so ``hparams`` rebuild the subclass.
+    _save_base_hparams: bool = True
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        predict_manifest: str | None = None,
+        modalities: list[str] = ["image", "audio"],  # noqa: B006 - never mutated; shown by the CLI
+        tokenizer: str | None = None,
+        classes: list[str] | None = None,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        image_size: int = 64,
+        sample_rate: int = 16000,
+        max_audio_seconds: float = 10.0,
+        max_text_len: int = 64,
+        seed: int = 0,
+        label_field: str | None = "label",
+        text_field: str = "text",
+        image_field: str = "image",
+        audio_field: str = "audio",
+        caption_field: str | None = None,
+    ) -> None:
+        super().__init__()
+        if self._save_base_hparams:
+            self.save_hyperparameters()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.manifests: dict[str, Path | None] = {
+            "train": Path(train_manifest) if train_manifest else None,
+            "val": Path(val_manifest) if val_manifest else None,
+            "test": Path(test_manifest) if test_manifest else None,
+            "predict": Path(predict_manifest) if predict_manifest else None,
+        }
+        self.modalities = list(modalities)
+        self.tokenizer_path = tokenizer
+        self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.sample_rate = sample_rate
+        self.max_audio_seconds = max_audio_seconds
+        self.max_text_len = max_text_len
+        self.seed = seed
+        self.label_field = label_field
+        self.text_field = text_field
+        self.image_field = image_field
+        self.audio_field = audio_field
+        self.caption_field = caption_field
+        self._classes: list[str] | None = list(classes) if classes is not None else None
+        self.datasets: dict[str, ManifestDataset] = {}
+
+    # ------------------------------------------------------------------ sizes for the model
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, index = class id (resolved on first use, without building data sets)."""
+        if self._classes is None:
+            self._classes = self._resolve_classes()
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (K)."""
+        return len(self.classes)
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer vocabulary size (V)."""
+        return self.tokenizer.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        """Tokenizer padding id."""
+        return self.tokenizer.pad_id
+
+    @property
+    def bos_id(self) -> int | None:
+        """Tokenizer begin-of-sequence id (for text decoders)."""
+        return self.tokenizer.bos_id
+
+    @property
+    def eos_id(self) -> int | None:
+        """Tokenizer end-of-sequence id (for text decoders)."""
+        return self.tokenizer.eos_id
+
+    def _resolve_classes(self) -> list[str]:
+        if self.label_field is None:
+            return []
+        given = [p for p in (self.manifests[s] for s in _STAGES) if p is not None]
+        if not given:
+            raise ValueError("no manifest given: cannot find the classes; pass classes=[...]")
+        manifest = self.manifests["train"] or given[0]
+        classes_file = manifest.parent / "classes.json"
+        if classes_file.is_file():
+            return _read_classes_file(classes_file)
+        return ManifestDataset(
+            manifest,
+            self.modalities,
+            self.tokenizer,
+            classes=None,
+            label_field=self.label_field,
+            text_field=self.text_field,
+            image_field=self.image_field,
+            audio_field=self.audio_field,
+        ).classes
+
+    # ------------------------------------------------------------------ data sets
+
+    def _dataset(self, split: str) -> ManifestDataset:
+        if split not in self.datasets:
+            manifest = self.manifests[split]
+            if manifest is None:
+                raise ValueError(f"{split}_manifest is not set: cannot build the {split} data")
+            self.datasets[split] = ManifestDataset(
+                manifest,
+                self.modalities,
+                tokenizer=self.tokenizer,
+                classes=self.classes,
+                label_field=self.label_field,
+                image_size=self.image_size,
+                sample_rate=self.sample_rate,
+                max_audio_seconds=self.max_audio_seconds,
+                max_text_len=self.max_text_len,
+                text_field=self.text_field,
+                image_field=self.image_field,
+                audio_field=self.audio_field,
+                caption_field=self.caption_field,
+            )
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build (and validate) the data sets the stage needs.
+
+        ``"fit"`` needs the train manifest (and uses the val manifest when set),
+        ``"validate"``/``"test"``/``"predict"`` need theirs; ``None`` builds every split set.
+        """
+        if stage is None:
+            splits = [s for s in _STAGES if self.manifests[s] is not None]
+        elif stage in _STAGE_SPLIT:
+            splits = [_STAGE_SPLIT[stage]]
+            if stage == "fit" and self.manifests["val"] is not None:
+                splits.append("val")
+        else:
+            raise ValueError(f"unknown stage {stage!r} (expected one of {list(_STAGE_SPLIT)})")
+        for split in splits:
+            self._dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self._dataset(split)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=MultimodalCollate(self.pad_id),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (seeded); Lightning adds a DistributedSampler under DDP."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches, or ``[]`` (no validation) without a val manifest."""
+        return self._loader("val", shuffle=False) if self.manifests["val"] else []
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction batches."""
+        return self._loader("predict", shuffle=False)
+
+
+def _read_classes_file(path: Path) -> list[str]:
+    try:
+        classes = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"{path}: malformed JSON: {error}") from None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ManifestError(f"{path}: expected a JSON list of class-name strings")
+    if len(set(classes)) != len(classes):
+        raise ManifestError(f"{path}: duplicate class names")
+    return classes
+
+
+class DefaultDataModule(MultimodalDataModule):
+    """The embedded default data set ("count the spoken category"), generated on first use.
+
+    The data set is generated (or found up to date) by
+    :func:`~mmctx.data.default_data.ensure_default_dataset` in ``prepare_data`` and again,
+    lazily, before the data sets are built; ``__init__`` generates nothing. Its classes are
+    fixed (``["0", "1", "2", "3"]``), so ``num_classes`` is known at construction.
+
+    Args:
+        root: data folder; ``None`` is :func:`~mmctx.data.default_data.default_data_root`.
+        num_train: training samples to generate.
+        num_val: validation samples to generate.
+        num_test: test samples to generate (also used for ``predict``).
+        data_seed: generation seed (``seed`` only seeds the shuffle).
+        modalities: which of "text", "image", "audio" to load ("text" is the transcript of
+            the spoken question).
+        tokenizer: as for :class:`MultimodalDataModule`.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        image_size: side of the generated (and loaded) images, in pixels.
+        sample_rate: sample rate of the generated (and loaded) audio, in Hz.
+        max_audio_seconds: longer audio is truncated (logged once).
+        max_text_len: longer token sequences are truncated (logged once).
+        seed: seed of the training shuffle.
+        audio_field: "audio" (the spoken question) or "caption_audio" (the spoken caption).
+        text_field: "text" (the question's transcript) or "caption".
+        caption_field: e.g. "caption" to batch the scene caption as ``targets["caption"]``.
+        label_field: "label" (the count), or ``None`` for no label.
+    """
+
+    _save_base_hparams = False
+
+    def __init__(
+        self,
+        root: str | None = None,
+        num_train: int = 3000,
+        num_val: int = 500,
+        num_test: int = 500,
+        data_seed: int = 0,
+        modalities: list[str] = ["image", "audio"],  # noqa: B006 - never mutated
+        tokenizer: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        image_size: int = 64,
+        sample_rate: int = 16000,
+        max_audio_seconds: float = 10.0,
+        max_text_len: int = 64,
+        seed: int = 0,
+        audio_field: str = "audio",
+        text_field: str = "text",
+        caption_field: str | None = None,
+        label_field: str | None = "label",
+    ) -> None:
+        self.root = Path(root).expanduser() if root else default_data_root()
+        super().__init__(
+            train_manifest=str(self.root / "train.jsonl"),
+            val_manifest=str(self.root / "val.jsonl") if num_val > 0 else None,
+            test_manifest=str(self.root / "test.jsonl") if num_test > 0 else None,
+            predict_manifest=str(self.root / "test.jsonl") if num_test > 0 else None,
+            modalities=modalities,
+            tokenizer=tokenizer,
+            classes=list(DEFAULT_CLASSES) if label_field is not None else [],
+            batch_size=batch_size,
+            num_workers=num_workers,
+            image_size=image_size,
+            sample_rate=sample_rate,
+            max_audio_seconds=max_audio_seconds,
+            max_text_len=max_text_len,
+            seed=seed,
+            label_field=label_field,
+            text_field=text_field,
+            image_field="image",
+            audio_field=audio_field,
+            caption_field=caption_field,
+        )
+        self.generation = dict(
+            num_train=num_train,
+            num_val=num_val,
+            num_test=num_test,
+            image_size=image_size,
+            sample_rate=sample_rate,
+            seed=data_seed,
+        )
+        self._ensured = False
+        self.save_hyperparameters()  # this class's arguments only (see _save_base_hparams)
+
+    def _ensure(self) -> None:
+        if not self._ensured:
+            ensure_default_dataset(self.root, **self.generation)
+            self._ensured = True
+
+    def prepare_data(self) -> None:
+        """Generate the data set unless it is up to date (runs on one process per node)."""
+        self._ensure()
+
+    def _dataset(self, split: str) -> ManifestDataset:
+        self._ensure()
+        return super()._dataset(split)

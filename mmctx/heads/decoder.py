@@ -1,0 +1,471 @@
+"""Autoregressive text decoder: causal self-attention (RoPE) + cross-attention into the context.
+
+Teacher forcing runs :meth:`TextDecoder.forward` over whole sequences; generation runs
+:meth:`TextDecoder.step` over a :class:`DecoderCache` — self-attention keys/values appended
+token by token, cross-attention keys/values of the context computed once per call — driven
+by the searches in :mod:`mmctx.heads.generation` (greedy, sampling, beam search).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmctx.heads.generation import LogitsProcessing, beam_search, greedy_search
+from mmctx.layers import FeedForward, MultiHeadAttention
+from mmctx.types import ExtendedContext, check_shape
+
+__all__ = ["TextDecoder", "DecoderBlock", "DecoderCache"]
+
+_STRATEGIES = ("greedy", "beam", "sample")
+
+
+@dataclass
+class _LayerCache:
+    """One layer's keys and values: self-attention (grows) and cross-attention (fixed)."""
+
+    cross_kv: tuple[Tensor, Tensor]  # 2×(B, H, M, D/H)
+    k: Tensor | None = None  # (B, H, capacity, D/H), allocated on first use
+    v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor, offset: int, capacity: int) -> tuple[Tensor, Tensor]:
+        """Write keys/values of positions ``offset..offset+t-1``; return those of ``0..offset+t-1``.
+
+        Shapes: k, v (B, H, t, D/H) → 2×(B, H, offset + t, D/H)
+        """
+        if self.k is None or self.v is None:
+            # allocated here, not up front, so it takes the dtype the layer computes in (autocast)
+            self.k = k.new_zeros(k.shape[0], k.shape[1], capacity, k.shape[3])
+            self.v = v.new_zeros(v.shape[0], v.shape[1], capacity, v.shape[3])
+        end = offset + k.shape[2]
+        self.k[:, :, offset:end] = k
+        self.v[:, :, offset:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+@dataclass
+class DecoderCache:
+    """KV cache of a :class:`TextDecoder` for one batch of contexts (one ``generate`` call).
+
+    Build it with :meth:`TextDecoder.init_cache` and feed tokens with
+    :meth:`TextDecoder.step`; ``length`` tokens have been processed so far.
+
+    Attributes:
+        layers: per-layer keys and values.
+        context_mask: (B, M) bool, True at real context tokens; None when all are real.
+        capacity: the most tokens the cache holds.
+        length: tokens processed so far; the next one sits at absolute position ``length``.
+        batch_size: rows decoded (B, or B * K for beam search).
+    """
+
+    layers: list[_LayerCache]
+    context_mask: Tensor | None
+    capacity: int
+    length: int = 0
+    batch_size: int = 0
+
+    def reorder(self, rows: Tensor) -> None:
+        """Make row ``i`` continue row ``rows[i]`` (beam search re-ranking its beams).
+
+        Only the self-attention keys/values move: ``rows`` must keep every row within its
+        own context (beams of one sample share it), so the cross-attention ones stay.
+
+        Shapes: rows (B,) long
+        """
+        n = self.length
+        for layer in self.layers:
+            if layer.k is not None and layer.v is not None:
+                layer.k[:, :, :n] = layer.k[rows, :, :n]
+                layer.v[:, :, :n] = layer.v[rows, :, :n]
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: causal self-attention (RoPE), cross-attention, feed-forward.
+
+    Args:
+        dim: model width D.
+        num_heads: attention heads H.
+        mlp_ratio: feed-forward width as a multiple of ``dim``.
+        dropout: dropout in attention, feed-forward and on the residual branches.
+        context_dim: width of the context cross-attended (default ``dim``).
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, context_dim: int | None = None
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.self_attn = MultiHeadAttention(dim, num_heads, dropout=dropout, rope=True)
+        self.cross_norm = nn.LayerNorm(dim)
+        self.cross_attn = MultiHeadAttention(dim, num_heads, dropout=dropout, context_dim=context_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, int(dim * mlp_ratio), dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        token_mask: Tensor | None = None,
+        cache: _LayerCache | None = None,
+        offset: int = 0,
+        capacity: int = 0,
+    ) -> Tensor:
+        """Run the block over whole sequences, or over new tokens against a layer cache.
+
+        Shapes:
+            x: (B, T, D)
+            positions: (T,) or (B, T) absolute RoPE positions
+            context: (B, M, D_ctx); unused with a cache (its keys/values are cached)
+            context_mask: (B, M) bool, True at real context tokens
+            token_mask: (B, T) bool, True at real tokens (no cache only)
+            returns: (B, T, D)
+        """
+        h = self.norm1(x)
+        if cache is None:
+            a = self.self_attn(h, key_mask=token_mask, is_causal=True, positions=positions)
+        else:
+            kv = cache.append(*self.self_attn.project_kv(h, positions), offset, capacity)  # 2×(B, H, offset+T, D/H)
+            a = self.self_attn(h, kv=kv, is_causal=True, positions=positions, query_offset=offset)
+        x = x + self.drop(a)
+        h = self.cross_norm(x)
+        if cache is None:
+            c = self.cross_attn(h, context=context, key_mask=context_mask)
+        else:
+            c = self.cross_attn(h, kv=cache.cross_kv, key_mask=context_mask)
+        x = x + self.drop(c)
+        return x + self.ff(self.norm2(x))
+
+
+class TextDecoder(nn.Module):
+    """Autoregressive transformer text decoder that cross-attends an extended context.
+
+    Pre-norm blocks of causal self-attention with RoPE (absolute positions, also under the
+    KV cache), cross-attention into ``context.x`` restricted to ``context.mask``, and a
+    feed-forward; a final LayerNorm and an output projection tied to the input embedding.
+
+    Special-token ids come from the tokenizer (the CLI fills them from the data module);
+    never write them by hand in a config.
+
+    Args:
+        vocab_size: V. Left unset in YAML configs: the CLI fills it from the data module.
+        dim: model width D.
+        num_layers: decoder blocks.
+        num_heads: attention heads H (``dim / num_heads`` must be even for RoPE).
+        mlp_ratio: feed-forward width as a multiple of ``dim``.
+        dropout: dropout probability (embeddings, attention, feed-forward).
+        context_dim: width of the context (default ``dim``).
+        max_seq_len: the longest token sequence, BOS included, that :meth:`forward` accepts
+            and :meth:`generate` produces (BOS + ``max_new_tokens``).
+        pad_id: padding token; written after EOS by :meth:`generate`, never generated.
+        bos_id: start token every sequence begins with; needed by :meth:`generate`, never
+            generated.
+        eos_id: end token; None: :meth:`generate` always produces ``max_new_tokens``.
+        tie_embeddings: share the input embedding with the output projection.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        dim: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        context_dim: int | None = None,
+        max_seq_len: int = 64,
+        pad_id: int | None = None,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        tie_embeddings: bool = True,
+    ) -> None:
+        super().__init__()
+        if vocab_size is None or vocab_size < 2:
+            raise ValueError(
+                f"TextDecoder: vocab_size must be an int >= 2, got {vocab_size!r} "
+                "(from the CLI it is filled in from the data module's tokenizer)"
+            )
+        specials = {"pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id}
+        for name, value in specials.items():
+            if value is not None and not 0 <= value < vocab_size:
+                raise ValueError(
+                    f"TextDecoder: {name}={value} is out of range, expected 0 <= {name} < vocab_size={vocab_size} "
+                    "(special-token ids come from the tokenizer)"
+                )
+        given = {name: value for name, value in specials.items() if value is not None}
+        if len(set(given.values())) != len(given):
+            # pad == eos: a loss ignoring pad targets never teaches EOS; pad == bos: masking
+            # pads masks BOS; bos == eos: the start token would read as "stop"
+            raise ValueError(f"TextDecoder: special-token ids must be distinct, got {given}")
+        if max_seq_len < 2:
+            raise ValueError(f"TextDecoder: max_seq_len must be >= 2 (BOS + one token), got {max_seq_len}")
+        self.vocab_size = vocab_size
+        self.dim = dim
+        self.context_dim = context_dim or dim
+        self.max_seq_len = max_seq_len
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.tie_embeddings = tie_embeddings
+        self.embed = nn.Embedding(vocab_size, dim)
+        # unit-norm rows: with tied embeddings the initial logits are O(1), not O(sqrt(D))
+        nn.init.normal_(self.embed.weight, std=dim**-0.5)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(dim, num_heads, mlp_ratio, dropout, self.context_dim) for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.lm_head = None if tie_embeddings else nn.Linear(dim, vocab_size, bias=False)
+
+    # ------------------------------------------------------------------ teacher forcing
+
+    def forward(self, tokens: Tensor, context: ExtendedContext, token_mask: Tensor | None = None) -> Tensor:
+        """Next-token logits at every position (teacher forcing).
+
+        Args:
+            tokens: input ids, each sequence starting with BOS (targets are ``tokens``
+                shifted left, which the trainer builds).
+            context: the extended context to cross-attend; ``context.mask`` hides padding.
+            token_mask: True at real tokens. Padding (right or left) never changes the
+                logits at real positions: RoPE positions count real tokens only.
+
+        Shapes:
+            tokens: (B, T) long, T <= max_seq_len
+            context.x: (B, M, D_ctx), context.mask: (B, M) bool
+            token_mask: (B, T) bool
+            returns: logits (B, T, V)
+        """
+        return self._logits(self._hidden(tokens, context, token_mask))
+
+    def score(self, tokens: Tensor, context: ExtendedContext, length_penalty: float = 0.0) -> Tensor:
+        """Log-probability of generated sequences, as beam search scores them.
+
+        Args:
+            tokens: ids as returned by :meth:`generate` (no BOS; tokens after the first EOS
+                are ignored).
+            context: the contexts they were generated from.
+            length_penalty: divide by ``length ** length_penalty``, length counting the
+                tokens up to and including the first EOS.
+
+        Shapes:
+            tokens: (B, T) long
+            returns: (B,) float
+        """
+        check_shape("TextDecoder.score tokens", tokens, (context.x.shape[0], "T"))
+        bos = self._require_bos("score")
+        inputs = torch.cat([torch.full_like(tokens[:, :1], bos), tokens[:, :-1]], 1)  # (B, T)
+        logp = self(inputs, context).float().log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)  # (B, T)
+        valid = torch.ones_like(tokens, dtype=torch.bool)
+        if self.eos_id is not None:
+            is_eos = (tokens == self.eos_id).long()
+            valid = (is_eos.cumsum(1) - is_eos) == 0  # up to and including the first EOS
+        lengths = valid.sum(1).clamp_min(1)
+        return logp.masked_fill(~valid, 0.0).sum(1) / lengths.float() ** length_penalty
+
+    # ------------------------------------------------------------------ incremental decoding
+
+    def init_cache(self, context: ExtendedContext, capacity: int | None = None) -> DecoderCache:
+        """Start a KV cache for ``context``: its cross-attention keys/values are computed here.
+
+        Args:
+            context: the contexts to decode from.
+            capacity: the most tokens (BOS included) that will be fed (default max_seq_len).
+
+        Shapes:
+            context.x: (B, M, D_ctx), context.mask: (B, M) bool
+        """
+        self._check_context(context, None)
+        return self._init_cache(context.x, context.mask, capacity or self.max_seq_len)
+
+    def step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
+        """Feed the next tokens (one, or a prompt of several) through the KV cache.
+
+        The tokens take the absolute positions ``cache.length .. cache.length + t - 1``:
+        each attends the cached keys and the new ones at or before its own position, so
+        the logits equal those of :meth:`forward` over the whole sequence.
+
+        Shapes:
+            tokens: (B, t) long
+            returns: logits (B, t, V)
+        """
+        check_shape("TextDecoder.step tokens", tokens, (cache.batch_size, "t"))
+        t = tokens.shape[1]
+        if cache.length + t > cache.capacity:
+            raise ValueError(
+                f"TextDecoder.step: the cache holds {cache.capacity} tokens, {cache.length} are in it, "
+                f"got {t} more"
+            )
+        offset = cache.length
+        positions = torch.arange(offset, offset + t, device=tokens.device)  # (t,) absolute
+        x = self.drop(self.embed(tokens))  # (B, t, D)
+        for block, layer in zip(self.blocks, cache.layers):
+            x = block(x, positions, context_mask=cache.context_mask, cache=layer, offset=offset, capacity=cache.capacity)
+        cache.length += t
+        return self._logits(x)
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(
+        self,
+        context: ExtendedContext,
+        max_new_tokens: int,
+        strategy: str = "greedy",
+        num_beams: int = 4,
+        length_penalty: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Generate token ids for a batch of contexts (call ``eval()`` first: dropout stays on in
+        training mode).
+
+        Args:
+            context: the contexts; samples may have different lengths (``context.mask``).
+            max_new_tokens: most tokens to generate per sample.
+            strategy: ``"greedy"``, ``"beam"`` or ``"sample"``.
+            num_beams: beams per sample (``"beam"``).
+            length_penalty: beam scores are ``sum log p / length ** length_penalty``.
+            temperature: logits divisor before sampling (``"sample"``).
+            top_k: sample among the ``top_k`` most likely tokens (0: all).
+            top_p: sample within the nucleus of probability ``top_p`` (1.0: all).
+            no_repeat_ngram_size: never repeat an n-gram of this size (0: off).
+            repetition_penalty: CTRL penalty on tokens already generated (1.0: off).
+            use_cache: decode through the KV cache (False recomputes the whole prefix at
+                every step; same result, for testing and benchmarks).
+            generator: random source for ``"sample"``, for reproducible samples.
+
+        Shapes:
+            context.x: (B, M, D_ctx), context.mask: (B, M) bool
+            returns: (B, T_out) long ids without BOS, ``T_out <= max_new_tokens``; after a
+            sample's EOS come ``pad_id`` (``eos_id`` if no pad_id is set). Stops early
+            when every sample has ended.
+        """
+        self._check_context(context, None)
+        bos = self._require_bos("generate")
+        if strategy not in _STRATEGIES:
+            raise ValueError(f"TextDecoder.generate: strategy must be one of {_STRATEGIES}, got {strategy!r}")
+        if not 1 <= max_new_tokens <= self.max_seq_len - 1:
+            raise ValueError(
+                f"TextDecoder.generate: max_new_tokens must be in [1, max_seq_len - 1 = {self.max_seq_len - 1}], "
+                f"got {max_new_tokens}"
+            )
+        if num_beams < 1:
+            raise ValueError(f"TextDecoder.generate: num_beams must be >= 1, got {num_beams}")
+        if temperature <= 0:
+            raise ValueError(f"TextDecoder.generate: temperature must be > 0, got {temperature}")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"TextDecoder.generate: top_p must be in (0, 1], got {top_p}")
+        if top_k < 0 or no_repeat_ngram_size < 0:
+            raise ValueError(
+                f"TextDecoder.generate: top_k and no_repeat_ngram_size must be >= 0, got {top_k}, {no_repeat_ngram_size}"
+            )
+        if repetition_penalty <= 0:
+            raise ValueError(f"TextDecoder.generate: repetition_penalty must be > 0, got {repetition_penalty}")
+
+        beams = num_beams if strategy == "beam" else 1
+        ctx_x, ctx_mask = context.x, context.mask
+        if beams > 1:
+            ctx_x = ctx_x.repeat_interleave(beams, 0)  # (B*K, M, D_ctx): beams of a sample are adjacent rows
+            ctx_mask = ctx_mask.repeat_interleave(beams, 0)  # (B*K, M)
+        fill = next(i for i in (self.pad_id, self.eos_id, bos) if i is not None)
+        processing = LogitsProcessing(
+            banned_ids=tuple(i for i in (bos, self.pad_id) if i is not None),
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+        start = torch.full((ctx_x.shape[0], 1), bos, dtype=torch.long, device=ctx_x.device)  # (N, 1)
+
+        cache = self._init_cache(ctx_x, ctx_mask, 1 + max_new_tokens) if use_cache else None
+
+        def step(seqs: Tensor) -> Tensor:  # (N, t) → (N, V)
+            if cache is not None:
+                new = seqs[:, cache.length :]  # the tokens the cache has not seen (BOS at first)
+                return self.step(new, cache)[:, -1]
+            hidden = self._run(seqs, torch.arange(seqs.shape[1], device=seqs.device), ctx_x, ctx_mask, None)
+            return self._logits(hidden[:, -1])  # project only the position we need
+
+        def reorder(rows: Tensor) -> None:
+            if cache is not None:
+                cache.reorder(rows)
+
+        if strategy == "beam":
+            tokens, _ = beam_search(
+                step, reorder, start, beams, max_new_tokens, processing, self.eos_id, fill, length_penalty
+            )
+            return tokens
+        return greedy_search(
+            step,
+            start,
+            max_new_tokens,
+            processing,
+            self.eos_id,
+            fill,
+            do_sample=strategy == "sample",
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _hidden(self, tokens: Tensor, context: ExtendedContext, token_mask: Tensor | None) -> Tensor:
+        """Validate the inputs and run the blocks: (B, T) ids → (B, T, D) final hidden states."""
+        check_shape("TextDecoder tokens", tokens, ("B", "T"))
+        if tokens.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"TextDecoder tokens: expected integer ids (torch.long), got {tokens.dtype}")
+        B, T = tokens.shape
+        if T > self.max_seq_len:
+            raise ValueError(f"TextDecoder tokens: expected at most max_seq_len={self.max_seq_len} tokens, got {T}")
+        self._check_context(context, B)
+        if token_mask is not None:
+            check_shape("TextDecoder token_mask", token_mask, (B, T))
+            if token_mask.dtype != torch.bool:
+                raise ValueError(f"TextDecoder token_mask: expected torch.bool, got {token_mask.dtype}")
+            positions = (token_mask.long().cumsum(1) - 1).clamp_min(0)  # (B, T): index among real tokens
+        else:
+            positions = torch.arange(T, device=tokens.device)  # (T,)
+        return self._run(tokens, positions, context.x, context.mask, token_mask)
+
+    def _run(
+        self, tokens: Tensor, positions: Tensor, ctx_x: Tensor, ctx_mask: Tensor, token_mask: Tensor | None
+    ) -> Tensor:
+        """Embed and run every block without a cache: (B, T) ids → (B, T, D)."""
+        x = self.drop(self.embed(tokens))  # (B, T, D)
+        context_mask = None if bool(ctx_mask.all()) else ctx_mask
+        for block in self.blocks:
+            x = block(x, positions, context=ctx_x, context_mask=context_mask, token_mask=token_mask)
+        return x
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """Final norm and output projection: (..., D) → (..., V)."""
+        x = self.norm(x)
+        return F.linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
+
+    def _init_cache(self, ctx_x: Tensor, ctx_mask: Tensor, capacity: int) -> DecoderCache:
+        if capacity > self.max_seq_len:
+            raise ValueError(f"TextDecoder: cache capacity {capacity} exceeds max_seq_len={self.max_seq_len}")
+        layers = [_LayerCache(cross_kv=block.cross_attn.project_kv(ctx_x)) for block in self.blocks]
+        # an all-real context needs no mask: SDPA then runs unmasked at every step
+        context_mask = None if bool(ctx_mask.all()) else ctx_mask
+        return DecoderCache(layers, context_mask, capacity, 0, batch_size=ctx_x.shape[0])
+
+    def _check_context(self, context: ExtendedContext, batch_size: int | None) -> None:
+        if not isinstance(context, ExtendedContext):
+            raise TypeError(f"TextDecoder: context must be an ExtendedContext, got {type(context).__name__}")
+        check_shape("TextDecoder context.x", context.x, (batch_size or "B", "M", self.context_dim))
+
+    def _require_bos(self, what: str) -> int:
+        if self.bos_id is None:
+            raise ValueError(
+                f"TextDecoder.{what}: bos_id is not set (it comes from the tokenizer; the CLI fills it in)"
+            )
+        return self.bos_id

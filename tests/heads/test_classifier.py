@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmctx.heads import ClassifierHead
+from mmctx.types import ExtendedContext
+
+
+def ctx(b=2, n=5, d=16):
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    return ExtendedContext(torch.randn(b, n, d, generator=g), mask, torch.zeros(b, n, dtype=torch.long))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+@pytest.mark.parametrize("hidden_dim", [0, 32])
+def test_logits_shape_padding_invariance_and_grads(pooling, hidden_dim):
+    torch.manual_seed(0)
+    head = ClassifierHead(16, num_classes=4, pooling=pooling, hidden_dim=hidden_dim, num_heads=2)
+    c = ctx()
+    logits = head(c)
+    assert logits.shape == (2, 4)
+    noisy = ExtendedContext(c.x.masked_fill(~c.mask[..., None], 50.0), c.mask, c.modality)
+    assert torch.allclose(logits, head(noisy), atol=1e-5)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in head.parameters())
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="num_classes"):
+        ClassifierHead(16)
+    with pytest.raises(ValueError, match="pooling"):
+        ClassifierHead(16, 3, pooling="max")

@@ -1,0 +1,219 @@
+"""TextDecoder: shapes, gradients, padding invariance, KV cache equivalence, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmctx.heads import DecoderCache, TextDecoder
+from mmctx.types import ExtendedContext
+
+PAD, BOS, EOS = 0, 1, 2
+
+
+def make_decoder(seed: int = 0, **overrides) -> TextDecoder:
+    torch.manual_seed(seed)
+    args = dict(vocab_size=20, dim=32, num_layers=2, num_heads=4, max_seq_len=40, pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    args.update(overrides)
+    return TextDecoder(**args).eval()
+
+
+def make_context(lengths=(5, 3, 7), d: int = 32, seed: int = 1) -> ExtendedContext:
+    g = torch.Generator().manual_seed(seed)
+    M = max(lengths)
+    x = torch.randn(len(lengths), M, d, generator=g)
+    mask = torch.arange(M)[None, :] < torch.tensor(lengths)[:, None]
+    return ExtendedContext(x, mask, torch.zeros(len(lengths), M, dtype=torch.long), ("image",))
+
+
+def with_noisy_padding(c: ExtendedContext, value: float = 77.0) -> ExtendedContext:
+    return ExtendedContext(c.x.masked_fill(~c.mask[..., None], value), c.mask, c.modality, c.names)
+
+
+def random_tokens(B: int, T: int, seed: int = 2, vocab: int = 20) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, vocab, (B, T), generator=g)
+    tokens[:, 0] = BOS
+    return tokens
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_logits_shape_and_gradients_reach_every_parameter(tie):
+    dec = make_decoder(tie_embeddings=tie, dropout=0.1, context_dim=24).train()
+    c = make_context(d=24)
+    tokens = random_tokens(3, 6)
+    logits = dec(tokens, c)
+    assert logits.shape == (3, 6, 20)
+    targets = torch.randint(0, 20, (3, 6))
+    torch.nn.functional.cross_entropy(logits.reshape(-1, 20), targets.reshape(-1)).backward()
+    missing = [n for n, p in dec.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+    assert (dec.lm_head is None) == tie
+
+
+def test_padded_context_positions_never_change_logits_or_generation():
+    dec = make_decoder()
+    c, noisy = make_context(), with_noisy_padding(make_context())
+    tokens = random_tokens(3, 8)
+    assert torch.allclose(dec(tokens, c), dec(tokens, noisy), atol=1e-6)
+    for strategy in ("greedy", "beam", "sample"):
+        for use_cache in (True, False):
+            kw = dict(strategy=strategy, num_beams=3, use_cache=use_cache)
+            a = dec.generate(c, 10, generator=torch.Generator().manual_seed(0), **kw)
+            b = dec.generate(noisy, 10, generator=torch.Generator().manual_seed(0), **kw)
+            assert torch.equal(a, b), (strategy, use_cache)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_batch_of_different_context_lengths_generates_as_each_sample_alone(strategy):
+    dec = make_decoder(seed=3)
+    lengths = (5, 2, 7, 4)
+    c = make_context(lengths, seed=4)
+    batch = dec.generate(c, 12, strategy=strategy, num_beams=3)
+    for b, n in enumerate(lengths):
+        alone = ExtendedContext(c.x[b : b + 1, :n], c.mask[b : b + 1, :n], c.modality[b : b + 1, :n])
+        single = dec.generate(alone, 12, strategy=strategy, num_beams=3)[0]
+        row = batch[b]
+        assert torch.equal(row[: single.shape[0]], single), (b, row, single)
+        assert (row[single.shape[0] :] == PAD).all()  # the batch only adds padding after EOS
+
+
+def test_token_padding_right_or_left_never_changes_real_positions():
+    dec = make_decoder()
+    c = make_context((4, 6))
+    tokens = random_tokens(2, 5)
+    ref = dec(tokens, c)
+    right = torch.cat([tokens, torch.full((2, 3), PAD)], 1)
+    right_mask = torch.arange(8)[None].expand(2, 8) < 5
+    assert torch.allclose(dec(right, c, right_mask)[:, :5], ref, atol=1e-5)
+    left = torch.cat([torch.full((2, 3), PAD), tokens], 1)
+    left_mask = torch.arange(8)[None].expand(2, 8) >= 3
+    assert torch.allclose(dec(left, c, left_mask)[:, 3:], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("prompt_len", [1, 3, 6])
+def test_cached_step_logits_equal_full_forward_for_prompt_then_single_tokens(prompt_len):
+    dec = make_decoder(seed=5)
+    c = make_context(seed=6)
+    tokens = random_tokens(3, 12, seed=7)
+    full = dec(tokens, c)
+    cache = dec.init_cache(c, capacity=12)
+    assert isinstance(cache, DecoderCache)
+    pieces = [dec.step(tokens[:, :prompt_len], cache)]  # a multi-token prompt, then a long cache
+    for i in range(prompt_len, 12):
+        pieces.append(dec.step(tokens[:, i : i + 1], cache))
+    assert cache.length == 12
+    torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=0)
+
+
+def test_cached_chunks_of_several_tokens_keep_causal_alignment():
+    # a short query (3 tokens) against a longer cache: the fused SDPA is_causal would align it
+    # top-left and let the first new token see the later ones
+    dec = make_decoder(seed=8)
+    c = make_context(seed=9)
+    tokens = random_tokens(3, 12, seed=10)
+    full = dec(tokens, c)
+    cache = dec.init_cache(c, capacity=12)
+    chunks = [dec.step(tokens[:, i : i + 3], cache) for i in range(0, 12, 3)]
+    torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_cached_and_uncached_generation_see_identical_logits_at_every_step(strategy):
+    dec = make_decoder(seed=11)
+    c = make_context(seed=12)
+    records: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    current: list[bool] = [True]
+
+    def hook(module, inputs, output):  # the final norm sees (N, 1, D) cached, (N, D) uncached
+        records[current[0]].append(output.reshape(output.shape[0], -1, output.shape[-1])[:, -1].clone())
+
+    handle = dec.norm.register_forward_hook(hook)
+    outs = {}
+    for use_cache in (True, False):
+        current[0] = use_cache
+        outs[use_cache] = dec.generate(
+            c, 15, strategy=strategy, num_beams=3, use_cache=use_cache, generator=torch.Generator().manual_seed(3),
+            no_repeat_ngram_size=3, repetition_penalty=1.3,
+        )
+    handle.remove()
+    assert torch.equal(outs[True], outs[False])
+    assert len(records[True]) == len(records[False]) > 1
+    for a, b in zip(records[True], records[False]):
+        logits_a, logits_b = dec._logits(a), dec._logits(b)
+        torch.testing.assert_close(logits_a, logits_b, atol=1e-5, rtol=0)
+
+
+def test_generate_output_format_and_inference_mode():
+    dec = make_decoder(seed=13)
+    c = make_context()
+    with torch.inference_mode():
+        out = dec.generate(c, 30)
+    assert out.dtype == torch.long and out.shape[0] == 3 and 1 <= out.shape[1] <= 30
+    assert not (out == BOS).any()
+    for row in out.tolist():
+        if EOS in row:
+            assert all(t == PAD for t in row[row.index(EOS) + 1 :])
+        else:
+            assert PAD not in row and len(row) == out.shape[1]
+
+
+def test_generation_without_eos_has_exact_length_and_empty_context_rows_are_finite():
+    dec = make_decoder(seed=14, eos_id=None)
+    c = make_context((4, 3))
+    c.mask[1] = False  # a sample with no context at all: cross-attention reads nothing
+    for strategy in ("greedy", "beam", "sample"):
+        assert dec.generate(c, 9, strategy=strategy, num_beams=2).shape == (2, 9)
+    assert torch.isfinite(dec(random_tokens(2, 4), c)).all()
+
+
+def test_pad_falls_back_to_eos_when_tokenizer_has_no_pad():
+    dec = make_decoder(seed=15, pad_id=None)
+    out = dec.generate(make_context(), 25, strategy="beam", num_beams=2)
+    for row in out.tolist():
+        if EOS in row:
+            assert all(t == EOS for t in row[row.index(EOS) :])
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="vocab_size"):
+        TextDecoder()
+    with pytest.raises(ValueError, match="bos_id=20 is out of range"):
+        TextDecoder(20, bos_id=20)
+    with pytest.raises(ValueError, match="eos_id=-1 is out of range"):
+        TextDecoder(20, eos_id=-1)
+    with pytest.raises(ValueError, match="pad_id=25 is out of range"):
+        TextDecoder(20, pad_id=25)
+    with pytest.raises(ValueError, match="distinct"):
+        TextDecoder(20, pad_id=2, bos_id=1, eos_id=2)
+    with pytest.raises(ValueError, match="divisible"):
+        TextDecoder(20, dim=30, num_heads=4)
+
+
+def test_input_errors_name_the_argument():
+    dec = make_decoder()
+    c = make_context()
+    with pytest.raises(ValueError, match="TextDecoder tokens"):
+        dec(torch.zeros(3, dtype=torch.long), c)
+    with pytest.raises(ValueError, match="integer ids"):
+        dec(torch.zeros(3, 4), c)
+    with pytest.raises(ValueError, match="max_seq_len=40"):
+        dec(torch.zeros(3, 41, dtype=torch.long), c)
+    with pytest.raises(ValueError, match=r"context.x: dimension 0 should be 2"):
+        dec(torch.zeros(2, 4, dtype=torch.long), c)
+    with pytest.raises(ValueError, match=r"context.x: dimension 2 should be 32"):
+        dec(torch.zeros(3, 4, dtype=torch.long), make_context(d=16))
+    with pytest.raises(ValueError, match="token_mask"):
+        dec(torch.zeros(3, 4, dtype=torch.long), c, torch.ones(3, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="strategy"):
+        dec.generate(c, 5, strategy="nucleus")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        dec.generate(c, 40)
+    with pytest.raises(ValueError, match="top_p"):
+        dec.generate(c, 5, strategy="sample", top_p=0.0)
+    with pytest.raises(ValueError, match="bos_id is not set"):
+        make_decoder(bos_id=None).generate(c, 5)
+    cache = dec.init_cache(c, capacity=4)
+    dec.step(random_tokens(3, 3), cache)
+    with pytest.raises(ValueError, match="cache holds 4 tokens"):
+        dec.step(random_tokens(3, 2), cache)
