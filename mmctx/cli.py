@@ -7,7 +7,8 @@ Usage::
 
 Two conveniences on top of LightningCLI:
 
-* **Sizes the data knows** — ``vocab_size``, ``num_classes``, ``classes``, ``pad_id`` — are
+* **Sizes the data knows** — ``vocab_size``, ``num_classes``, ``classes`` and the special
+  token ids ``pad_id``, ``bos_id``, ``eos_id`` — are
   never written in a config. Any ``init_args`` entry with one of these names, anywhere in
   the model's tree of ``class_path`` blocks, that the config leaves unset is filled from the
   data module's attribute of the same name; a value set in the config that disagrees with
@@ -31,7 +32,7 @@ from lightning.pytorch.cli import LightningCLI
 __all__ = ["MMCtxCLI", "main", "DATA_SIZES"]
 
 #: Constructor arguments filled from the data module when a config leaves them unset.
-DATA_SIZES: tuple[str, ...] = ("vocab_size", "num_classes", "classes", "pad_id")
+DATA_SIZES: tuple[str, ...] = ("vocab_size", "num_classes", "classes", "pad_id", "bos_id", "eos_id")
 
 
 class MMCtxCLI(LightningCLI):
@@ -82,9 +83,8 @@ def _fill_sizes(node: Any, sizes: dict[str, Any], path: str) -> None:
                     )
             _fill_sizes(init_args, sizes, f"{path}.init_args")
         else:
-            for key in node.keys():
-                if "." not in key:
-                    _fill_sizes(node[key], sizes, f"{path}.{key}")
+            for key, value in vars(node).items():  # direct children (keys() would flatten)
+                _fill_sizes(value, sizes, f"{path}.{key}")
     elif isinstance(node, dict):
         for key, value in node.items():
             _fill_sizes(value, sizes, f"{path}.{key}")

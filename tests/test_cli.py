@@ -1,0 +1,92 @@
+"""The ``mmctx`` CLI: every config parses and trains a step; fit → test --ckpt_path best;
+data sizes are filled in; checkpoints reload without the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmctx.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def data_overrides(root: Path) -> list[str]:
+    return [
+        f"--data.root={root}",
+        "--data.num_train=40",
+        "--data.num_val=10",
+        "--data.num_test=10",
+        "--data.data_seed=0",
+        "--data.num_workers=0",
+        "--data.batch_size=8",
+    ]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_config_runs_a_fast_dev_run(config, default_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", f"--config={config}", "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
+          *data_overrides(default_root)])
+
+
+def test_unknown_key_is_rejected_with_the_valid_choices(default_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", f"--config={REPO / 'configs/default.yaml'}", "--model.init_args.label_smoothin=0.1"])
+    err = capsys.readouterr().err
+    assert "label_smoothin" in err
+
+
+def test_size_written_in_config_that_disagrees_with_data_is_an_error(default_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"model.init_args.num_classes = 7, but the data module says 4"):
+        main(["fit", f"--config={REPO / 'configs/default.yaml'}", "--model.init_args.num_classes=7",
+              "--trainer.fast_dev_run=1", *data_overrides(default_root)])
+
+
+@pytest.mark.slow
+def test_fit_then_test_best_checkpoint_in_a_new_process_and_reload(default_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = [f"--config={REPO / 'configs/default.yaml'}", "--trainer.enable_progress_bar=false",
+              *data_overrides(default_root)]
+    main(["fit", *common, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2"])
+    run = tmp_path / "runs" / "default" / "version_0"
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert list(run.glob("events.out.tfevents.*")), "no TensorBoard events"
+    # the config saved beside the run holds the sizes filled in from the data
+    saved = (run / "config.yaml").read_text()
+    assert "num_classes: 4" in saved
+
+    main(["test", *common, "--ckpt_path=best"])
+    out = capsys.readouterr().out
+    assert "=== mmctx test results ===" in out and "test/acc" in out
+    rows = [json.loads(line) for line in (run / "test_predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and {"id", "label", "predicted", "probs"} <= set(rows[0])
+    assert (run / "confusion_matrix.txt").is_file()
+
+    # the checkpoint rebuilds its injected modules from the saved config, without the CLI
+    # and without unpickling arbitrary objects
+    from mmctx.trainers import ClassificationTask
+
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["hyper_parameters"]["model"]["class_path"] == "mmctx.models.FusionModel"
+    task = ClassificationTask.load_from_checkpoint(run / "checkpoints" / "best.ckpt", map_location="cpu")
+    state = ckpt["state_dict"]
+    for name, value in task.state_dict().items():
+        assert torch.equal(value, state[name]), name
+
+    main(["predict", *common, "--ckpt_path=best",
+          "--trainer.callbacks+=mmctx.trainers.JsonlPredictionWriter",
+          f"--trainer.callbacks.output_path={tmp_path / 'pred.jsonl'}"])
+    assert len((tmp_path / "pred.jsonl").read_text().splitlines()) == 10
+
+
+def test_ckpt_best_without_a_fit_says_what_to_do(default_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="run `mmctx fit` first"):
+        main(["test", f"--config={REPO / 'configs/default.yaml'}", "--ckpt_path=best", *data_overrides(default_root)])
