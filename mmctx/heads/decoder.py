@@ -302,7 +302,9 @@ class TextDecoder(nn.Module):
         positions = torch.arange(offset, offset + t, device=tokens.device)  # (t,) absolute
         x = self.drop(self.embed(tokens))  # (B, t, D)
         for block, layer in zip(self.blocks, cache.layers):
-            x = block(x, positions, context_mask=cache.context_mask, cache=layer, offset=offset, capacity=cache.capacity)
+            x = block(
+                x, positions, context_mask=cache.context_mask, cache=layer, offset=offset, capacity=cache.capacity
+            )
         cache.length += t
         return self._logits(x)
 
@@ -365,7 +367,8 @@ class TextDecoder(nn.Module):
             raise ValueError(f"TextDecoder.generate: top_p must be in (0, 1], got {top_p}")
         if top_k < 0 or no_repeat_ngram_size < 0:
             raise ValueError(
-                f"TextDecoder.generate: top_k and no_repeat_ngram_size must be >= 0, got {top_k}, {no_repeat_ngram_size}"
+                "TextDecoder.generate: top_k and no_repeat_ngram_size must be >= 0, "
+                f"got {top_k}, {no_repeat_ngram_size}"
             )
         if repetition_penalty <= 0:
             raise ValueError(f"TextDecoder.generate: repetition_penalty must be > 0, got {repetition_penalty}")

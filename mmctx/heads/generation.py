@@ -210,9 +210,10 @@ def beam_search(
     best continuations: those ending in EOS among the best ``K`` become finished hypotheses,
     scored ``sum log p / length ** length_penalty`` (length counts the generated tokens, EOS
     included); the best ``K`` others are the next beams. A sample is done once it holds
-    ``K`` finished hypotheses; the search stops when every sample is done or after
-    ``max_new_tokens``, when the live beams join the finished ones. The best hypothesis of
-    each sample is returned.
+    ``K`` finished hypotheses and none of its live beams can still beat them (a sound bound,
+    not a heuristic: log-probabilities only fall); the search stops when every sample is
+    done or after ``max_new_tokens``, when the live beams join the finished ones. The best
+    hypothesis of each sample is returned.
 
     Args:
         step: next-token logits of every row, given the sequences so far.
@@ -271,7 +272,6 @@ def beam_search(
                 fin_seqs = torch.cat([fin_seqs, new_seqs], 1).gather(1, keep[..., None].expand(-1, -1, L))
                 fin_lens = torch.cat([fin_lens, torch.full_like(tokens, t + 1)], 1).gather(1, keep)
                 fin_count = fin_count + add.sum(1)
-                done = done | (fin_count >= K)
         else:
             is_eos = torch.zeros_like(tokens, dtype=torch.bool)
         # next beams: the K best candidates that do not end in EOS (each beam has one EOS
@@ -282,8 +282,16 @@ def beam_search(
         seqs = seqs[source]
         seqs[:, 1 + t] = tokens.gather(1, pick).reshape(N)
         reorder(source)
-        if bool(done.all()):
-            break
+        if eos_id is not None:
+            # done: K finished hypotheses that no live beam can beat any more. A live beam's
+            # log-probability only falls; its normalised score is best at the longest length
+            # when length_penalty > 0, at its current one otherwise.
+            best_live = beam_scores.max(1).values  # (B,)
+            longest = max_new_tokens if length_penalty > 0 else t + 1
+            beaten = best_live / longest**length_penalty <= fin_scores[:, -1]
+            done = done | ((fin_count >= K) & beaten)
+            if bool(done.all()):
+                break
     # samples still running when the budget ran out: their live beams compete too
     live_scores = (beam_scores / steps**length_penalty).masked_fill(done[:, None], float("-inf"))
     all_scores = torch.cat([fin_scores, live_scores], 1)  # (B, 2K)

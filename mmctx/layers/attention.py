@@ -62,7 +62,8 @@ class MultiHeadAttention(nn.Module):
             returns: keys and values, each (B, H, M, D/H)
         """
         B, M, _ = source.shape
-        k, v = self.kv_proj(source).view(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 2×(B, H, M, D/H)
+        kv = self.kv_proj(source).view(B, M, 2, self.num_heads, self.head_dim)  # (B, M, 2, H, D/H)
+        k, v = kv.permute(2, 0, 3, 1, 4)  # 2×(B, H, M, D/H)
         if self.rope is not None:
             k = self.rope(k, positions if positions is not None else torch.arange(M, device=source.device))
         return k, v
@@ -102,7 +103,9 @@ class MultiHeadAttention(nn.Module):
         B, N, _ = x.shape
         if kv is not None and context is not None:
             raise ValueError("MultiHeadAttention: pass either context or kv, not both")
-        q_pos = positions if positions is not None else torch.arange(N, device=x.device) + query_offset
+        q_pos: Tensor | None = None
+        if self.rope is not None:
+            q_pos = positions if positions is not None else torch.arange(N, device=x.device) + query_offset
         if kv is not None:
             k, v = kv
             check_shape("MultiHeadAttention kv[0]", k, (B, self.num_heads, "M", self.head_dim))
@@ -117,7 +120,7 @@ class MultiHeadAttention(nn.Module):
         if key_mask is not None:
             check_shape("MultiHeadAttention key_mask", key_mask, (B, M))
         q = self.q_proj(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, D/H)
-        if self.rope is not None:
+        if q_pos is not None:
             q = self.rope(q, q_pos)
         if is_causal and N == 1 and query_offset >= M - 1:
             is_causal = False  # one query at the end of the cache: every key is in its past

@@ -11,6 +11,16 @@ from mmctx.types import ExtendedContext
 PAD, BOS, EOS = 0, 1, 2
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: a second thread costs more in hand-offs than it saves, and on a busy
+    2-core machine (parallel jobs) it turns into waiting; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_decoder(seed: int = 0, **overrides) -> TextDecoder:
     torch.manual_seed(seed)
     args = dict(vocab_size=20, dim=32, num_layers=2, num_heads=4, max_seq_len=40, pad_id=PAD, bos_id=BOS, eos_id=EOS)
