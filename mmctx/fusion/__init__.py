@@ -10,5 +10,14 @@ from mmctx.fusion.base import Fusion
 from mmctx.fusion.concat import ConcatFusion
 from mmctx.fusion.cross_attention import CrossAttentionFusion, GatedCrossAttentionBlock
 from mmctx.fusion.gated import GatedFusion
+from mmctx.fusion.perceiver import PerceiverBlock, PerceiverResampler
 
-__all__ = ["Fusion", "ConcatFusion", "CrossAttentionFusion", "GatedCrossAttentionBlock", "GatedFusion"]
+__all__ = [
+    "Fusion",
+    "ConcatFusion",
+    "CrossAttentionFusion",
+    "GatedCrossAttentionBlock",
+    "GatedFusion",
+    "PerceiverResampler",
+    "PerceiverBlock",
+]

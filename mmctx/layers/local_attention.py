@@ -12,11 +12,14 @@ al. 2020). Two interchangeable backends compute exactly that pattern:
 * ``"flex"``: ``torch.nn.attention.flex_attention`` (compiled with ``torch.compile``) with a
   block-sparse mask built directly from the band (``BlockMask.from_kv_blocks``), so building
   the mask is O(N·w) too. The first call per shape compiles (about 26 s on a 2-core CPU).
+  On CPU, torch 2.9's compiled flex_attention has no backward pass, so CPU calls that need
+  gradients fall back to ``"blocked"`` (with a one-time warning); on GPU it trains.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import torch
@@ -33,7 +36,9 @@ BACKENDS: tuple[str, ...] = ("blocked", "flex")
 _FLEX_BLOCK = 128  # flex_attention's tile size
 
 
-def sliding_window_mask(num_tokens: int, window: int, num_global: int = 0, device: torch.device | None = None) -> Tensor:
+def sliding_window_mask(
+    num_tokens: int, window: int, num_global: int = 0, device: torch.device | None = None
+) -> Tensor:
     """The dense (N, N) boolean pattern of :class:`SlidingWindowAttention` (True = may attend).
 
     For tests and small N only: it is exactly what the block-local backends compute without
@@ -144,7 +149,7 @@ class SlidingWindowAttention(nn.Module):
             pos = positions if positions is not None else torch.arange(N, device=x.device)
             q, k = self.rope(q, pos), self.rope(k, pos)
         dropout_p = self.dropout if self.training else 0.0
-        if self.backend == "flex":
+        if self.backend == "flex" and _flex_can_run(q):
             out = _flex_attention(q, k, v, key_mask, self.window, self.num_global)
         else:
             out = _blocked_attention(q, k, v, key_mask, self.window, self.num_global, dropout_p)
@@ -250,6 +255,27 @@ def _banded_blocks(
 
 
 _COMPILED_FLEX: Callable[..., Tensor] | None = None
+_WARNED_FLEX_CPU_GRAD = False
+
+
+def _flex_can_run(q: Tensor) -> bool:
+    """Whether compiled flex_attention can run here; else warn once and use "blocked".
+
+    Compiled flex_attention has no backward pass on CPU in torch 2.9 (inductor fails with
+    "IndexError: tuple index out of range", pytorch/pytorch#169224), so a CPU call that needs
+    gradients falls back to the block-local backend, which computes the same function.
+    """
+    global _WARNED_FLEX_CPU_GRAD
+    if q.device.type != "cpu" or not (torch.is_grad_enabled() and q.requires_grad):
+        return True
+    if not _WARNED_FLEX_CPU_GRAD:
+        warnings.warn(
+            "SlidingWindowAttention: flex_attention cannot backpropagate on CPU (pytorch/pytorch#169224); "
+            "using the 'blocked' backend for calls that need gradients",
+            stacklevel=3,
+        )
+        _WARNED_FLEX_CPU_GRAD = True
+    return False
 
 
 def _compiled_flex() -> Callable[..., Tensor]:

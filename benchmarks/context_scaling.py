@@ -1,0 +1,240 @@
+"""Context-encoder scaling: sliding-window attention (blocked backend) vs full attention.
+
+For N = 1K, 4K, 16K, 64K tokens (batch 1, D=256, 4 heads, window ±256, 2 layers by default)
+it measures one forward + backward pass of :class:`mmctx.context.SlidingWindowContextEncoder`
+and of :class:`mmctx.context.ContextEncoder` (full attention), then doubles N for the sliding
+encoder until one training step no longer fits the memory budget (default 20 GiB).
+
+What is measured, honestly:
+
+* every measurement runs in a fresh subprocess (``python context_scaling.py --child ...``);
+* time: wall-clock of ``forward`` + ``backward`` (a loss on the output), after one warm-up
+  step at a small N; the best of up to 3 repeats (fewer when they take over 10 s) — the
+  minimum, because other processes on a shared machine only ever add time;
+* memory: the child's peak resident set size (``ru_maxrss``): ``peak`` is the whole
+  process (Python, torch, model, input, activations, gradients, allocator slack);
+  ``Δpeak`` is the peak minus the peak reached before the timed steps (after building the
+  model and input and a warm-up at a small N), i.e. what the training step itself added.
+  bytes/N = Δpeak / N. RSS counts pages touched, so it is an upper bound on live tensors;
+* the parent watches each child's RSS and kills it above the budget ("over budget"); full
+  attention is not started where its time or Δpeak, extrapolated as N² from the previous
+  full-attention row, would exceed ``--max-seconds`` or the budget ("skipped");
+* the machine may be shared: other processes inflate times (never memory), most at small N.
+
+    python benchmarks/context_scaling.py                 # about 10 minutes on a 2-core CPU
+    python benchmarks/context_scaling.py --layers 1 --no-largest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def child(args: argparse.Namespace) -> None:
+    """Measure one (method, N) in this process and print a JSON line."""
+    import torch
+
+    from mmctx.context import ContextEncoder, SlidingWindowContextEncoder
+    from mmctx.types import ExtendedContext
+
+    torch.manual_seed(0)
+    if args.method == "sliding":
+        model = SlidingWindowContextEncoder(args.dim, args.layers, args.heads, window=args.window, backend="blocked")
+    else:
+        model = ContextEncoder(args.dim, args.layers, args.heads)
+
+    def step(n: int) -> float:
+        x = torch.randn(1, n, args.dim)
+        ctx = ExtendedContext(x, torch.ones(1, n, dtype=torch.bool), torch.zeros(1, n, dtype=torch.long), ("text",))
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        out = model(ctx)
+        out.x.pow(2).mean().backward()
+        return time.perf_counter() - start
+
+    step(max(min(args.n // 8, 1024), 128))  # warm-up at a smaller N: thread pools, kernels
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    for _ in range(3):
+        times.append(step(args.n))
+        if sum(times) > 10:
+            break
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"time": min(times), "repeats": len(times), "peak": peak, "base": base}))
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure(args: argparse.Namespace, method: str, n: int) -> dict:
+    """Run one child; returns its JSON, or {"error": ...}."""
+    cmd = [
+        sys.executable, os.path.abspath(__file__), "--child", "--method", method, "--n", str(n),
+        "--dim", str(args.dim), "--heads", str(args.heads), "--layers", str(args.layers), "--window", str(args.window),
+    ]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    limit = args.budget_gib * GIB
+    over = False
+    while proc.poll() is None:
+        if _rss(proc.pid) > limit:
+            proc.kill()
+            over = True
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if over:
+        return {"error": "over budget"}
+    if proc.returncode != 0:
+        last = (err.strip().splitlines() or ["?"])[-1]
+        return {"error": f"failed ({last[:80]})"}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def fmt_row(n: int, res: dict | None) -> list[str]:
+    if res is None:
+        return ["-"] * 5
+    if "error" in res:
+        return [res["error"], "", "", "", ""]
+    delta = res["peak"] - res["base"]
+    return [
+        f"{res['time']:.3f}",
+        f"{res['time'] / n * 1e6:.1f}",
+        f"{res['peak'] / MIB:,.0f}",
+        f"{delta / MIB:,.0f}",
+        f"{delta / n / 1024:.1f}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--method", default="sliding", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=1024, help=argparse.SUPPRESS)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="skip a measurement predicted to take longer")
+    parser.add_argument("--budget-gib", type=float, default=20.0, help="memory budget of one training step")
+    parser.add_argument("--no-largest", action="store_true", help="skip the search for the largest N")
+    parser.add_argument("--max-total-seconds", type=float, default=600.0, help="stop the largest-N search after this")
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    import torch
+
+    began = time.perf_counter()
+    print(
+        f"# context encoder fwd+bwd, batch 1, D={args.dim}, {args.heads} heads, {args.layers} layers, "
+        f"window ±{args.window}; torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads; memory budget {args.budget_gib:g} GiB"
+    )
+    header = ["N", "method", "time s", "µs/token", "peak MiB", "Δpeak MiB", "KiB/token"]
+    rows: list[list[str]] = []
+    results: dict[int, dict] = {}
+    last_full: tuple[int, float, float] | None = None
+    for n in args.lengths:
+        res = measure(args, "sliding", n)
+        results[n] = res
+        rows.append([f"{n:,}", "sliding"] + fmt_row(n, res))
+        # full attention: extrapolate time and extra memory as N² from the previous full row
+        if last_full is not None:
+            scale = (n / last_full[0]) ** 2
+            predicted, predicted_mem = last_full[1] * scale, last_full[2] * scale
+        else:
+            predicted, predicted_mem = 0.0, 0.0
+        if predicted > args.max_seconds or predicted_mem > args.budget_gib * GIB:
+            rows.append(
+                [f"{n:,}", "full", f"skipped: est. {predicted:,.0f} s (limit {args.max_seconds:g} s), "
+                 f"est. Δpeak {predicted_mem / GIB:,.0f} GiB (budget {args.budget_gib:g} GiB)", "", "", "", ""]
+            )
+            continue
+        res = measure(args, "full", n)
+        rows.append([f"{n:,}", "full"] + fmt_row(n, res))
+        if "error" not in res:
+            last_full = (n, res["time"], float(res["peak"] - res["base"]))
+        else:
+            last_full = (n, float("inf"), float("inf"))
+    # column widths ignore the long "skipped: ..." notes, which simply overflow their cell
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows if len(r[i]) < 24]) for i in range(len(header))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+
+    if args.no_largest:
+        return
+    print(f"\n# largest N for one sliding-window training step within {args.budget_gib:g} GiB (doubling N)")
+    last_n = max(args.lengths)
+    last = results[last_n]
+    if "error" in last:
+        print(f"the sliding encoder failed at N={last_n:,}; no search")
+        return
+    per_token = (last["peak"] - last["base"]) / last_n
+    print(
+        f"linear fit from N={last_n:,}: {per_token / 1024:.1f} KiB/token over a {last['base'] / GIB:.2f} GiB base → "
+        f"about {int((args.budget_gib * GIB - last['base']) / per_token):,} tokens fit in {args.budget_gib:g} GiB"
+    )
+    n, best = last_n * 2, None
+    while True:
+        predicted_peak = last["base"] + per_token * n
+        predicted_time = last["time"] * n / last_n * 1.3 + 15  # + warm-up, start-up
+        if predicted_peak > args.budget_gib * GIB:
+            print(f"N={n:,}: not run, predicted peak {predicted_peak / GIB:.1f} GiB > {args.budget_gib:g} GiB")
+            break
+        if time.perf_counter() - began + predicted_time > args.max_total_seconds:
+            print(f"N={n:,}: not run, predicted {predicted_time:.0f} s would pass the {args.max_total_seconds:g} s budget")
+            break
+        res = measure(args, "sliding", n)
+        if "error" in res:
+            print(f"N={n:,}: {res['error']}")
+            break
+        print(
+            f"N={n:,}: ok, {res['time']:.1f} s ({res['time'] / n * 1e6:.0f} µs/token), peak {res['peak'] / GIB:.2f} GiB, "
+            f"{(res['peak'] - res['base']) / n / 1024:.1f} KiB/token"
+        )
+        best, last_n, last = n, n, res
+        n *= 2
+    if best is not None:
+        # one more try between the last doubling and the linear-fit limit (multiples of 64K, 5% margin)
+        fit = (args.budget_gib * GIB - last["base"]) / per_token
+        n = int(0.95 * fit) // 65536 * 65536
+        predicted_time = last["time"] * n / last_n * 1.3 + 15
+        if n > best and time.perf_counter() - began + predicted_time <= args.max_total_seconds:
+            res = measure(args, "sliding", n)
+            if "error" in res:
+                print(f"N={n:,}: {res['error']}")
+            else:
+                print(f"N={n:,}: ok, {res['time']:.1f} s ({res['time'] / n * 1e6:.0f} µs/token), "
+                      f"peak {res['peak'] / GIB:.2f} GiB, {(res['peak'] - res['base']) / n / 1024:.1f} KiB/token")
+                best = n
+        elif n > best:
+            print(f"N={n:,}: not run, predicted {predicted_time:.0f} s would pass the {args.max_total_seconds:g} s budget")
+    print(f"largest N that trained one step here: {best:,}" if best else "no N above the table was run")
+    print(f"total benchmark time {time.perf_counter() - began:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The fusion contract checks of tests/fusion/test_contract.py, applied to PerceiverResampler,
+plus its own property: a fixed-size output for any input length."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmctx.fusion import Fusion, PerceiverResampler
+from mmctx.types import ExtendedContext, Tokens
+
+DIMS = {"text": 12, "image": 16, "audio": 8}
+LENS = {"text": 5, "image": 4, "audio": 7}
+LATENTS = 6
+
+
+def make_tokens(batch: int = 3, seed: int = 0, lens: dict[str, int] = LENS) -> dict[str, Tokens]:
+    g = torch.Generator().manual_seed(seed)
+    tokens = {}
+    for m, d in DIMS.items():
+        n = lens[m]
+        x = torch.randn(batch, n, d, generator=g)
+        lengths = torch.randint(1, n + 1, (batch,), generator=g)
+        lengths[0] = n
+        mask = torch.arange(n)[None] < lengths[:, None]
+        tokens[m] = Tokens(x, mask)
+    return tokens
+
+
+@pytest.fixture
+def fusion() -> PerceiverResampler:
+    torch.manual_seed(0)
+    return PerceiverResampler(DIMS, 24, num_latents=LATENTS, num_layers=2, num_heads=4).eval()
+
+
+def test_is_a_fusion_with_shapes_masks_and_mixed_modality(fusion):
+    assert isinstance(fusion, Fusion) and fusion.out_dim == 24
+    ctx = fusion(make_tokens())
+    assert isinstance(ctx, ExtendedContext)
+    assert ctx.x.shape == (3, LATENTS, 24)
+    assert ctx.mask.shape == ctx.modality.shape == (3, LATENTS)
+    assert ctx.mask.dtype == torch.bool and ctx.mask.all()
+    assert ctx.names == ("text", "image", "audio", "mixed")
+    assert (ctx.modality == 3).all()
+    assert torch.isfinite(ctx.x).all()
+
+
+@pytest.mark.parametrize("scale", [1, 3, 40])
+def test_output_size_does_not_depend_on_input_length(fusion, scale):
+    tokens = make_tokens(lens={m: n * scale for m, n in LENS.items()})
+    assert fusion(tokens).x.shape == (3, LATENTS, 24)
+
+
+def test_gradients_reach_every_parameter(fusion):
+    ctx = fusion(make_tokens())
+    (ctx.x * ctx.mask[..., None]).pow(2).sum().backward()
+    for pname, p in fusion.named_parameters():
+        assert p.grad is not None, f"no gradient for {pname}"
+        assert p.grad.abs().sum() > 0, f"zero gradient for {pname}"
+
+
+def test_padding_values_never_change_real_outputs(fusion):
+    tokens = make_tokens()
+    ref = fusion(tokens)
+    noisy = {m: Tokens(t.x.masked_fill(~t.mask[..., None], 1e3), t.mask) for m, t in tokens.items()}
+    out = fusion(noisy)
+    torch.testing.assert_close(ref.x[ref.mask], out.x[out.mask], atol=1e-5, rtol=0)
+    nan_padded = {m: Tokens(t.x.masked_fill(~t.mask[..., None], float("nan")), t.mask) for m, t in tokens.items()}
+    assert torch.isfinite(fusion(nan_padded).x).all()
+
+
+def test_any_subset_of_modalities(fusion):
+    tokens = make_tokens()
+    for present in (["text"], ["text", "audio"], ["image", "audio"]):
+        ctx = fusion({m: tokens[m] for m in present})
+        assert ctx.x.shape == (3, LATENTS, 24)
+        assert torch.isfinite(ctx.x).all() and ctx.mask.all()
+
+
+def test_sample_missing_a_modality_is_handled_by_the_mask(fusion):
+    """Sample 1 has no image: its output equals the output computed without the image
+    modality at all, and the other samples do not change."""
+    tokens = make_tokens()
+    img = tokens["image"]
+    mask = img.mask.clone()
+    mask[1] = False
+    missing = {**tokens, "image": Tokens(img.x.clone().index_fill_(0, torch.tensor([1]), 7.0), mask)}
+    with_missing = fusion(missing)
+    without_image = fusion({m: t for m, t in tokens.items() if m != "image"})
+    full = fusion(tokens)
+    for b in (0, 2):
+        torch.testing.assert_close(with_missing.x[b], full.x[b], atol=1e-5, rtol=0)
+    torch.testing.assert_close(with_missing.x[1], without_image.x[1], atol=1e-5, rtol=0)
+
+
+def test_fully_missing_sample_gives_finite_masked_output(fusion):
+    tokens = make_tokens()
+    empty = {m: Tokens(t.x, t.mask.clone().index_fill_(0, torch.tensor([2]), False)) for m, t in tokens.items()}
+    ctx = fusion(empty)
+    assert torch.isfinite(ctx.x).all()
+    assert not ctx.mask[2].any() and ctx.mask[:2].all()
+
+
+def test_bad_inputs_name_the_culprit(fusion):
+    tokens = make_tokens()
+    with pytest.raises(ValueError, match="unknown modalities \\['video'\\]"):
+        fusion({**tokens, "video": tokens["text"]})
+    with pytest.raises(ValueError, match="tokens\\['image'\\].x"):
+        fusion({**tokens, "image": Tokens(torch.randn(3, 4, 5), tokens["image"].mask)})
+    with pytest.raises(ValueError, match="got no modality"):
+        fusion({})
+    with pytest.raises(ValueError, match="num_latents"):
+        PerceiverResampler(DIMS, 24, num_latents=0)
