@@ -100,8 +100,11 @@ OBJECTS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 
-#: Words of the spoken questions ("how many animals") and captions ("two dogs and an apple").
-FUNCTION_WORDS: tuple[str, ...] = ("a", "an", "and", "two", "three", "how", "many", "with")
+#: Words of the spoken questions ("what is on the left") and captions ("two dogs and an apple").
+FUNCTION_WORDS: tuple[str, ...] = (
+    "a", "an", "and", "two", "three", "how", "many", "with",
+    "what", "is", "on", "in", "the", "left", "middle", "right",
+)
 #: Punctuation the tokenizer knows (captions use " , "); not spoken.
 PUNCTUATION: tuple[str, ...] = (",", ".", "?")
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]")

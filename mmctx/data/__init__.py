@@ -14,6 +14,14 @@ __all__ = [
     "AssetPack",
     "ObjectInfo",
     "default_asset_dir",
+    # coco
+    "CocoCaptionCollate",
+    "CocoCaptionDataModule",
+    "CocoCaptionDataset",
+    "CocoImage",
+    "image_folder",
+    "read_coco_captions",
+    "train_word_tokenizer",
     # collate
     "MultimodalCollate",
     "collate_multimodal",
@@ -40,6 +48,13 @@ _SOURCES: dict[str, str] = {
     "AssetPack": "asset_pack",
     "ObjectInfo": "asset_pack",
     "default_asset_dir": "asset_pack",
+    "CocoCaptionCollate": "coco",
+    "CocoCaptionDataModule": "coco",
+    "CocoCaptionDataset": "coco",
+    "CocoImage": "coco",
+    "image_folder": "coco",
+    "read_coco_captions": "coco",
+    "train_word_tokenizer": "coco",
     "MultimodalCollate": "collate",
     "collate_multimodal": "collate",
     "DefaultDataModule": "datamodule",
@@ -59,6 +74,15 @@ _SOURCES: dict[str, str] = {
 
 if TYPE_CHECKING:
     from mmctx.data.asset_pack import AssetPack, ObjectInfo, default_asset_dir
+    from mmctx.data.coco import (
+        CocoCaptionCollate,
+        CocoCaptionDataModule,
+        CocoCaptionDataset,
+        CocoImage,
+        image_folder,
+        read_coco_captions,
+        train_word_tokenizer,
+    )
     from mmctx.data.collate import MultimodalCollate, collate_multimodal
     from mmctx.data.datamodule import DefaultDataModule, MultimodalDataModule
     from mmctx.data.default_data import (

@@ -259,12 +259,12 @@ def _read_classes_file(path: Path) -> list[str]:
 
 
 class DefaultDataModule(MultimodalDataModule):
-    """The embedded default data set ("count the spoken category"), generated on first use.
+    """The embedded default data set ("what is on the left?"), generated on first use.
 
     The data set is generated (or found up to date) by
     :func:`~mmctx.data.default_data.ensure_default_dataset` in ``prepare_data`` and again,
     lazily, before the data sets are built; ``__init__`` generates nothing. Its classes are
-    fixed (``["0", "1", "2", "3"]``), so ``num_classes`` is known at construction.
+    fixed (``["animals", "food", "vehicles", "plants"]``), so ``num_classes`` is known at construction.
 
     Args:
         root: data folder; ``None`` is :func:`~mmctx.data.default_data.default_data_root`.
@@ -285,7 +285,7 @@ class DefaultDataModule(MultimodalDataModule):
         audio_field: "audio" (the spoken question) or "caption_audio" (the spoken caption).
         text_field: "text" (the question's transcript) or "caption".
         caption_field: e.g. "caption" to batch the scene caption as ``targets["caption"]``.
-        label_field: "label" (the count), or ``None`` for no label.
+        label_field: "label" (the asked object's category), or ``None`` for no label.
     """
 
     _save_base_hparams = False

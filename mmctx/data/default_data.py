@@ -1,14 +1,19 @@
-"""The embedded default data set: "count the spoken category".
+"""The embedded default data set: "what is on the left?".
 
 Generated locally from the committed asset pack (:mod:`mmctx.data.asset_pack`), with no apt
 package and no network, so the default training job runs on a fresh machine.
 
-Each sample is a small scene of ``n`` pictograms (1–3) on a varied background, and a spoken
-question "how many <category>" (animals, food, vehicles, plants). The label is the number
-``k`` (0–3) of objects of the asked category in the scene, so it needs both the image and
-the question; chance is 25 %. Every sample also has its question's transcript (``text``), a
-scene caption ("two dogs and an apple", objects left to right) and the spoken caption
-(``caption_audio``), for captioning and speech tasks.
+Each sample is a small scene of one to three pictograms from different categories (animals,
+food, vehicles, plants), each in its own third of the picture (left, middle, right), on a
+varied background, and a spoken question "what is on the left" / "what is in the middle" /
+"what is on the right" that always points at an object. The label is the *category* of the
+object at the asked position, so with two or three objects it needs both the image and the
+question: the picture alone cannot tell which object is asked about (about 61 % at best over
+the mix of 1, 2 and 3 objects), the question alone says nothing about the picture (25 %,
+chance). One-object scenes let a model learn what the categories look like. Every sample also has
+its question's transcript (``text``), a scene caption ("a dog , an apple and a bus",
+objects left to right) and the spoken caption (``caption_audio``), for captioning and speech
+tasks.
 
 Splits are decided by the *combination* of objects (the sorted multiset of names) through a
 stable hash: about 10 % of combinations are test-only, 10 % validation-only, the rest
@@ -22,9 +27,10 @@ Layout of ``root`` (paths in the manifests are relative to ``root``)::
 A manifest row::
 
     {"id": "train-00006", "image": "images/train-00006.png", "audio": "audio/train-00006.flac",
-     "caption_audio": "caption_audio/train-00006.flac", "text": "how many animals",
-     "caption": "two dogs and a cow", "label": 3, "query_category": "animals",
-     "objects": ["dog", "cow", "dog"], "boxes": [[x0, y0, x1, y1], ...], "voice": "en-gb"}
+     "caption_audio": "caption_audio/train-00006.flac", "text": "what is on the left",
+     "caption": "a dog , an apple and a bus", "label": "animals", "query_position": "left",
+     "objects": ["dog", "apple", "bus"], "slots": ["left", "middle", "right"],
+     "boxes": [[x0, y0, x1, y1], ...], "voice": "en-gb"}
 
 ``objects`` and ``boxes`` (pixels, exclusive end) are listed left to right; ``voice`` is the
 asset-pack voice of both spoken files. Images are ``image_size`` square RGB PNGs; audio is
@@ -59,6 +65,8 @@ from mmctx.data.asset_pack import AssetPack
 __all__ = [
     "DATASET_VERSION",
     "DEFAULT_CLASSES",
+    "POSITIONS",
+    "QUESTIONS",
     "SPLITS",
     "combination_split",
     "default_data_root",
@@ -70,9 +78,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes: stamps of older versions then regenerate.
-DATASET_VERSION = 1
-#: Class names of the task (the count k), index = count.
-DEFAULT_CLASSES: list[str] = ["0", "1", "2", "3"]
+DATASET_VERSION = 3
+#: Class names of the task: the category of the object at the asked position.
+DEFAULT_CLASSES: list[str] = ["animals", "food", "vehicles", "plants"]
+#: The asked positions, left to right, and their spoken questions.
+POSITIONS: tuple[str, ...] = ("left", "middle", "right")
+QUESTIONS: dict[str, str] = {
+    "left": "what is on the left",
+    "middle": "what is in the middle",
+    "right": "what is on the right",
+}
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 STAMP = "manifest_info.json"
 _SEED_STRIDE = 1_000_003
@@ -142,9 +157,10 @@ class _Spec:
     id: str
     split: str
     seed: int
-    query_category: str
+    query_position: str
     label: int
-    objects: tuple[str, ...]  # drawn order: the k queried objects first
+    objects: tuple[str, ...]  # left to right
+    slots: tuple[int, ...]  # the third (0 left, 1 middle, 2 right) of each object
 
 
 def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
@@ -154,8 +170,9 @@ def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
     it goes, and draws for a split that is already full are skipped, so each split's samples
     do not depend on the other splits' sizes.
     """
+    if list(pack.categories) != DEFAULT_CLASSES:
+        raise ValueError(f"asset pack categories {pack.categories} differ from {DEFAULT_CLASSES}")
     by_category = {c: [o.name for o in pack.objects_of(c)] for c in pack.categories}
-    others = {c: [o.name for o in pack.objects if o.category != c] for c in pack.categories}
     filled = {s: 0 for s in SPLITS}
     specs: list[_Spec] = []
     total = sum(sizes.values())
@@ -168,13 +185,13 @@ def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
             )
         sample_seed = seed * _SEED_STRIDE + index
         rng = random.Random(sample_seed)
-        category = rng.choice(pack.categories)
-        k = rng.randrange(4)
-        n = max(k, rng.randint(1, 3))
-        objects = tuple(
-            [rng.choice(by_category[category]) for _ in range(k)]
-            + [rng.choice(others[category]) for _ in range(n - k)]
-        )
+        n = rng.randint(1, 3)
+        slots = sorted(rng.sample(range(3), n))  # the occupied thirds, left to right
+        categories = rng.sample(DEFAULT_CLASSES, n)  # all different
+        objects = tuple(rng.choice(by_category[c]) for c in categories)
+        asked = rng.randrange(n)  # the question always points at an object
+        position = slots[asked]
+        category = categories[asked]
         split = combination_split(objects)
         if filled[split] < sizes[split]:
             width = max(5, len(str(sizes[split] - 1)))
@@ -183,8 +200,9 @@ def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
                     id=f"{split}-{filled[split]:0{width}d}",
                     split=split,
                     seed=sample_seed,
-                    query_category=category,
-                    label=k,
+                    query_position=POSITIONS[position],
+                    slots=tuple(slots),
+                    label=DEFAULT_CLASSES.index(category),
                     objects=objects,
                 )
             )
@@ -245,35 +263,29 @@ class _Renderer:
         return tile.crop(bbox) if bbox else tile
 
     def _layout(
-        self, names: Sequence[str], rng: random.Random
+        self, names: Sequence[str], slots: Sequence[int], rng: random.Random
     ) -> list[tuple[str, Image.Image, int, int]]:
-        """Non-overlapping placements (name, tile, x, y); shrinks the tiles if they don't fit."""
-        scale = self.image_size / 64
-        sides = [rng.uniform(18, 28) * scale for _ in names]
-        angles = [rng.uniform(-15, 15) if rng.random() < 0.5 else 0.0 for _ in names]
-        for _ in range(30):
-            tiles = [
-                self._tile(n, max(4, round(s)), a)
-                for n, s, a in zip(names, sides, angles, strict=True)
-            ]
-            placed: list[tuple[str, Image.Image, int, int]] = []
-            for name, tile in zip(names, tiles, strict=True):
-                w, h = tile.size
-                for _ in range(100):
-                    x = rng.randint(0, max(self.image_size - w, 0))
-                    y = rng.randint(0, max(self.image_size - h, 0))
-                    if all(
-                        x + w < px or px + pt.size[0] < x or y + h < py or py + pt.size[1] < y
-                        for _, pt, px, py in placed
-                    ):
-                        placed.append((name, tile, x, y))
-                        break
-                else:
-                    break
-            if len(placed) == len(names):
-                return placed
-            sides = [s * 0.9 for s in sides]
-        raise RuntimeError(f"cannot place {list(names)} on a {self.image_size} px image")
+        """One placement (name, tile, x, y) per object, inside its third of the image.
+
+        Each tile lies inside its third (so the order is unambiguous) at a random height;
+        sides 15–21 px at 64 px (scaled with the image), half of them rotated ±15°.
+        """
+        size = self.image_size
+        slot = size / len(POSITIONS)
+        placed: list[tuple[str, Image.Image, int, int]] = []
+        for i, name in zip(slots, names, strict=True):
+            side = rng.uniform(15, 21) * size / 64
+            angle = rng.uniform(-15, 15) if rng.random() < 0.5 else 0.0
+            tile = self._tile(name, max(4, round(side)), angle)
+            while tile.size[0] > int(slot) - 1 or tile.size[1] > size:  # rotation grew it
+                side *= 0.9
+                tile = self._tile(name, max(4, round(side)), angle)
+            w, h = tile.size
+            x0 = int(np.ceil(i * slot))
+            x = rng.randint(x0, max(x0, int((i + 1) * slot) - w))
+            y = rng.randint(0, max(size - h, 0))
+            placed.append((name, tile, x, y))
+        return placed
 
     def render_image(
         self, spec: _Spec, rng: random.Random, nrng: np.random.Generator
@@ -281,7 +293,7 @@ class _Renderer:
         """The scene image and its objects' names and boxes, left to right."""
         canvas = Image.fromarray(self._background(rng).astype(np.uint8), "RGB")
         canvas = canvas.convert("RGBA")
-        placed = self._layout(spec.objects, rng)
+        placed = self._layout(spec.objects, spec.slots, rng)
         for _, tile, x, y in placed:
             canvas.alpha_composite(tile, (x, y))
         pixels = np.asarray(canvas.convert("RGB"), dtype=np.float32)
@@ -334,7 +346,7 @@ class _Renderer:
         nrng = np.random.default_rng([spec.seed, 1])
         image, names, boxes = self.render_image(spec, rng, nrng)
         voice = rng.choice(self.pack.voices)
-        text = f"how many {spec.query_category}"
+        text = QUESTIONS[spec.query_position]
         caption = scene_caption(names, self.pack)
         question = self.speak(text.split(), voice, rng, nrng)
         spoken_caption = self.speak(caption.split(), voice, rng, nrng)
@@ -346,8 +358,9 @@ class _Renderer:
             "caption_audio": f"caption_audio/{spec.id}.flac",
             "text": text,
             "caption": caption,
-            "label": spec.label,
-            "query_category": spec.query_category,
+            "label": DEFAULT_CLASSES[spec.label],
+            "query_position": spec.query_position,
+            "slots": [POSITIONS[i] for i in spec.slots],
             "objects": names,
             "boxes": boxes,
             "voice": voice,
@@ -531,7 +544,7 @@ def _generate_locked(root: Path, params: dict[str, int], num_workers: int | None
                     handle.write(json.dumps(row) + "\n")
         (tmp / "classes.json").write_text(json.dumps(DEFAULT_CLASSES) + "\n")
         stamp = {
-            "dataset": "mmctx-default-count-spoken-category",
+            "dataset": "mmctx-default-what-is-where",
             "version": DATASET_VERSION,
             "params": params,
             "assets": pack.fingerprint(),
@@ -597,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m mmctx.data.default_data``: generate the default data set."""
     parser = argparse.ArgumentParser(
         prog="python -m mmctx.data.default_data",
-        description="Generate mmctx's embedded default data set (count the spoken category).",
+        description="Generate mmctx's embedded default data set (what is on the left?).",
     )
     parser.add_argument(
         "--root",

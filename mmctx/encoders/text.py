@@ -20,7 +20,8 @@ class TextTransformerEncoder(nn.Module):
     embedding, they are masked as attention keys, and their output rows are zeros.
 
     Args:
-        vocab_size: number of token ids V; real ids must lie in ``[0, V)``.
+        vocab_size: number of token ids V; real ids must lie in ``[0, V)``. Left unset in
+            YAML configs: the CLI fills it from the data module's tokenizer.
         dim: model width D, also the output width ``out_dim``.
         num_layers: number of transformer blocks.
         num_heads: attention heads H; ``dim`` must be divisible by it.
@@ -32,7 +33,7 @@ class TextTransformerEncoder(nn.Module):
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | None = None,
         dim: int = 128,
         num_layers: int = 2,
         num_heads: int = 4,
@@ -42,8 +43,11 @@ class TextTransformerEncoder(nn.Module):
         pad_id: int = 0,
     ) -> None:
         super().__init__()
-        if vocab_size < 1:
-            raise ValueError(f"TextTransformerEncoder: vocab_size must be >= 1, got {vocab_size}")
+        if vocab_size is None or vocab_size < 1:
+            raise ValueError(
+                f"TextTransformerEncoder: vocab_size must be an int >= 1, got {vocab_size!r} "
+                "(from the CLI it is filled in from the data module's tokenizer)"
+            )
         if max_seq_len < 1:
             raise ValueError(f"TextTransformerEncoder: max_seq_len must be >= 1, got {max_seq_len}")
         if not 0 <= pad_id < vocab_size:

@@ -1,5 +1,6 @@
 """Compositions of encoders, fusion, context encoder and head (plain nn.Modules)."""
 
+from mmctx.models.encoder_decoder import EncoderDecoderModel
 from mmctx.models.fusion_model import FusionModel
 
-__all__ = ["FusionModel"]
+__all__ = ["FusionModel", "EncoderDecoderModel"]

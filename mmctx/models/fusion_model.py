@@ -50,9 +50,12 @@ class FusionModel(nn.Module):
                         f"{input_dims[name]}; make them equal (a YAML anchor keeps them in one place)"
                     )
         fusion_dim = getattr(fusion, "out_dim", None)
-        head_dim = getattr(head, "dim", None)
+        # a head that cross-attends the context (a text decoder) reads it at `context_dim`,
+        # which may differ from its own width; other heads read it at `dim`
+        head_attr = "context_dim" if getattr(head, "context_dim", None) is not None else "dim"
+        head_dim = getattr(head, head_attr, None)
         if fusion_dim is not None and head_dim is not None and fusion_dim != head_dim:
-            raise ValueError(f"FusionModel: fusion.out_dim={fusion_dim} but head.dim={head_dim}")
+            raise ValueError(f"FusionModel: fusion.out_dim={fusion_dim} but head.{head_attr}={head_dim}")
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.context_encoder = context_encoder

@@ -24,7 +24,7 @@ def test_default_datamodule_loaders(default_root: Path) -> None:
         num_workers=0,
         modalities=["image", "audio", "text"],
     )
-    assert dm.num_classes == 4 and dm.classes == ["0", "1", "2", "3"]
+    assert dm.num_classes == 4 and dm.classes == ["animals", "food", "vehicles", "plants"]
     assert dm.vocab_size == load_tokenizer().vocab_size and dm.pad_id == 0
     stamp = (default_root / "manifest_info.json").stat().st_mtime_ns
     dm.prepare_data()

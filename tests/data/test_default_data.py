@@ -14,6 +14,8 @@ from mmctx.data import default_data
 from mmctx.data.asset_pack import AssetPack
 from mmctx.data.default_data import (
     DEFAULT_CLASSES,
+    POSITIONS,
+    QUESTIONS,
     SPLITS,
     combination_split,
     ensure_default_dataset,
@@ -90,21 +92,28 @@ def test_split_fractions_roughly_ten_percent() -> None:
 
 
 def test_labels_match_objects_and_question(default_root: Path) -> None:
+    """The label is the category of the object in the asked third of the picture."""
     pack = AssetPack()
-    labels = []
+    labels, counts = [], set()
     for split in SPLITS:
         for row in read_rows(default_root, split):
             categories = [pack.by_name[name].category for name in row["objects"]]
-            assert isinstance(row["label"], int) and 0 <= row["label"] <= 3
-            assert row["label"] == categories.count(row["query_category"])
-            assert 1 <= len(row["objects"]) <= 3
-            assert row["text"] == f"how many {row['query_category']}"
+            n = len(row["objects"])
+            assert 1 <= n <= 3 and len(set(categories)) == n  # different categories
+            assert len(row["slots"]) == n and row["slots"] == sorted(row["slots"], key=POSITIONS.index)
+            assert row["query_position"] in row["slots"]  # the question points at an object
+            assert row["label"] == categories[row["slots"].index(row["query_position"])]
+            assert row["text"] == QUESTIONS[row["query_position"]]
             assert row["caption"] == scene_caption(row["objects"], pack)
-            assert len(row["boxes"]) == len(row["objects"])
-            centres = [(b[0] + b[2]) / 2 for b in row["boxes"]]
-            assert centres == sorted(centres)  # objects are listed left to right
+            assert len(row["boxes"]) == n
+            for slot, (x0, _, x1, _) in zip(row["slots"], row["boxes"]):
+                # each object lies inside its own third, so "left/middle/right" is unambiguous
+                i = POSITIONS.index(slot)
+                assert i * 64 / 3 <= x0 and x1 <= (i + 1) * 64 / 3 + 1e-9, row["boxes"]
             labels.append(row["label"])
-    assert set(labels) == {0, 1, 2, 3}
+            counts.add(n)
+    assert set(labels) == set(DEFAULT_CLASSES)
+    assert counts == {1, 2, 3}
 
 
 def test_captions() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmctx.fusion import ConcatFusion, CrossAttentionFusion, Fusion, GatedFusion
+from mmctx.fusion import ConcatFusion, CrossAttentionFusion, Fusion, GatedFusion, PerceiverResampler
 from mmctx.types import ExtendedContext, Tokens
 
 DIMS = {"text": 12, "image": 16, "audio": 8}
@@ -19,6 +19,7 @@ FUSIONS = {
         DIMS, 24, query_modality="text", num_heads=2, gated=False, append_context=True
     ),
     "gated": lambda: GatedFusion(DIMS, 24, hidden_dim=16),
+    "perceiver": lambda: PerceiverResampler(DIMS, 24, num_latents=3, num_layers=1, num_heads=2),
 }
 
 
@@ -42,6 +43,8 @@ def expected_len(name: str, present: list[str]) -> int:
         return LENS["text"]
     if name == "cross_attention_ungated_append":
         return sum(LENS[m] for m in present)
+    if name == "perceiver":
+        return 3
     return 1
 
 

@@ -1,0 +1,320 @@
+"""Captioning task: teacher-forced training of an encoder-decoder, generation-based evaluation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from mmctx.metrics.caption import caption_metrics
+from mmctx.trainers.base import MMCtxTask
+from mmctx.types import MultimodalBatch
+
+__all__ = ["CaptioningTask"]
+
+_STRATEGIES = ("greedy", "beam", "sample")
+_TOKENIZER_KEY = "mmctx_tokenizer_json"
+
+
+class CaptioningTask(MMCtxTask):
+    """Train a model to generate a caption (or transcript) of its inputs, and evaluate it.
+
+    Training minimises the teacher-forced cross-entropy of the next caption token, padding
+    ignored (``targets[target]`` is ``[bos] ... [eos]`` padded, ``targets[target + "_mask"]``
+    marks real tokens). Validation and test also *generate* a caption for every sample
+    (``strategy`` etc.) and, over the whole split, log ``{val,test}/`` ``loss``, ``bleu1`` ..
+    ``bleu4``, ``rougeL``, ``cider`` (CIDEr-D), ``exact_match``, ``distinct`` and
+    ``ref_distinct`` (see :mod:`mmctx.metrics.caption`; document frequencies of CIDEr-D come
+    from the references of the split evaluated). Each sample's references are
+    ``batch.meta["references"]`` when the data gives several (COCO-style files), else its
+    ``batch.meta["caption_text"]``.
+
+    Outputs in the run folder (:attr:`output_dir`, beside TensorBoard's events and the
+    ``checkpoints/`` folder):
+
+    - ``captions_val.jsonl`` (last validation) and ``captions_test.jsonl``: one line per
+      sample, ``{"id", "references", "generated"}``;
+    - ``samples_val.txt`` / ``samples_test.txt``: a Markdown table of the first
+      ``num_samples_to_log`` samples (id, reference, generated), also logged to TensorBoard
+      as text (``val/samples``, ``test/samples``);
+    - ``tokenizer/``: the data module's tokenizer, saved when fitting starts. It is also
+      embedded in every checkpoint (``tokenizers`` tokenizers), so a checkpoint captions
+      without its data module.
+
+    ``predict_step`` returns ``[{"input": id, "caption": text}]`` rows (plus ``references``
+    when the data has captions), which :class:`~mmctx.trainers.JsonlPredictionWriter` writes.
+
+    Args:
+        model: an :class:`~mmctx.models.EncoderDecoderModel` (or any module with
+            ``model(batch, tokens, token_mask) -> logits (B, T, V)`` and
+            ``model.generate(batch, max_new_tokens, ...) -> ids (B, T_out)``).
+        optimizer: optimizer factory.
+        scheduler: learning-rate scheduler factory or None.
+        label_smoothing: cross-entropy label smoothing.
+        max_new_tokens: most tokens generated per caption (EOS included).
+        strategy: generation in evaluation and prediction: ``"greedy"``, ``"beam"`` or
+            ``"sample"``.
+        num_beams: beams per sample (``"beam"``).
+        length_penalty: beam scores are ``sum log p / length ** length_penalty``.
+        no_repeat_ngram_size: never repeat an n-gram of this size (0: off).
+        repetition_penalty: CTRL penalty on tokens already generated (1.0: off).
+        num_samples_to_log: rows of the sample tables.
+        target: key of the caption ids in ``batch.targets``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+        max_new_tokens: int = 16,
+        strategy: str = "greedy",
+        num_beams: int = 4,
+        length_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
+        num_samples_to_log: int = 8,
+        target: str = "caption",
+    ) -> None:
+        super().__init__(model, optimizer, scheduler)
+        if strategy not in _STRATEGIES:
+            raise ValueError(f"CaptioningTask: strategy must be one of {_STRATEGIES}, got {strategy!r}")
+        if max_new_tokens < 1:
+            raise ValueError(f"CaptioningTask: max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"CaptioningTask: label_smoothing must be in [0, 1), got {label_smoothing}")
+        for method in ("generate", "encode"):
+            if not callable(getattr(model, method, None)):
+                raise TypeError(
+                    f"CaptioningTask: model {type(model).__name__} has no {method}() method "
+                    "(use mmctx.models.EncoderDecoderModel)"
+                )
+        self.save_config()
+        self.label_smoothing = label_smoothing
+        self.max_new_tokens = max_new_tokens
+        self.strategy = strategy
+        self.num_beams = num_beams
+        self.length_penalty = length_penalty
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.repetition_penalty = repetition_penalty
+        self.num_samples_to_log = num_samples_to_log
+        self.target = target
+        #: decodes generated ids; taken from ``trainer.datamodule.tokenizer`` (or a checkpoint)
+        self.tokenizer: Any = None
+        self._rows: dict[str, list[dict]] = {"val": [], "test": []}
+
+    # ------------------------------------------------------------------ model calls
+
+    def forward(self, batch: MultimodalBatch, tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits. Shapes: tokens (B, T), token_mask (B, T) → (B, T, V)."""
+        return self.model(batch, tokens, token_mask)
+
+    def _caption_targets(self, batch: MultimodalBatch) -> tuple[Tensor, Tensor]:
+        if self.target not in batch.targets:
+            raise KeyError(
+                f"CaptioningTask: batch has no target {self.target!r} (targets: {list(batch.targets)}); "
+                f"set the data module's caption_field"
+            )
+        ids = batch.targets[self.target]  # (B, T): [bos] ... [eos] [pad]...
+        mask = batch.targets.get(f"{self.target}_mask")
+        if mask is None:
+            mask = torch.ones_like(ids, dtype=torch.bool)
+        return ids, mask
+
+    def loss(self, batch: MultimodalBatch) -> Tensor:
+        """Mean next-token cross-entropy over the real target tokens of the batch."""
+        ids, mask = self._caption_targets(batch)
+        inputs, input_mask = ids[:, :-1], mask[:, :-1]  # (B, T-1): BOS ... last word
+        labels = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # (B, T-1): first word ... EOS, pad ignored
+        logits = self(batch, inputs, input_mask)  # (B, T-1, V)
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
+        )
+
+    @torch.no_grad()
+    def generate(self, batch: MultimodalBatch) -> Tensor:
+        """Generated ids with the task's evaluation settings. Shapes: → (B, T_out) long."""
+        return self.model.generate(
+            batch,
+            self.max_new_tokens,
+            strategy=self.strategy,
+            num_beams=self.num_beams,
+            length_penalty=self.length_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            repetition_penalty=self.repetition_penalty,
+        )
+
+    def caption(self, batch: MultimodalBatch) -> list[str]:
+        """Generated captions of a batch, as text (needs :attr:`tokenizer`)."""
+        return self.decode(self.generate(batch))
+
+    def decode(self, ids: Tensor) -> list[str]:
+        """Text of generated ids, each row cut at its first EOS. Shapes: ids (B, T)."""
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "CaptioningTask: no tokenizer to decode with; it is taken from trainer.datamodule.tokenizer "
+                "or a checkpoint, or set task.tokenizer = mmctx.data.load_tokenizer(path)"
+            )
+        eos = getattr(self.tokenizer, "eos_id", None)
+        texts = []
+        for row in ids.tolist():
+            if eos is not None and eos in row:
+                row = row[: row.index(eos)]
+            texts.append(self.tokenizer.decode(row).strip())
+        return texts
+
+    # ------------------------------------------------------------------ tokenizer
+
+    def setup(self, stage: str) -> None:
+        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
+        vocab = getattr(getattr(self.model, "decoder", None), "vocab_size", None)
+        tokenizer_vocab = getattr(self.tokenizer, "vocab_size", None)
+        if vocab is not None and tokenizer_vocab is not None and tokenizer_vocab != vocab:
+            raise ValueError(
+                f"CaptioningTask: the decoder has vocab_size={vocab} but the tokenizer {self.tokenizer!r} has "
+                f"{tokenizer_vocab}"
+            )
+
+    def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero and hasattr(self.tokenizer, "save"):
+            path = self.tokenizer.save(self.output_dir / "tokenizer")
+            print(f"tokenizer saved to {path}", flush=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        backend = getattr(self.tokenizer, "backend", None)
+        if backend is not None and hasattr(backend, "to_str"):  # a `tokenizers` tokenizer: one JSON string
+            checkpoint[_TOKENIZER_KEY] = backend.to_str()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is None and _TOKENIZER_KEY in checkpoint:
+            from tokenizers import Tokenizer
+
+            from mmctx.data.tokenization import TextTokenizer
+
+            self.tokenizer = TextTokenizer(Tokenizer.from_str(checkpoint[_TOKENIZER_KEY]), source="<checkpoint>")
+
+    # ------------------------------------------------------------------ steps
+
+    def training_step(self, batch: MultimodalBatch, batch_idx: int) -> Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: MultimodalBatch, batch_idx: int) -> list[dict]:
+        captions = self.caption(batch)
+        references = _references(batch)
+        rows = []
+        for i, text in enumerate(captions):
+            row: dict[str, Any] = {"input": _sample_id(batch, i), "caption": text}
+            if references is not None:
+                row["references"] = references[i]
+            rows.append(row)
+        return rows
+
+    def _eval_step(self, batch: MultimodalBatch, split: str) -> None:
+        self.log(f"{split}/loss", self.loss(batch), prog_bar=split == "val", batch_size=len(batch), sync_dist=True)
+        references = _references(batch)
+        if references is None:
+            raise KeyError(f"CaptioningTask: the {split} batch has no reference captions (meta['caption_text'])")
+        for i, text in enumerate(self.caption(batch)):
+            self._rows[split].append({"id": _sample_id(batch, i), "references": references[i], "generated": text})
+
+    def on_validation_epoch_start(self) -> None:
+        self._rows["val"] = []
+
+    def on_test_epoch_start(self) -> None:
+        self._rows["test"] = []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:  # a freshly initialised model's captions tell nothing
+            self._finish("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    # ------------------------------------------------------------------ evaluation outputs
+
+    def _finish(self, split: str) -> None:
+        rows = _gather(self._rows[split], self.trainer.world_size)
+        self._rows[split] = []
+        if not rows:
+            return
+        metrics = caption_metrics([r["generated"] for r in rows], [r["references"] for r in rows])
+        # every rank holds every row (gathered above), so the values agree without syncing
+        for name, value in metrics.items():
+            self.log(f"{split}/{name}", value, prog_bar=name in ("bleu4", "cider"), sync_dist=False)
+        if not self.trainer.is_global_zero:
+            return
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f"captions_{split}.jsonl", "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        table = samples_table(rows[: self.num_samples_to_log])
+        summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        header = f"{split} samples at step {self.global_step} ({len(rows)} captions; {summary})\n\n"
+        (out / f"samples_{split}.txt").write_text(header + table + "\n")
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if experiment is not None and hasattr(experiment, "add_text"):
+                experiment.add_text(f"{split}/samples", table, self.global_step)
+
+
+def samples_table(rows: list[dict]) -> str:
+    """A Markdown table (id | reference | generated) of caption rows, padded so that it also
+    reads as plain text. Several references are joined with `` / ``."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    body = [(cell(r["id"]), cell(" / ".join(r["references"])), cell(r["generated"])) for r in rows]
+    head = ("id", "reference", "generated")
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+
+
+def _sample_id(batch: MultimodalBatch, i: int) -> str:
+    return batch.ids[i] if i < len(batch.ids) else str(i)
+
+
+def _references(batch: MultimodalBatch) -> list[list[str]] | None:
+    """Each sample's reference captions: ``meta["references"]`` (several per sample) or
+    ``meta["caption_text"]`` (one), or None when the batch has none."""
+    if batch.meta.get("references") is not None:
+        return [list(refs) for refs in batch.meta["references"]]
+    if batch.meta.get("caption_text") is not None:
+        return [[text] for text in batch.meta["caption_text"]]
+    return None
+
+
+def _gather(rows: list[dict], world_size: int) -> list[dict]:
+    """Every rank's rows on every rank (DDP), duplicates dropped by id (a distributed
+    sampler repeats samples to even out the ranks)."""
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        parts: list[list[dict] | None] = [None] * world_size
+        torch.distributed.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in (part or [])]
+    seen: set[str] = set()
+    unique = []
+    for row in rows:
+        if row["id"] not in seen:
+            seen.add(row["id"])
+            unique.append(row)
+    return unique

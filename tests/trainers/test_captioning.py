@@ -1,0 +1,190 @@
+"""CaptioningTask: the loss ignores padding and falls, a tiny captioner overfits a handful of
+default-data captions exactly, evaluation writes readable outputs, predictions are JSONL rows,
+checkpoints caption on their own, and the multimodal config's fusion switch works."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from mmctx.data import DefaultDataModule
+from mmctx.encoders import TimmImageEncoder
+from mmctx.fusion import ConcatFusion
+from mmctx.heads import TextDecoder
+from mmctx.metrics import distinct_ratio
+from mmctx.models import EncoderDecoderModel
+from mmctx.trainers import CaptioningTask, JsonlPredictionWriter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a busy 2-core machine: a second intra-op thread only waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def datamodule(root: Path, batch_size: int = 8, **overrides) -> DefaultDataModule:
+    args = dict(root=str(root), num_train=40, num_val=10, num_test=10, data_seed=0, modalities=["image"],
+                caption_field="caption", label_field=None, max_text_len=16, batch_size=batch_size, num_workers=0)
+    args.update(overrides)
+    return DefaultDataModule(**args)
+
+
+def tiny_captioner(dm: DefaultDataModule, dim: int = 32, seed: int = 0) -> EncoderDecoderModel:
+    torch.manual_seed(seed)
+    return EncoderDecoderModel(
+        encoders={"image": TimmImageEncoder("resnet10t", out_dim=dim, stage=2)},
+        fusion=ConcatFusion({"image": dim}, dim),
+        decoder=TextDecoder(dm.vocab_size, dim, num_layers=2, num_heads=4, max_seq_len=16,
+                            pad_id=dm.pad_id, bos_id=dm.bos_id, eos_id=dm.eos_id),
+    )
+
+
+def first_batch(dm: DefaultDataModule, split: str = "train"):
+    dm.setup("fit" if split in ("train", "val") else split)
+    loader = {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[split]()
+    return next(iter(loader))
+
+
+def test_encoder_decoder_model_shapes_gradients_and_width_checks(default_root):
+    dm = datamodule(default_root, batch_size=3)
+    batch = first_batch(dm)
+    # the decoder may be narrower than the context it cross-attends
+    model = EncoderDecoderModel(
+        {"image": TimmImageEncoder("resnet10t", out_dim=16, stage=2)},
+        ConcatFusion({"image": 16}, 24),
+        TextDecoder(dm.vocab_size, 16, num_layers=1, num_heads=2, context_dim=24, max_seq_len=16,
+                    pad_id=dm.pad_id, bos_id=dm.bos_id, eos_id=dm.eos_id),
+    )
+    ids, mask = batch.targets["caption"], batch.targets["caption_mask"]
+    logits = model(batch, ids[:, :-1], mask[:, :-1])
+    assert logits.shape == (3, ids.shape[1] - 1, dm.vocab_size)
+    logits.logsumexp(-1).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+    generated = model.eval().generate(batch, max_new_tokens=5, strategy="beam", num_beams=2)
+    assert generated.shape[0] == 3 and generated.shape[1] <= 5 and model.decoder is model.head
+    with pytest.raises(ValueError, match=r"fusion.out_dim=16 but head.context_dim=24"):
+        EncoderDecoderModel({"image": TimmImageEncoder("resnet10t", out_dim=16, stage=2)}, ConcatFusion({"image": 16}, 16),
+                            TextDecoder(dm.vocab_size, 16, num_heads=2, context_dim=24, bos_id=dm.bos_id))
+
+
+def test_loss_ignores_padding_and_matches_cross_entropy_of_real_tokens(default_root):
+    dm = datamodule(default_root, batch_size=4)
+    batch = first_batch(dm)
+    task = CaptioningTask(tiny_captioner(dm)).eval()
+    loss = task.loss(batch)
+    # by hand: logits at BOS..last word, targets first word..EOS, real positions only
+    ids, mask = batch.targets["caption"], batch.targets["caption_mask"]
+    logits = task.model(batch, ids[:, :-1], mask[:, :-1])
+    real = mask[:, 1:]
+    expected = torch.nn.functional.cross_entropy(logits[real], ids[:, 1:][real])
+    torch.testing.assert_close(loss, expected)
+    # three more padding columns change nothing
+    pad = torch.full((ids.shape[0], 3), dm.pad_id)
+    batch.targets["caption"] = torch.cat([ids, pad], 1)
+    batch.targets["caption_mask"] = torch.cat([mask, torch.zeros_like(pad, dtype=torch.bool)], 1)
+    torch.testing.assert_close(task.loss(batch), loss)
+
+
+def test_tiny_captioner_overfits_a_handful_of_captions_exactly(default_root):
+    """Training loss falls, then greedy generation reproduces every training caption, so the
+    generated captions are as distinct as the references."""
+    dm = datamodule(default_root, batch_size=6)
+    batch = first_batch(dm)
+    task = CaptioningTask(tiny_captioner(dm), max_new_tokens=12)
+    task.tokenizer = dm.tokenizer
+    optimizer = torch.optim.AdamW(task.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    task.train()
+    for _ in range(150):
+        loss = task.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if losses[-1] < 0.02:
+            break
+    assert losses[-1] < 0.1 * losses[0], losses[::10]
+    task.eval()
+    generated = task.caption(batch)
+    references = batch.meta["caption_text"]
+    assert generated == references
+    assert distinct_ratio(generated) == distinct_ratio(references)
+
+
+def test_construction_is_checked():
+    class NoGenerate(torch.nn.Module):
+        def encode(self, batch):
+            return batch
+
+    with pytest.raises(TypeError, match="no generate"):
+        CaptioningTask(NoGenerate())
+    dm = datamodule(Path("unused"))
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        CaptioningTask(tiny_captioner(dm), strategy="nucleus")
+
+
+def test_evaluation_outputs_predictions_and_a_self_contained_checkpoint(default_root, tmp_path):
+    dm = datamodule(default_root, batch_size=4)
+    task = CaptioningTask(tiny_captioner(dm), max_new_tokens=6, strategy="beam", num_beams=2, num_samples_to_log=3)
+    logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="cap", version=0)
+    trainer = L.Trainer(max_steps=2, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0, logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(task, datamodule=dm)
+    run = tmp_path / "cap" / "version_0"
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    assert len((run / "captions_val.jsonl").read_text().splitlines()) == 4  # one val batch
+
+    metrics = trainer.test(task, datamodule=dm, verbose=False)[0]
+    names = {"loss", "bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "exact_match", "distinct", "ref_distinct"}
+    assert {f"test/{n}" for n in names} <= set(metrics)
+    rows = [json.loads(line) for line in (run / "captions_test.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and set(rows[0]) == {"id", "references", "generated"}
+    assert rows[0]["id"] == "test-00000" and isinstance(rows[0]["references"], list)
+    table = (run / "samples_test.txt").read_text()
+    assert "| id" in table and "test-00002" in table and "test-00003" not in table  # 3 rows
+    events = b"".join(p.read_bytes() for p in run.glob("events.out.tfevents.*"))
+    assert b"test/samples" in events  # the table, in TensorBoard's Text tab
+
+    out = tmp_path / "pred.jsonl"
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[JsonlPredictionWriter(str(out))], default_root_dir=tmp_path)
+    trainer.predict(task, datamodule=dm, return_predictions=False)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 10 and {"input", "caption"} <= set(rows[0]) and rows[0]["input"] == "test-00000"
+
+    # the checkpoint carries the tokenizer: the reloaded task captions without a data module
+    ckpt = tmp_path / "cap.ckpt"
+    trainer.save_checkpoint(ckpt)
+    # built in Python, the hparams hold the optimizer class itself (not a YAML class_path): our own file
+    loaded = CaptioningTask.load_from_checkpoint(
+        ckpt, model=tiny_captioner(dm, seed=1), map_location="cpu", weights_only=False
+    ).eval()
+    batch = first_batch(dm, "test")
+    assert loaded.tokenizer is not None and loaded.hparams.strategy == "beam"
+    assert loaded.caption(batch) == task.eval().caption(batch)
+
+
+def test_multimodal_config_with_cross_attention_fusion(default_root, tmp_path, monkeypatch):
+    """The documented command-line switch from concat to cross-attention fusion trains."""
+    from mmctx.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    fusion = "--model.init_args.model.init_args.fusion"
+    main(["fit", f"--config={REPO / 'configs/caption_multimodal.yaml'}", "--trainer.fast_dev_run=1",
+          "--trainer.enable_progress_bar=false", f"--data.root={default_root}", "--data.num_train=40",
+          "--data.num_val=10", "--data.num_test=10", "--data.data_seed=0", "--data.num_workers=0",
+          "--data.batch_size=4", f"{fusion}=mmctx.fusion.CrossAttentionFusion", f"{fusion}.query_modality=image",
+          f"{fusion}.gated=false", f"{fusion}.append_context=true"])
+    rows = [json.loads(line) for line in (tmp_path / "captions_val.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
