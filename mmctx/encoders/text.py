@@ -28,7 +28,8 @@ class TextTransformerEncoder(nn.Module):
         mlp_ratio: feed-forward width as a multiple of ``dim``.
         dropout: dropout on the embeddings, in attention and in the feed-forward.
         max_seq_len: the longest sequence T this encoder accepts (its window).
-        pad_id: the id written into padding positions before the embedding lookup.
+        pad_id: the id written into padding positions before the embedding lookup (None: 0;
+            the CLI fills in the tokenizer's).
     """
 
     def __init__(
@@ -40,7 +41,7 @@ class TextTransformerEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         max_seq_len: int = 512,
-        pad_id: int = 0,
+        pad_id: int | None = None,
     ) -> None:
         super().__init__()
         if vocab_size is None or vocab_size < 1:
@@ -50,6 +51,7 @@ class TextTransformerEncoder(nn.Module):
             )
         if max_seq_len < 1:
             raise ValueError(f"TextTransformerEncoder: max_seq_len must be >= 1, got {max_seq_len}")
+        pad_id = 0 if pad_id is None else pad_id  # from the CLI: the tokenizer's pad id
         if not 0 <= pad_id < vocab_size:
             raise ValueError(f"TextTransformerEncoder: pad_id must be in [0, {vocab_size}), got {pad_id}")
         self.vocab_size = vocab_size

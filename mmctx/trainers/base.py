@@ -54,15 +54,18 @@ class MMCtxTask(L.LightningModule):
 
         Under LightningCLI the hyperparameters are the YAML config (class paths and init
         args), from which ``Task.load_from_checkpoint(path)`` rebuilds the injected modules.
-        Built by hand in Python, the injected ``nn.Module`` arguments cannot be stored as
-        config, so they are left out and must be passed again to ``load_from_checkpoint``.
+        Built by hand in Python, injected ``nn.Module`` arguments and callables (optimizer
+        and scheduler factories) cannot be stored as config: they are left out, so the
+        checkpoint still loads with ``weights_only=True``, and must be passed again to
+        ``load_from_checkpoint``.
         """
         frame = inspect.currentframe().f_back  # the subclass __init__ whose arguments to save
         if _given_hyperparameters.get() is not None:
             self.save_hyperparameters(frame=frame)
         else:
-            modules = [k for k, v in frame.f_locals.items() if isinstance(v, nn.Module) and k != "self"]
-            self.save_hyperparameters(ignore=modules, frame=frame)
+            plain = (bool, int, float, str, list, tuple, dict, type(None))
+            objects = [k for k, v in frame.f_locals.items() if k != "self" and not isinstance(v, plain)]
+            self.save_hyperparameters(ignore=objects, frame=frame)
 
     @property
     def output_dir(self) -> Path:

@@ -136,7 +136,7 @@ class ClassificationTask(MMCtxTask):
         with open(out / "test_predictions.jsonl", "w") as f:
             for row in self._test_rows:
                 f.write(json.dumps(row) + "\n")
-        width = max(6, *(len(c) for c in self.classes))
+        width = max(6, *(len(c) for c in self.classes)) + 1  # at least one space between columns
         lines = ["rows: true class, columns: predicted class", " " * width + "".join(f"{c:>{width}}" for c in self.classes)]
         for c, row in zip(self.classes, confusion.tolist()):
             lines.append(f"{c:>{width}}" + "".join(f"{v:>{width}}" for v in row))
