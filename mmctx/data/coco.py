@@ -58,9 +58,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mmctx.data.collate import collate_multimodal
+from mmctx.data.datamodule import SplitLoadersMixin
 from mmctx.data.manifest import IMAGENET_MEAN, IMAGENET_STD, ManifestError
 from mmctx.data.tokenization import TextTokenizer, load_tokenizer
 from mmctx.types import MultimodalBatch
@@ -414,7 +415,7 @@ class CocoCaptionCollate:
         return f"CocoCaptionCollate(pad_id={self.pad_id})"
 
 
-class CocoCaptionDataModule(LightningDataModule):
+class CocoCaptionDataModule(SplitLoadersMixin, LightningDataModule):
     """Image captioning data from COCO-style caption files (train / val / test / predict).
 
     Training yields one sample per caption; validation, test and predict one per image with
@@ -540,30 +541,8 @@ class CocoCaptionDataModule(LightningDataModule):
         for split in splits[stage]:
             self._dataset(split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=CocoCaptionCollate(self.pad_id),
-        )
+    def _collate(self) -> CocoCaptionCollate:
+        return CocoCaptionCollate(self.pad_id)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches, one sample per caption (seeded)."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Validation batches (one sample per image), or ``[]`` without a val file."""
-        return self._loader("val", shuffle=False) if self.files["val"] else []
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches (one sample per image)."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Prediction batches (one sample per image, captions optional; ids are file names)."""
-        return self._loader("predict", shuffle=False)
+    def _has_split(self, split: str) -> bool:
+        return self.files[split] is not None

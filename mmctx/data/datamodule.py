@@ -23,13 +23,51 @@ from mmctx.data.default_data import (
 from mmctx.data.manifest import ManifestDataset, ManifestError
 from mmctx.data.tokenization import TextTokenizer, load_tokenizer
 
-__all__ = ["DefaultDataModule", "MultimodalDataModule"]
+__all__ = ["DefaultDataModule", "MultimodalDataModule", "SplitLoadersMixin"]
 
 _STAGES = ("train", "val", "test", "predict")
 _STAGE_SPLIT = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
 
 
-class MultimodalDataModule(LightningDataModule):
+class SplitLoadersMixin:
+    """The DataLoader plumbing shared by mmctx's data modules.
+
+    A data module provides ``_dataset(split)``, ``_collate()``, ``_has_split(split)`` and the
+    attributes ``batch_size``, ``num_workers`` and ``seed``; this gives it the four
+    ``*_dataloader`` hooks (training shuffled with a seeded generator; Lightning adds a
+    DistributedSampler under DDP).
+    """
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=self._collate(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (seeded)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches, or ``[]`` (no validation) without a validation split."""
+        return self._loader("val", shuffle=False) if self._has_split("val") else []
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction batches."""
+        return self._loader("predict", shuffle=False)
+
+
+class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
     """Train/val/test/predict data from JSONL manifests (see :class:`ManifestDataset`).
 
     Batches are :class:`~mmctx.types.MultimodalBatch` (see
@@ -215,35 +253,11 @@ class MultimodalDataModule(LightningDataModule):
         for split in splits:
             self._dataset(split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self._dataset(split)
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=MultimodalCollate(self.pad_id),
-        )
+    def _collate(self) -> MultimodalCollate:
+        return MultimodalCollate(self.pad_id)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (seeded); Lightning adds a DistributedSampler under DDP."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Validation batches, or ``[]`` (no validation) without a val manifest."""
-        return self._loader("val", shuffle=False) if self.manifests["val"] else []
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Prediction batches."""
-        return self._loader("predict", shuffle=False)
+    def _has_split(self, split: str) -> bool:
+        return self.manifests[split] is not None
 
 
 def _read_classes_file(path: Path) -> list[str]:
