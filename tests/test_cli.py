@@ -27,11 +27,18 @@ def data_overrides(root: Path) -> list[str]:
     ]
 
 
+#: Configs whose data module is not the default data's: config stem -> a function of
+#: (default_root, tmp_path) giving its small-data overrides. One line per config.
+CONFIG_DATA_OVERRIDES: dict[str, object] = {}
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_config_runs_a_fast_dev_run(config, default_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    make = CONFIG_DATA_OVERRIDES.get(config.stem)
+    overrides = make(default_root, tmp_path) if make else data_overrides(default_root)
     main(["fit", f"--config={config}", "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
-          *data_overrides(default_root)])
+          *overrides])
 
 
 def test_unknown_key_is_rejected_with_the_valid_choices(default_root, tmp_path, monkeypatch, capsys):
