@@ -1,6 +1,8 @@
 # mmctx — the two commands of the README.
 #   make demo : set up .venv, generate the default data if missing, train the default
-#               experiment from the CLI, test its best checkpoint, print where things are.
+#               experiment (multimodal classification) from the CLI and test its best
+#               checkpoint, then the image-caption experiment, printing metrics, a few
+#               generated captions and where logs, checkpoints and samples are.
 #   make test : set up .venv with the dev extras and run the whole test suite.
 
 PYTHON  ?= python3
@@ -8,6 +10,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 MMCTX   := $(VENV)/bin/mmctx
 CONFIG  ?= configs/default.yaml
+CAPTION_CONFIG ?= configs/caption_image.yaml
 
 .PHONY: demo test install install-dev data clean
 
@@ -31,6 +34,8 @@ data: install
 demo: data
 	$(MMCTX) fit --config $(CONFIG)
 	$(MMCTX) test --config $(CONFIG) --ckpt_path best
+	$(MMCTX) fit --config $(CAPTION_CONFIG)
+	$(MMCTX) test --config $(CAPTION_CONFIG) --ckpt_path best
 
 test: install-dev
 	$(PY) -m pytest -q

@@ -27,9 +27,30 @@ def data_overrides(root: Path) -> list[str]:
     ]
 
 
+def _teacher_checkpoint(root: Path, tmp: Path) -> Path:
+    """A teacher for configs/distill.yaml: configs/default.yaml trained for one step (its
+    checkpoint records its architecture, as a real `mmctx fit` run's does)."""
+    main(["fit", f"--config={REPO / 'configs/default.yaml'}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+          "--trainer.limit_val_batches=1",
+          "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp / 'teacher'}",
+          *data_overrides(root)])
+    return tmp / "teacher" / "default" / "version_0" / "checkpoints" / "last.ckpt"
+
+
 #: Configs whose data module is not the default data's: config stem -> a function of
 #: (default_root, tmp_path) giving its small-data overrides. One line per config.
-CONFIG_DATA_OVERRIDES: dict[str, object] = {}
+CONFIG_DATA_OVERRIDES: dict[str, object] = {
+    # no pretraining checkpoint here: train from scratch (tests/trainers/test_pretraining.py loads one)
+    "finetune_from_pretrain": lambda root, tmp: [*data_overrides(root), "--trainer.callbacks.path=null"],
+    # a one-step teacher checkpoint (tests/trainers/test_distillation.py checks the loss and the frozen teacher)
+    "distill": lambda root, tmp: [*data_overrides(root), f"--model.init_args.teacher_checkpoint={_teacher_checkpoint(root, tmp)}"],
+    # a tiny long-range data set (documents of 600-800 tokens), one entry per long_context config
+    **{stem: lambda root, tmp: [f"--data.root={tmp / 'long_range'}", "--data.num_train=8", "--data.num_val=4",
+                                "--data.num_test=4", "--data.min_tokens=600", "--data.max_tokens=800",
+                                "--data.batch_size=4"]
+       for stem in ("long_context", "long_context_truncate", "long_context_windowed", "long_context_memory",
+                    "long_context_hierarchical")},
+}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])

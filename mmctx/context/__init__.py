@@ -4,6 +4,7 @@ from mmctx.context.encoder import ContextEncoder
 from mmctx.context.hierarchical import HierarchicalEncoder
 from mmctx.context.memory import RecurrentMemoryEncoder
 from mmctx.context.sliding import SlidingWindowContextEncoder
+from mmctx.context.stacked import StackedEncoder
 from mmctx.context.windowed import WindowedEncoder
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "RecurrentMemoryEncoder",
     "WindowedEncoder",
     "HierarchicalEncoder",
+    "StackedEncoder",
 ]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 from mmctx.layers.local_attention import SlidingWindowEncoder
-from mmctx.types import ExtendedContext, check_shape
+from mmctx.types import ExtendedContext, Tokens, check_shape
 
 __all__ = ["SlidingWindowContextEncoder"]
+
+Context = TypeVar("Context", ExtendedContext, Tokens)
 
 
 class SlidingWindowContextEncoder(nn.Module):
@@ -61,13 +65,21 @@ class SlidingWindowContextEncoder(nn.Module):
             dropout=dropout, rope=True, backend=backend,
         )
 
-    def forward(self, context: ExtendedContext) -> ExtendedContext:
+    def forward(self, context: Context) -> Context:
         """Re-encode the context with banded attention.
 
+        Takes an :class:`ExtendedContext` (after a fusion) or one modality's
+        :class:`Tokens` (e.g. inside a :class:`~mmctx.context.StackedEncoder`) and returns
+        the same type.
+
         Shapes:
-            context.x: (B, N, D), context.mask / context.modality: (B, N)
-            returns: ExtendedContext with the same shapes, mask, modality and names
+            context.x: (B, N, D), context.mask (and context.modality): (B, N)
+            returns: the same type with the same shapes, mask, modality and names
         """
+        if not isinstance(context, (ExtendedContext, Tokens)):
+            raise TypeError(
+                f"SlidingWindowContextEncoder: expected ExtendedContext or Tokens, got {type(context).__name__}"
+            )
         check_shape("SlidingWindowContextEncoder context.x", context.x, ("B", "N", self.dim))
         B, N, D = context.x.shape
         G = self.num_global_tokens
@@ -77,6 +89,8 @@ class SlidingWindowContextEncoder(nn.Module):
             mask = torch.cat([mask.new_ones(B, G), mask], dim=1)  # (B, G+N)
         positions = torch.arange(G + N, device=x.device)  # (G+N,)
         x = self.encoder(x, mask, positions)[:, G:]  # (B, N, D)
+        if isinstance(context, Tokens):
+            return Tokens(x, context.mask)
         return ExtendedContext(x, context.mask, context.modality, context.names)
 
     def extra_repr(self) -> str:

@@ -14,6 +14,13 @@ __all__ = [
     "AssetPack",
     "ObjectInfo",
     "default_asset_dir",
+    # augment
+    "Augmentation",
+    "AudioAugment",
+    "AugmentedDataset",
+    "EpochDataLoader",
+    "ImageAugment",
+    "TextAugment",
     # coco
     "CocoCaptionCollate",
     "CocoCaptionDataModule",
@@ -33,6 +40,13 @@ __all__ = [
     "default_data_root",
     "ensure_default_dataset",
     "generate_default_dataset",
+    # long_range
+    "LONG_RANGE_CLASSES",
+    "LongRangeDataModule",
+    "ensure_long_range_dataset",
+    "generate_long_range_dataset",
+    "long_range_data_root",
+    "long_range_tokenizer",
     # manifest
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -48,6 +62,12 @@ _SOURCES: dict[str, str] = {
     "AssetPack": "asset_pack",
     "ObjectInfo": "asset_pack",
     "default_asset_dir": "asset_pack",
+    "Augmentation": "augment",
+    "AudioAugment": "augment",
+    "AugmentedDataset": "augment",
+    "EpochDataLoader": "augment",
+    "ImageAugment": "augment",
+    "TextAugment": "augment",
     "CocoCaptionCollate": "coco",
     "CocoCaptionDataModule": "coco",
     "CocoCaptionDataset": "coco",
@@ -63,6 +83,12 @@ _SOURCES: dict[str, str] = {
     "default_data_root": "default_data",
     "ensure_default_dataset": "default_data",
     "generate_default_dataset": "default_data",
+    "LONG_RANGE_CLASSES": "long_range",
+    "LongRangeDataModule": "long_range",
+    "ensure_long_range_dataset": "long_range",
+    "generate_long_range_dataset": "long_range",
+    "long_range_data_root": "long_range",
+    "long_range_tokenizer": "long_range",
     "IMAGENET_MEAN": "manifest",
     "IMAGENET_STD": "manifest",
     "ManifestDataset": "manifest",
@@ -74,6 +100,14 @@ _SOURCES: dict[str, str] = {
 
 if TYPE_CHECKING:
     from mmctx.data.asset_pack import AssetPack, ObjectInfo, default_asset_dir
+    from mmctx.data.augment import (
+        Augmentation,
+        AudioAugment,
+        AugmentedDataset,
+        EpochDataLoader,
+        ImageAugment,
+        TextAugment,
+    )
     from mmctx.data.coco import (
         CocoCaptionCollate,
         CocoCaptionDataModule,
@@ -90,6 +124,14 @@ if TYPE_CHECKING:
         default_data_root,
         ensure_default_dataset,
         generate_default_dataset,
+    )
+    from mmctx.data.long_range import (
+        LONG_RANGE_CLASSES,
+        LongRangeDataModule,
+        ensure_long_range_dataset,
+        generate_long_range_dataset,
+        long_range_data_root,
+        long_range_tokenizer,
     )
     from mmctx.data.manifest import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, ManifestError
     from mmctx.data.tokenization import TextTokenizer, default_tokenizer_path, load_tokenizer

@@ -7,13 +7,15 @@ with ``link_arguments(..., apply_on="instantiate")``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from mmctx.data.augment import Augmentation, AugmentedDataset, EpochDataLoader
 from mmctx.data.collate import MultimodalCollate
 from mmctx.data.default_data import (
     DEFAULT_CLASSES,
@@ -35,12 +37,32 @@ class SplitLoadersMixin:
     A data module provides ``_dataset(split)``, ``_collate()``, ``_has_split(split)`` and the
     attributes ``batch_size``, ``num_workers`` and ``seed``; this gives it the four
     ``*_dataloader`` hooks (training shuffled with a seeded generator; Lightning adds a
-    DistributedSampler under DDP).
+    DistributedSampler under DDP). Optional attributes ``augment`` (an
+    :class:`~mmctx.data.augment.Augmentation`) and ``label_fraction`` change the training
+    split only.
     """
 
+    def _training_view(self, dataset: Dataset) -> Dataset:
+        """The training data as the loader sees it: augmented, then cut to
+        ``label_fraction`` of its samples (a seeded random subset, the same in every run)."""
+        augment: Augmentation | None = getattr(self, "augment", None)
+        if augment is not None and augment.active:
+            dataset = AugmentedDataset(dataset, augment)
+        fraction = getattr(self, "label_fraction", 1.0)
+        if fraction < 1.0:
+            count = max(1, round(fraction * len(dataset)))
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))
+            dataset = Subset(dataset, sorted(order[:count].tolist()))
+        return dataset
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
+        dataset = self._dataset(split)
+        if split == "train":
+            dataset = self._training_view(dataset)
+        augmented = isinstance(dataset, AugmentedDataset) or isinstance(getattr(dataset, "dataset", None), AugmentedDataset)
+        loader_class = EpochDataLoader if augmented else DataLoader  # it advances the augmentation's epoch
+        return loader_class(
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
@@ -98,6 +120,10 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         audio_field: manifest field of the audio path.
         caption_field: manifest field of a target text to generate (e.g. "caption"),
             batched as ``targets["caption"]``; ``None`` loads none.
+        augment: training-time augmentation (see :mod:`mmctx.data.augment`); the
+            validation, test and predict data are never augmented.
+        label_fraction: train on this fraction of the training samples (a seeded random
+            subset), e.g. 0.1 for a 10 %-of-the-labels experiment.
     """
 
     #: Subclasses whose ``__init__`` takes other arguments set this False and call
@@ -125,10 +151,15 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         image_field: str = "image",
         audio_field: str = "audio",
         caption_field: str | None = None,
+        augment: Augmentation | None = None,
+        label_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         if self._save_base_hparams:
             self.save_hyperparameters()
+            _hparams_plain(self.hparams)
+        if not 0.0 < label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
@@ -154,6 +185,8 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         self.image_field = image_field
         self.audio_field = audio_field
         self.caption_field = caption_field
+        self.augment = augment
+        self.label_fraction = label_fraction
         self._classes: list[str] | None = list(classes) if classes is not None else None
         self.datasets: dict[str, ManifestDataset] = {}
 
@@ -260,6 +293,13 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         return self.manifests[split] is not None
 
 
+def _hparams_plain(hparams: dict) -> None:
+    """Store an ``augment`` dataclass as a plain dict, so checkpoints stay loadable with
+    ``weights_only=True``."""
+    if dataclasses.is_dataclass(hparams.get("augment")):
+        hparams["augment"] = dataclasses.asdict(hparams["augment"])
+
+
 def _read_classes_file(path: Path) -> list[str]:
     try:
         classes = json.loads(path.read_text())
@@ -300,6 +340,9 @@ class DefaultDataModule(MultimodalDataModule):
         text_field: "text" (the question's transcript) or "caption".
         caption_field: e.g. "caption" to batch the scene caption as ``targets["caption"]``.
         label_field: "label" (the asked object's category), or ``None`` for no label.
+        augment: training-time augmentation, as for :class:`MultimodalDataModule`.
+        label_fraction: fraction of the training samples used, as for
+            :class:`MultimodalDataModule`.
     """
 
     _save_base_hparams = False
@@ -324,6 +367,8 @@ class DefaultDataModule(MultimodalDataModule):
         text_field: str = "text",
         caption_field: str | None = None,
         label_field: str | None = "label",
+        augment: Augmentation | None = None,
+        label_fraction: float = 1.0,
     ) -> None:
         self.root = Path(root).expanduser() if root else default_data_root()
         super().__init__(
@@ -346,6 +391,8 @@ class DefaultDataModule(MultimodalDataModule):
             image_field="image",
             audio_field=audio_field,
             caption_field=caption_field,
+            augment=augment,
+            label_fraction=label_fraction,
         )
         self.generation = dict(
             num_train=num_train,
@@ -357,6 +404,7 @@ class DefaultDataModule(MultimodalDataModule):
         )
         self._ensured = False
         self.save_hyperparameters()  # this class's arguments only (see _save_base_hparams)
+        _hparams_plain(self.hparams)
 
     def _ensure(self) -> None:
         if not self._ensured:

@@ -2,5 +2,14 @@
 
 from mmctx.heads.classifier import ClassifierHead
 from mmctx.heads.decoder import DecoderCache, TextDecoder
+from mmctx.heads.gan import ConditionalGenerator, LogMelCodec, ProjectionDiscriminator, SpectrogramGenerator
 
-__all__ = ["ClassifierHead", "TextDecoder", "DecoderCache"]
+__all__ = [
+    "ClassifierHead",
+    "TextDecoder",
+    "DecoderCache",
+    "ConditionalGenerator",
+    "SpectrogramGenerator",
+    "ProjectionDiscriminator",
+    "LogMelCodec",
+]

@@ -75,7 +75,8 @@ def attention_mask(
         return None, None
     mask = mask.expand(mask.shape[0], 1, num_queries, mask.shape[-1])
     empty = ~mask.any(-1, keepdim=True)  # (B, 1, N, 1)
-    if empty.any():
+    # under torch.export / torch.compile always take this branch: same result, no data-dependent branch
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or bool(empty.any()):
         mask = mask | empty  # attend to everything, output zeroed by the caller
         return mask, empty
     return mask, None

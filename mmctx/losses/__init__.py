@@ -3,4 +3,23 @@
 Plain PyTorch, no Lightning.
 """
 
-__all__: list[str] = []
+from mmctx.losses.contrastive import ContrastiveLoss, info_nce, positive_targets
+from mmctx.losses.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
+from mmctx.losses.masked import IGNORE_INDEX, mask_tokens, masked_token_loss
+from mmctx.losses.matching import matching_loss, matching_pairs, mine_hard_negatives
+
+__all__: list[str] = [
+    "GAN_LOSSES",
+    "discriminator_loss",
+    "generator_loss",
+    "r1_penalty",
+    "ContrastiveLoss",
+    "info_nce",
+    "positive_targets",
+    "matching_loss",
+    "matching_pairs",
+    "mine_hard_negatives",
+    "IGNORE_INDEX",
+    "mask_tokens",
+    "masked_token_loss",
+]

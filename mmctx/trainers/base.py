@@ -1,4 +1,5 @@
-"""What every mmctx LightningModule shares: optimizer/scheduler wiring and output folders."""
+"""What every mmctx LightningModule shares: optimizer/scheduler wiring and output folders;
+initialising submodules from a (pretraining) checkpoint and freezing them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
-__all__ = ["MMCtxTask"]
+__all__ = ["MMCtxTask", "InitFromCheckpoint", "freeze_submodules", "load_submodules"]
 
 
 class MMCtxTask(L.LightningModule):
@@ -74,3 +75,148 @@ class MMCtxTask(L.LightningModule):
         if trainer.logger is not None and trainer.logger.log_dir is not None:
             return Path(trainer.logger.log_dir)
         return Path(trainer.default_root_dir)
+
+
+def _checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a Lightning checkpoint (``state_dict``, the task's leading ``model.``
+    dropped) or of a plain ``torch.save(model.state_dict())`` file, read with
+    ``weights_only=True`` (no pickled code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: checkpoint {str(path)!r} not found")
+    if path.suffix == ".safetensors":  # e.g. written by mmctx.trainers.SafetensorsCheckpoint
+        from safetensors.torch import load_file
+
+        return {k.removeprefix("model."): v for k, v in load_file(path, device="cpu").items()}
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"init_from: {path} holds neither a Lightning checkpoint nor a state dict")
+    return {k.removeprefix("model."): v for k, v in state.items()}
+
+
+def _resolve(root: nn.Module, name: str, what: str) -> nn.Module:
+    try:
+        return root.get_submodule(name)
+    except AttributeError:
+        children = sorted(n for n, _ in root.named_modules() if n and n.count(".") <= 1)
+        raise ValueError(f"{what}: the model has no submodule {name!r} (it has: {children})") from None
+
+
+def load_submodules(root: nn.Module, checkpoint: str | Path, modules: list[str]) -> list[str]:
+    """Copy the weights of the submodules ``modules`` of ``root`` from ``checkpoint``.
+
+    Each name is a submodule path of ``root`` (e.g. ``"encoders.image"``, ``"fusion"``, or
+    ``""`` for ``root`` itself); the
+    checkpoint's keys under the same prefix must match the submodule's state dict exactly:
+    same names, same shapes, nothing missing and nothing extra. Keys under other prefixes are
+    ignored (a pretraining checkpoint also holds projections and pretraining heads).
+
+    Returns:
+        The names of the tensors loaded (relative to ``root``).
+
+    Raises:
+        ValueError: naming every missing, unexpected and shape-mismatched key; nothing is
+            loaded then.
+    """
+    source = _checkpoint_weights(checkpoint)
+    updates: dict[str, tuple[nn.Module, dict[str, torch.Tensor]]] = {}
+    problems: list[str] = []
+    for name in modules:
+        module = _resolve(root, name, "init_from")
+        prefix = f"{name}." if name else ""  # "" is root itself: the whole checkpoint must match
+        theirs = {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
+        ours = module.state_dict()
+        if not theirs:
+            present = sorted({".".join(k.split(".")[:2]) for k in source})
+            problems.append(f"no weights for {name!r} in the checkpoint (it has {present})")
+            continue
+        missing = sorted(set(ours) - set(theirs))
+        unexpected = sorted(set(theirs) - set(ours))
+        shapes = [
+            f"{prefix}{k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(v.shape)}"
+            for k, v in ours.items()
+            if k in theirs and theirs[k].shape != v.shape
+        ]
+        problems += [f"missing in checkpoint: {prefix}{k}" for k in missing]
+        problems += [f"not in the model: {prefix}{k}" for k in unexpected]
+        problems += [f"shape mismatch {s}" for s in shapes]
+        updates[name] = (module, theirs)
+    if problems:
+        shown = "\n  ".join(problems[:40]) + (f"\n  ... and {len(problems) - 40} more" if len(problems) > 40 else "")
+        raise ValueError(f"init_from: {checkpoint} does not match the model's {modules}:\n  {shown}")
+    loaded = []
+    for name, (module, theirs) in updates.items():
+        module.load_state_dict(theirs, strict=True)
+        loaded += [f"{name}.{k}" if name else k for k in theirs]
+    return loaded
+
+
+def freeze_submodules(root: nn.Module, modules: list[str]) -> list[nn.Module]:
+    """Set ``requires_grad=False`` on the parameters of the submodules ``modules`` of
+    ``root`` and put them in eval mode (BatchNorm keeps its statistics, dropout is off).
+    Returns the frozen modules (keep them in eval mode after every ``train()``)."""
+    frozen = []
+    for name in modules:
+        module = _resolve(root, name, "freeze")
+        module.requires_grad_(False)
+        module.eval()
+        frozen.append(module)
+    return frozen
+
+
+class InitFromCheckpoint(L.Callback):
+    """Fine-tuning: initialise submodules of the task's model from a pretraining checkpoint,
+    and freeze some of them.
+
+    Names are submodule paths of the task's ``model`` (e.g. ``encoders.image``, ``fusion``;
+    a :class:`~mmctx.trainers.PretrainingTask` checkpoint stores its encoders and fusion under
+    the same paths as :class:`~mmctx.models.FusionModel`). The weights are loaded when
+    fitting starts (before the optimizer is built), not when a checkpoint of the fine-tuned
+    model is resumed or reloaded (``ckpt_path``, ``load_from_checkpoint``): those already
+    hold them. Frozen modules get no gradients, are left out of the optimizer, and stay in
+    eval mode throughout.
+
+    YAML (last in ``trainer.callbacks``, so ``--trainer.callbacks.path=...`` overrides it)::
+
+        - class_path: mmctx.trainers.InitFromCheckpoint
+          init_args: {path: runs/pretrain/version_0/checkpoints/last.ckpt,
+                      modules: [encoders.image, encoders.audio], freeze: [encoders.image]}
+
+    Args:
+        path: the checkpoint (Lightning ``.ckpt`` or a plain state dict), loaded with
+            ``torch.load(weights_only=True)``; ``None`` loads nothing (train from scratch,
+            ``freeze`` still applies).
+        modules: submodules to load; each must match the checkpoint exactly (an error lists
+            the missing, unexpected and mis-shaped keys).
+        freeze: submodules to freeze (loaded or not).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        modules: list[str] = ["encoders"],  # noqa: B006 - never mutated
+        freeze: list[str] = [],  # noqa: B006 - never mutated
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.modules = list(modules)
+        self.freeze = list(freeze)
+        self._frozen: list[nn.Module] = []
+        self.loaded: list[str] = []
+
+    @staticmethod
+    def _root(pl_module: L.LightningModule) -> nn.Module:
+        return getattr(pl_module, "model", pl_module)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        root = self._root(pl_module)
+        if stage == "fit" and self.path is not None and trainer.ckpt_path is None and not self.loaded:
+            self.loaded = load_submodules(root, self.path, self.modules)
+            print(f"init_from: loaded {len(self.loaded)} tensors of {self.modules} from {self.path}", flush=True)
+        self._frozen = freeze_submodules(root, self.freeze)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        for module in self._frozen:  # Lightning calls train() each epoch and after validation
+            if module.training:
+                module.eval()

@@ -1,0 +1,226 @@
+"""Score a caption → image GAN checkpoint on the default data: does a picture generated for
+"a dog" show a dog?
+
+1. A small CNN (plain PyTorch) learns, from *real* single-object pictures of the default
+   data at the generator's resolution, two things at once: the object's category (animals,
+   food, vehicles, plants; chance 25 %) and the object itself (32 pictograms; chance ~3 %).
+   The single-object pictures of all three splits are pooled and split 80/20 (seeded), so
+   every object is seen in training; the 20 % are its held-out real test pictures.
+2. For every distinct single-object caption ("a dog", "a bus", ...) the GAN generates
+   ``--samples-per-condition`` pictures (the EMA generator unless ``--raw-generator``).
+3. The table: how often the classifier recognises the condition's category / object in
+   the generated pictures ("conditional accuracy"), next to its accuracy on held-out real
+   pictures (the ceiling) and on uniform noise given the same conditions (the floor);
+   and the sample diversity: the mean pairwise distance between pictures of one object
+   (pixels in [-1, 1], RMS; and the classifier's penultimate features), generated vs real.
+   A collapsed generator has a generated/real diversity ratio near 0.
+
+The conditions are built by the checkpoint's own data module settings (its text field,
+modalities, tokenizer), read from the checkpoint, with the data root given here.
+
+    python benchmarks/score_gan.py --ckpt runs/gan_image/version_0/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmctx.data import DefaultDataModule
+from mmctx.trainers import GANTask
+from mmctx.types import ModalityInput
+
+CATEGORIES = ["animals", "food", "vehicles", "plants"]
+
+
+class SmallCNN(nn.Module):
+    """Picture (B, C, H, W) in [-1, 1] → category logits (B, 4), object logits (B, O), features (B, 128)."""
+
+    def __init__(self, channels: int, num_objects: int) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+
+        self.features = nn.Sequential(block(channels, 32), block(32, 64), block(64, 128), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten())
+        self.category = nn.Linear(128, len(CATEGORIES))
+        self.object = nn.Linear(128, num_objects)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.features(x)  # (B, 128)
+        return self.category(h), self.object(h), h
+
+
+def load_rows(dm: DefaultDataModule) -> list[dict]:
+    """Single-object rows of every split: manifest row + split + index in its data set."""
+    rows = []
+    for split in ("train", "val", "test"):
+        manifest = dm.manifests[split]
+        if manifest is None:
+            continue
+        dataset = dm._dataset(split)
+        index = {sample_id: i for i, sample_id in enumerate(dataset.ids)}
+        for line in manifest.read_text().splitlines():
+            row = json.loads(line)
+            if len(row["objects"]) == 1:
+                rows.append({**row, "split": split, "index": index[row["id"]]})
+    return rows
+
+
+def real_pictures(task: GANTask, dm: DefaultDataModule, rows: list[dict]) -> Tensor:
+    """Shapes: → (R, C, H, W) in [-1, 1] at the generator's size."""
+    images = torch.stack([dm._dataset(r["split"])[r["index"]]["image"] for r in rows])
+    return task.images_to_generator_space(images)
+
+
+def train_classifier(x: Tensor, cat: Tensor, obj: Tensor, num_objects: int, epochs: int, seed: int) -> SmallCNN:
+    torch.manual_seed(seed)
+    net = SmallCNN(x.shape[1], num_objects)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        net.train()
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            batch = x[idx]
+            if torch.rand(1, generator=g).item() < 0.5:  # the objects are not symmetric, but positions vary
+                batch = batch + 0.05 * torch.randn(batch.shape, generator=g)
+            c_logits, o_logits, _ = net(batch)
+            loss = F.cross_entropy(c_logits, cat[idx]) + F.cross_entropy(o_logits, obj[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def classify(net: SmallCNN, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    outs = [net(chunk) for chunk in x.split(256)]
+    return (torch.cat([o[0] for o in outs]).argmax(-1), torch.cat([o[1] for o in outs]).argmax(-1),
+            torch.cat([o[2] for o in outs]))
+
+
+def diversity(x: Tensor, groups: list[int]) -> float:
+    """Mean over groups (of >= 2 members) of the mean pairwise RMS distance within the group.
+
+    Shapes: x (R, ...), groups: R group ids."""
+    by_group: dict[int, list[int]] = defaultdict(list)
+    for i, gid in enumerate(groups):
+        by_group[gid].append(i)
+    values = []
+    for members in by_group.values():
+        if len(members) < 2:
+            continue
+        flat = x[members].flatten(1).float()  # (n, P)
+        d = torch.cdist(flat, flat) / flat.shape[1] ** 0.5  # (n, n) RMS distances
+        n = len(members)
+        values.append((d.sum() / (n * (n - 1))).item())
+    return sum(values) / len(values) if values else float("nan")
+
+
+def condition_batch(task: GANTask, dm: DefaultDataModule, rows: list[dict]) -> dict[str, ModalityInput]:
+    """The GAN's condition inputs for ``rows``, built like its training batches."""
+    items = [dm._dataset(r["split"])[r["index"]] for r in rows]
+    return task.condition_inputs(dm._collate()(items))
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", required=True, help="GAN checkpoint (trained with mmctx fit)")
+    parser.add_argument("--root", default=None, help="default data folder (default: the checkpoint's)")
+    parser.add_argument("--epochs", type=int, default=15, help="classifier epochs")
+    parser.add_argument("--samples-per-condition", type=int, default=16)
+    parser.add_argument("--raw-generator", action="store_true", help="sample the generator, not its EMA")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+
+    task = GANTask.load_from_checkpoint(args.ckpt, map_location="cpu").eval()
+    ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=True)
+    saved = ckpt.get("datamodule_hyper_parameters", {})
+    dm_args = {k: v for k, v in saved.items() if not k.startswith("_")}  # LightningCLI adds _class_path etc.
+    if args.root is not None:
+        dm_args["root"] = args.root
+    dm_args.update(num_workers=0)
+    dm = DefaultDataModule(**dm_args)
+    dm.prepare_data()
+    if task.target != "image":
+        raise SystemExit(f"score_gan: {args.ckpt} generates {task.target!r}, not images")
+
+    rows = load_rows(dm)
+    objects = sorted({r["objects"][0] for r in rows})
+    obj_index = {o: i for i, o in enumerate(objects)}
+    category_of = {r["objects"][0]: CATEGORIES.index(r["label"]) for r in rows}
+    x_real = real_pictures(task, dm, rows)
+    cat = torch.tensor([category_of[r["objects"][0]] for r in rows])
+    obj = torch.tensor([obj_index[r["objects"][0]] for r in rows])
+    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(args.seed))
+    n_test = max(1, len(rows) // 5)
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    net = train_classifier(x_real[train_idx], cat[train_idx], obj[train_idx], len(objects), args.epochs, args.seed)
+
+    # one condition per distinct object: its first single-object row (any split)
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault(r["objects"][0], r)
+    cond_rows = [first[o] for o in objects]
+    k = args.samples_per_condition
+    inputs = condition_batch(task, dm, cond_rows)
+    z = torch.randn(len(cond_rows) * k, task.generator.z_dim, generator=torch.Generator().manual_seed(args.seed))
+    x_gen = task.generate(inputs, k, z=z, use_ema=not args.raw_generator)  # (O·k, C, H, W)
+    gen_obj = torch.arange(len(objects)).repeat_interleave(k)
+    gen_cat = torch.tensor([category_of[o] for o in objects]).repeat_interleave(k)
+    x_noise = torch.rand(x_gen.shape, generator=torch.Generator().manual_seed(args.seed + 1)) * 2 - 1
+
+    results: dict[str, dict] = {}
+    for name, x, c, o in (
+        ("real", x_real[test_idx], cat[test_idx], obj[test_idx]),
+        ("generated", x_gen, gen_cat, gen_obj),
+        ("noise", x_noise, gen_cat, gen_obj),
+    ):
+        pc, po, feats = classify(net, x)
+        results[name] = {
+            "n": len(x),
+            "category_acc": (pc == c).float().mean().item(),
+            "object_acc": (po == o).float().mean().item(),
+            "pixel_diversity": diversity(x, o.tolist()),
+            "feature_diversity": diversity(feats, o.tolist()),
+        }
+    # the real diversity over all of an object's real pictures (more than the 20 % test part)
+    _, _, real_feats = classify(net, x_real)
+    results["real"]["pixel_diversity"] = diversity(x_real, obj.tolist())
+    results["real"]["feature_diversity"] = diversity(real_feats, obj.tolist())
+
+    generator = "raw generator" if args.raw_generator else "EMA generator"
+    print(f"\nGAN score: {args.ckpt} ({generator}, {len(objects)} single-object captions x {k} samples; "
+          f"classifier on {len(train_idx)} real single-object pictures at "
+          f"{tuple(x_real.shape[-2:])}, {args.epochs} epochs)\n")
+    head = ("pictures", "n", "category acc", "object acc", "pixel diversity", "feature diversity")
+    labels = {"real": "real (held-out)", "generated": "generated", "noise": "uniform noise"}
+    body = [
+        (labels[name], str(r["n"]), f"{r['category_acc']:.1%}", f"{r['object_acc']:.1%}",
+         f"{r['pixel_diversity']:.3f}", f"{r['feature_diversity']:.3f}")
+        for name, r in results.items()
+    ]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    for cells in (head, tuple("-" * w for w in widths), *body):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |")
+    ratio = results["generated"]["pixel_diversity"] / results["real"]["pixel_diversity"]
+    print(f"\nchance: category {1 / len(CATEGORIES):.1%}, object {1 / len(objects):.1%}; "
+          f"diversity = mean pairwise RMS distance among pictures of one object (generated/real pixel ratio "
+          f"{ratio:.2f}); {time.perf_counter() - start:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,597 @@
+"""A long-range multimodal retrieval task: "what kind of thing is pictured, and what is the key?".
+
+In the spirit of the Long Range Arena retrieval tasks (Tay et al. 2021) and of
+needle-in-a-haystack tests: the answer combines an image with one short fact hidden at a
+random place in a long text.
+
+Each sample has
+
+* ``image``: one pictogram of the default asset pack (one of the eight
+  :data:`LONG_RANGE_OBJECTS`, two per category) at a random size and place on a pastel
+  background; it shows the *category* (animals, food, vehicles, plants);
+* ``text``: a long document (``min_tokens``..``max_tokens`` word tokens, a few thousand)
+  of short sentences:
+
+  - exactly one *key sentence* ``the key is blue .``, at a uniformly random sentence
+    boundary; the word ``key`` appears nowhere else;
+  - distractors everywhere, about the 32 objects of the pack, from a per-sample "world"
+    that gives each object a colour: colour facts ``the cow is red .`` (the same colour
+    words as the key sentence, so which colour word matters depends on its context) and
+    fillers ``the pig is near the bus .``, ``a frog sees a cake .``, ``two pigs and a car .``;
+
+* ``label``: ``"<category>-<colour>"``, the pictured object's category and the key
+  sentence's colour (one of the 16 :data:`LONG_RANGE_CLASSES`).
+
+Category and key colour are drawn independently and uniformly, so a model that sees only
+the image is capped at 1 / 4 (it knows the category, guesses the colour), a model that
+sees only the text at 1 / 4 as well, and only a model that reads the image *and* the key
+sentence can be right every time. A model that sees only the first 512 tokens knows the
+key colour for the samples whose key sentence lies there (fraction p) and guesses it for
+the others: its accuracy is capped at ``p + (1 - p) / 4``. ``fact_token`` in every
+manifest row (the index of the key sentence's colour word in the tokenized text) and
+:func:`fact_beyond_fraction` give p; with 1,536..3,072-token documents 1 - p is about
+0.77 and the cap about 0.42.
+
+Layout of ``root`` (paths in the manifests are relative to ``root``)::
+
+    images/<id>.png  train.jsonl  val.jsonl  test.jsonl  classes.json
+    tokenizer.json  manifest_info.json
+
+A manifest row::
+
+    {"id": "train-00000", "image": "images/train-00000.png", "text": "a pig sees ... .",
+     "label": "animals-blue", "object": "cow", "category": "animals", "colour": "blue",
+     "num_tokens": 2411, "fact_token": 1733}
+
+The generator is deterministic under ``seed`` (sample ``i`` of split ``s`` draws from its
+own ``random.Random`` seeded with a string of the seed, the split and ``i``), and cached
+like the default data: :func:`ensure_long_range_dataset` regenerates only when
+``manifest_info.json`` records other parameters or another generator version.
+
+Run ``python -m mmctx.data.long_range [--root DIR]`` to generate it ahead of time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mmctx.data.asset_pack import AssetPack
+from mmctx.data.datamodule import MultimodalDataModule
+from mmctx.data.default_data import _lock  # the same flock-beside-the-folder protocol
+from mmctx.data.manifest import ManifestDataset
+from mmctx.data.tokenization import TextTokenizer
+
+__all__ = [
+    "DISTRACTOR_COLOURS",
+    "KEY_WORD",
+    "LONG_RANGE_CATEGORIES",
+    "LONG_RANGE_CLASSES",
+    "LONG_RANGE_COLOURS",
+    "LONG_RANGE_OBJECTS",
+    "LONG_RANGE_VERSION",
+    "LongRangeDataModule",
+    "LongRangeSample",
+    "ensure_long_range_dataset",
+    "fact_beyond_fraction",
+    "generate_long_range_dataset",
+    "long_range_data_root",
+    "long_range_tokenizer",
+    "make_sample",
+    "truncation_cap",
+]
+
+log = logging.getLogger(__name__)
+
+#: Bump when the generator's output changes: stamps of older versions then regenerate.
+LONG_RANGE_VERSION = 3
+#: The colours the key sentence states (and nothing else in the document).
+LONG_RANGE_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
+#: The colours the distractor colour facts state.
+DISTRACTOR_COLOURS: tuple[str, ...] = ("pink", "brown", "black", "white")
+#: The categories of the pictured objects (those of the asset pack).
+LONG_RANGE_CATEGORIES: tuple[str, ...] = ("animals", "food", "vehicles", "plants")
+#: The class names of the task, ``"<category>-<colour>"``; index = category * 4 + colour.
+LONG_RANGE_CLASSES: list[str] = [f"{c}-{k}" for c in LONG_RANGE_CATEGORIES for k in LONG_RANGE_COLOURS]
+#: The objects that can be pictured (two per category of the asset pack).
+LONG_RANGE_OBJECTS: tuple[str, ...] = ("dog", "cow", "apple", "cake", "bus", "plane", "tree", "rose")
+#: The word that marks the key sentence ``the key is <colour> .`` and appears nowhere else.
+KEY_WORD = "key"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+STAMP = "manifest_info.json"
+_OUR_ENTRIES = {"images", "classes.json", "tokenizer.json", STAMP} | {f"{s}.jsonl" for s in SPLITS}
+#: Probability that a distractor sentence is a colour fact (else a filler).
+_FACT_PROB = 0.3
+_NUMBER_WORDS = ("two", "three")
+
+
+def long_range_data_root() -> Path:
+    """``$MMCTX_LONG_RANGE_DATA`` if set, else ``~/.cache/mmctx/long-range-v<VERSION>``."""
+    env = os.environ.get("MMCTX_LONG_RANGE_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "mmctx" / f"long-range-v{LONG_RANGE_VERSION}"
+
+
+def _vocabulary(pack: AssetPack) -> list[str]:
+    """Every word the generator can write (specials excluded)."""
+    words = {"the", "is", "near", "a", "an", "sees", "and", ".", KEY_WORD, *_NUMBER_WORDS, *LONG_RANGE_COLOURS, *DISTRACTOR_COLOURS}
+    for obj in pack.objects:
+        words |= {obj.name, obj.plural}
+    return sorted(words)
+
+
+def long_range_tokenizer() -> TextTokenizer:
+    """The task's word-level tokenizer, built from the fixed vocabulary (no data needed).
+
+    ``[PAD]`` 0, ``[UNK]`` 1, ``[BOS]`` 2, ``[EOS]`` 3, then the words in alphabetical
+    order, so the ids never depend on generated data (``vocab_size`` is known at once).
+    """
+    from mmctx.data.coco import train_word_tokenizer
+
+    return train_word_tokenizer([" ".join(_vocabulary(AssetPack()))])
+
+
+def truncation_cap(beyond: float, num_colours: int = len(LONG_RANGE_COLOURS)) -> float:
+    """Best accuracy of a model that reads the image and the first tokens only.
+
+    It can be right every time the key sentence lies in what it reads (a fraction
+    ``1 - beyond``) and guesses the colour otherwise: ``(1 - beyond) + beyond / num_colours``.
+    """
+    if not 0.0 <= beyond <= 1.0:
+        raise ValueError(f"truncation_cap: beyond must be a fraction in [0, 1], got {beyond}")
+    return (1.0 - beyond) + beyond / num_colours
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+@dataclass(frozen=True)
+class LongRangeSample:
+    """One generated sample before rendering.
+
+    Attributes:
+        text: the document, words separated by single spaces (one token per word).
+        object: the pictured object.
+        category: its category (one of :data:`LONG_RANGE_CATEGORIES`).
+        colour: the key sentence's colour (one of :data:`LONG_RANGE_COLOURS`).
+        label: index into :data:`LONG_RANGE_CLASSES` of ``"<category>-<colour>"``.
+        num_tokens: tokens of ``text``.
+        fact_token: index of the key sentence's colour word among the tokens of ``text``.
+        seed: the string seed of the sample's random stream.
+    """
+
+    text: str
+    object: str
+    category: str
+    colour: str
+    label: int
+    num_tokens: int
+    fact_token: int
+    seed: str
+
+
+def make_sample(
+    seed: str, min_tokens: int, max_tokens: int, pack: AssetPack | None = None, log_uniform: bool = False
+) -> LongRangeSample:
+    """Draw one sample's text, pictured object and label from the string seed ``seed``.
+
+    The pictured object (uniform over :data:`LONG_RANGE_OBJECTS`) and the key colour
+    (uniform) are drawn independently. The document is distractor sentences about all the
+    objects of the pack, colour facts (probability 0.3 per sentence, each object's colour
+    fixed per sample) and fillers, added until it holds at least a target length drawn
+    uniformly (``log_uniform``: log-uniformly) from ``[min_tokens, max_tokens]`` (never more
+    than ``max_tokens``); the key sentence ``the key is <colour> .`` is inserted at a
+    uniformly random sentence boundary.
+    """
+    if not 64 <= min_tokens <= max_tokens:
+        raise ValueError(f"need 64 <= min_tokens <= max_tokens, got min_tokens={min_tokens}, max_tokens={max_tokens}")
+    pack = pack or AssetPack()
+    rng = random.Random(seed)  # str seeds hash with SHA-512: stable across processes
+    names = [o.name for o in pack.objects]
+    world = {name: rng.choice(DISTRACTOR_COLOURS) for name in names}
+    obj = rng.choice(LONG_RANGE_OBJECTS)
+    category = pack.by_name[obj].category
+    colour = rng.choice(LONG_RANGE_COLOURS)
+    key = ["the", KEY_WORD, "is", colour, "."]
+    budget = max_tokens - len(key)
+    if log_uniform:
+        length_target = round(math.exp(rng.uniform(math.log(min_tokens), math.log(max_tokens))))
+    else:
+        length_target = rng.randint(min_tokens, max_tokens)
+    target = length_target - len(key)
+    sentences: list[list[str]] = []
+    length = 0
+    while length < target:
+        a, b = rng.choice(names), rng.choice(names)
+        if rng.random() < _FACT_PROB:
+            words = ["the", a, "is", world[a], "."]
+        else:
+            kind = rng.randrange(3)
+            if kind == 0:
+                words = ["the", a, "is", "near", "the", b, "."]
+            elif kind == 1:
+                words = [_article(a), a, "sees", _article(b), b, "."]
+            else:
+                words = [rng.choice(_NUMBER_WORDS), pack.by_name[a].plural, "and", _article(b), b, "."]
+        if length + len(words) > budget:
+            break
+        sentences.append(words)
+        length += len(words)
+    slot = rng.randint(0, len(sentences))  # a uniformly random sentence boundary
+    fact_token = sum(len(s) for s in sentences[:slot]) + 3
+    sentences.insert(slot, key)
+    tokens = [w for s in sentences for w in s]
+    label = LONG_RANGE_CLASSES.index(f"{category}-{colour}")
+    return LongRangeSample(" ".join(tokens), obj, category, colour, label, len(tokens), fact_token, seed)
+
+
+# ----------------------------------------------------------------------------- image
+
+
+def render_object(pictogram: Image.Image, image_size: int, rng: random.Random) -> Image.Image:
+    """The pictogram at a random size (45-75 % of the side), place and tilt (±15°, half the
+    time) on a pastel background with light noise: an RGB ``image_size`` square."""
+    background = tuple(rng.randint(170, 255) for _ in range(3))
+    canvas = Image.new("RGBA", (image_size, image_size), (*background, 255))
+    side = max(4, round(rng.uniform(0.45, 0.75) * image_size))
+    tile = pictogram.resize((side, side), Image.Resampling.LANCZOS)
+    if rng.random() < 0.5:
+        tile = tile.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BICUBIC, expand=True)
+        tile = tile.resize((min(tile.width, image_size), min(tile.height, image_size)), Image.Resampling.LANCZOS)
+    x = rng.randint(0, image_size - tile.width)
+    y = rng.randint(0, image_size - tile.height)
+    canvas.alpha_composite(tile, (x, y))
+    pixels = np.asarray(canvas.convert("RGB"), dtype=np.float32)
+    noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, 3.0, pixels.shape)
+    return Image.fromarray(np.clip(np.rint(pixels + noise), 0, 255).astype(np.uint8), "RGB")
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _params(
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    min_tokens: int,
+    max_tokens: int,
+    image_size: int,
+    seed: int,
+    train_min_tokens: int,
+) -> dict[str, int]:
+    params = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "min_tokens": min_tokens,
+        "max_tokens": max_tokens,
+        "train_min_tokens": train_min_tokens,
+        "image_size": image_size,
+        "seed": seed,
+    }
+    for key, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{key} must be an int, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
+    if not 64 <= min_tokens <= max_tokens:
+        raise ValueError(f"need 64 <= min_tokens <= max_tokens, got min_tokens={min_tokens}, max_tokens={max_tokens}")
+    if train_min_tokens and not 64 <= train_min_tokens <= min_tokens:
+        raise ValueError(
+            f"need 64 <= train_min_tokens <= min_tokens (or 0: off), got train_min_tokens={train_min_tokens}, "
+            f"min_tokens={min_tokens}"
+        )
+    if image_size < 16:
+        raise ValueError(f"image_size must be at least 16, got {image_size}")
+    return params
+
+
+def _read_stamp(root: Path) -> dict | None:
+    try:
+        return json.loads((root / STAMP).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _stamp_matches(root: Path, params: dict[str, int]) -> bool:
+    stamp = _read_stamp(root)
+    return (
+        stamp is not None
+        and stamp.get("version") == LONG_RANGE_VERSION
+        and stamp.get("params") == params
+        and stamp.get("assets") == AssetPack().fingerprint()
+        and all((root / f"{s}.jsonl").is_file() for s in SPLITS)
+    )
+
+
+def _check_replaceable(root: Path) -> None:
+    """Refuse to replace a folder that is not a long-range data set of ours."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a folder")
+    entries = {p.name for p in root.iterdir()}
+    stamp = _read_stamp(root)
+    ours = stamp is not None and stamp.get("dataset") == "mmctx-long-range"
+    if entries and not ours and not entries <= _OUR_ENTRIES:
+        raise FileExistsError(
+            f"{root} is not empty and is not an mmctx long-range data set (no {STAMP} of one); refusing to "
+            f"replace it (unexpected entries: {sorted(entries - _OUR_ENTRIES)[:5]})"
+        )
+
+
+def generate_long_range_dataset(
+    root: str | Path,
+    num_train: int = 2000,
+    num_val: int = 250,
+    num_test: int = 500,
+    min_tokens: int = 1536,
+    max_tokens: int = 3072,
+    image_size: int = 32,
+    seed: int = 0,
+    train_min_tokens: int = 0,
+) -> Path:
+    """Generate the long-range data set into ``root`` (replacing a previous one), atomically.
+
+    Files are written into a temporary folder beside ``root`` that is renamed into place
+    when complete, ``manifest_info.json`` last.
+
+    Args:
+        root: output folder; an existing one must be an earlier long-range data set or empty.
+        num_train: training samples.
+        num_val: validation samples.
+        num_test: test samples.
+        min_tokens: shortest document, in tokens.
+        max_tokens: longest document, in tokens.
+        image_size: side of the square RGB images, in pixels.
+        seed: generation seed; sample ``i`` of split ``s`` uses the string seed
+            ``"mmctx-long-range:<seed>:<s>:<i>"``.
+
+    Returns:
+        ``root`` as a ``Path``.
+    """
+    root = Path(root).expanduser().resolve()
+    params = _params(num_train, num_val, num_test, min_tokens, max_tokens, image_size, seed, train_min_tokens)
+    with _lock(root):
+        return _generate_locked(root, params)
+
+
+def _generate_locked(root: Path, params: dict[str, int]) -> Path:
+    start = time.perf_counter()
+    _check_replaceable(root)
+    for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by killed runs
+        shutil.rmtree(stale, ignore_errors=True)
+    pack = AssetPack()
+    pictograms = {name: pack.pictogram(name) for name in LONG_RANGE_OBJECTS}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        (tmp / "images").mkdir()
+        counts, beyond = {}, {}
+        for split in SPLITS:
+            n = params[f"num_{split}"]
+            width = max(5, len(str(max(n - 1, 0))))
+            rows = []
+            for i in range(n):
+                seed = f"mmctx-long-range:{params['seed']}:{split}:{i}"
+                if split == "train" and params["train_min_tokens"]:  # the length mixture
+                    sample = make_sample(seed, params["train_min_tokens"], params["max_tokens"], pack, log_uniform=True)
+                else:
+                    sample = make_sample(seed, params["min_tokens"], params["max_tokens"], pack)
+                sid = f"{split}-{i:0{width}d}"
+                image = render_object(pictograms[sample.object], params["image_size"], random.Random(f"{sample.seed}:image"))
+                image.save(tmp / "images" / f"{sid}.png", format="PNG")
+                rows.append(
+                    {
+                        "id": sid,
+                        "image": f"images/{sid}.png",
+                        "text": sample.text,
+                        "label": LONG_RANGE_CLASSES[sample.label],
+                        "object": sample.object,
+                        "category": sample.category,
+                        "colour": sample.colour,
+                        "num_tokens": sample.num_tokens,
+                        "fact_token": sample.fact_token,
+                    }
+                )
+            with open(tmp / f"{split}.jsonl", "w") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row) + "\n")
+            counts[split] = n
+            beyond[split] = round(fact_beyond_fraction(rows, 512), 4) if rows else None
+        (tmp / "classes.json").write_text(json.dumps(LONG_RANGE_CLASSES) + "\n")
+        long_range_tokenizer().save(tmp)
+        stamp = {
+            "dataset": "mmctx-long-range",
+            "version": LONG_RANGE_VERSION,
+            "params": params,
+            "assets": pack.fingerprint(),
+            "counts": counts,
+            "classes": LONG_RANGE_CLASSES,
+            "objects": list(LONG_RANGE_OBJECTS),
+            "fact_beyond_512": beyond,
+            "truncation_cap_512": {k: None if v is None else round(truncation_cap(v), 4) for k, v in beyond.items()},
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        (tmp / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")  # last: marks complete
+        old = None
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-old-", dir=root.parent))
+            root.rename(old / "data")
+        tmp.rename(root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("generated %s (%s) in %.1f s", root, counts, stamp["seconds"])
+    return root
+
+
+def ensure_long_range_dataset(
+    root: str | Path,
+    num_train: int = 2000,
+    num_val: int = 250,
+    num_test: int = 500,
+    min_tokens: int = 1536,
+    max_tokens: int = 3072,
+    image_size: int = 32,
+    seed: int = 0,
+    train_min_tokens: int = 0,
+) -> Path:
+    """Generate the data set unless ``root`` already holds it with these parameters.
+
+    Arguments as for :func:`generate_long_range_dataset`.
+    """
+    root = Path(root).expanduser().resolve()
+    params = _params(num_train, num_val, num_test, min_tokens, max_tokens, image_size, seed, train_min_tokens)
+    if _stamp_matches(root, params):  # fast path, no lock
+        return root
+    with _lock(root):
+        if _stamp_matches(root, params):  # another process generated it meanwhile
+            return root
+        return _generate_locked(root, params)
+
+
+def fact_beyond_fraction(rows: Sequence[dict], limit: int = 512) -> float:
+    """Fraction of manifest rows whose key sentence (its colour word) lies at token ``>= limit``:
+    the samples whose colour a model truncated to the first ``limit`` tokens can only guess
+    (see :func:`truncation_cap`)."""
+    if not rows:
+        raise ValueError("fact_beyond_fraction: no rows")
+    return sum(int(r["fact_token"]) >= limit for r in rows) / len(rows)
+
+
+# ----------------------------------------------------------------------------- data module
+
+
+class LongRangeDataModule(MultimodalDataModule):
+    """The long-range retrieval task (see the module docstring), generated on first use.
+
+    Batches: ``inputs["image"]`` (B, 3, H, W) and ``inputs["text"]`` (B, T) with its mask
+    (B, T), T the longest document of the batch (at most ``max_text_len``);
+    ``targets["label"]`` (B,), an index into :data:`LONG_RANGE_CLASSES` (16 classes).
+    ``max_text_len`` is the truncation switch: 512 keeps the first 512 tokens of every
+    document (the baseline), a value >= ``max_tokens`` keeps all.
+
+    Args:
+        root: data folder; ``None`` is :func:`long_range_data_root`.
+        num_train: training samples to generate.
+        num_val: validation samples to generate.
+        num_test: test samples to generate (also used for ``predict``).
+        data_seed: generation seed (``seed`` only seeds the shuffle).
+        min_tokens: shortest document, in tokens.
+        max_tokens: longest document, in tokens.
+        modalities: which of "image", "text" to load (both for the task; either alone is
+            a baseline capped at 1 / 4: the category or the colour, never both).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        image_size: side of the generated (and loaded) images, in pixels.
+        max_text_len: documents are truncated to this many tokens (logged once).
+        seed: seed of the training shuffle.
+    """
+
+    _save_base_hparams = False
+
+    def __init__(
+        self,
+        root: str | None = None,
+        num_train: int = 2000,
+        num_val: int = 250,
+        num_test: int = 500,
+        data_seed: int = 0,
+        min_tokens: int = 1536,
+        max_tokens: int = 3072,
+        modalities: list[str] = ["image", "text"],  # noqa: B006 - never mutated
+        batch_size: int = 16,
+        num_workers: int = 0,
+        image_size: int = 32,
+        max_text_len: int = 4096,
+        seed: int = 0,
+        train_min_tokens: int = 0,
+    ) -> None:
+        unknown = [m for m in modalities if m not in ("image", "text")]
+        if unknown:
+            raise ValueError(f"LongRangeDataModule: modalities must be among ['image', 'text'], got {list(modalities)}")
+        self.root = Path(root).expanduser() if root else long_range_data_root()
+        super().__init__(
+            train_manifest=str(self.root / "train.jsonl"),
+            val_manifest=str(self.root / "val.jsonl") if num_val > 0 else None,
+            test_manifest=str(self.root / "test.jsonl") if num_test > 0 else None,
+            predict_manifest=str(self.root / "test.jsonl") if num_test > 0 else None,
+            modalities=modalities,
+            classes=list(LONG_RANGE_CLASSES),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            image_size=image_size,
+            max_text_len=max_text_len,
+            seed=seed,
+        )
+        # the task's own vocabulary (fixed, so vocab_size is known without the data)
+        self.tokenizer = long_range_tokenizer()
+        self.generation = _params(
+            num_train, num_val, num_test, min_tokens, max_tokens, image_size, data_seed, train_min_tokens
+        )
+        self._ensured = False
+        self.save_hyperparameters()  # this class's arguments only (see _save_base_hparams)
+
+    def _ensure(self) -> None:
+        if not self._ensured:
+            ensure_long_range_dataset(self.root, **self.generation)
+            self._ensured = True
+
+    def prepare_data(self) -> None:
+        """Generate the data set unless it is up to date (runs on one process per node)."""
+        self._ensure()
+
+    def _dataset(self, split: str) -> ManifestDataset:
+        self._ensure()
+        return super()._dataset(split)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m mmctx.data.long_range``: generate the data set and print its statistics."""
+    parser = argparse.ArgumentParser(prog="python -m mmctx.data.long_range", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=None, help="output folder (default: long_range_data_root())")
+    parser.add_argument("--num-train", type=int, default=2000)
+    parser.add_argument("--num-val", type=int, default=250)
+    parser.add_argument("--num-test", type=int, default=500)
+    parser.add_argument("--min-tokens", type=int, default=1536)
+    parser.add_argument("--max-tokens", type=int, default=3072)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    root = ensure_long_range_dataset(
+        args.root if args.root is not None else long_range_data_root(),
+        num_train=args.num_train,
+        num_val=args.num_val,
+        num_test=args.num_test,
+        min_tokens=args.min_tokens,
+        max_tokens=args.max_tokens,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
+    stamp = _read_stamp(root) or {}
+    print(f"long-range data set at {root}: {stamp.get('counts')} samples; key sentence beyond token 512: "
+          f"{stamp.get('fact_beyond_512')}; accuracy cap of truncation to 512: {stamp.get('truncation_cap_512')}")
+
+
+if __name__ == "__main__":
+    main()

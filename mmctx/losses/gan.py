@@ -1,0 +1,69 @@
+"""GAN losses: non-saturating and hinge, and the R1 gradient penalty.
+
+Plain PyTorch (no Lightning). The discriminator returns raw logits (B,); "real" logits are
+its scores of data samples, "fake" logits its scores of generated ones.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["GAN_LOSSES", "discriminator_loss", "generator_loss", "r1_penalty"]
+
+#: The adversarial losses :func:`discriminator_loss` and :func:`generator_loss` know.
+GAN_LOSSES: tuple[str, ...] = ("non_saturating", "hinge")
+
+
+def _check(kind: str) -> None:
+    if kind not in GAN_LOSSES:
+        raise ValueError(f"GAN loss kind must be one of {GAN_LOSSES}, got {kind!r}")
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: str = "hinge") -> Tensor:
+    """The discriminator's loss (to minimise).
+
+    - ``"non_saturating"`` (the original GAN's binary cross-entropy):
+      ``mean(softplus(-real)) + mean(softplus(fake))``;
+    - ``"hinge"`` (SNGAN, BigGAN): ``mean(relu(1 - real)) + mean(relu(1 + fake))``.
+
+    Shapes:
+        real_logits: (B_real,), fake_logits: (B_fake,) → scalar
+    """
+    _check(kind)
+    if kind == "hinge":
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: Tensor, kind: str = "hinge") -> Tensor:
+    """The generator's loss (to minimise).
+
+    - ``"non_saturating"``: ``mean(softplus(-fake))`` (= -log D(G(z)), strong gradients
+      while the discriminator wins);
+    - ``"hinge"``: ``-mean(fake)``.
+
+    Shapes:
+        fake_logits: (B,) → scalar
+    """
+    _check(kind)
+    if kind == "hinge":
+        return -fake_logits.mean()
+    return F.softplus(-fake_logits).mean()
+
+
+def r1_penalty(real_logits: Tensor, real_inputs: Tensor) -> Tensor:
+    """R1 gradient penalty (Mescheder et al., 2018): ``mean_b ||d logit_b / d x_b||^2``.
+
+    ``real_inputs`` must have had ``requires_grad_(True)`` before the discriminator saw
+    them. The graph is kept (``create_graph``) so the penalty trains the discriminator;
+    scale it by ``gamma / 2`` and add it to :func:`discriminator_loss`.
+
+    Shapes:
+        real_logits: (B,), real_inputs: (B, ...) → scalar
+    """
+    if not real_inputs.requires_grad:
+        raise ValueError("r1_penalty: real_inputs must require grad (call real.requires_grad_(True) first)")
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_inputs, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()

@@ -1,0 +1,543 @@
+"""Conditional GAN task: generate images or spectrograms from an extended context."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+from mmctx.losses.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
+from mmctx.trainers.base import MMCtxTask
+from mmctx.types import ExtendedContext, ModalityInput, MultimodalBatch
+
+__all__ = ["GANTask", "save_image_grid"]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # mmctx.data.IMAGENET_MEAN: the data's image normalisation
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class GANTask(MMCtxTask):
+    """Adversarial training of a conditional generator, with manual optimisation.
+
+    The condition (e.g. a caption, an audio clip, or both) goes through the encoders and
+    the fusion of ``model`` — a :class:`~mmctx.models.FusionModel` whose ``head`` is the
+    generator — into an :class:`~mmctx.types.ExtendedContext`; the generator maps noise and
+    that context to a sample, the discriminator scores (sample, context) pairs. The batch
+    input named ``target`` ("image" or "audio") is the real sample, never a condition;
+    every other input modality with an encoder is. Images are mapped from the data's
+    ImageNet normalisation to [-1, 1] and resized (area) to the generator's size; audio
+    waveforms become log-mel spectrograms through ``spectrogram``
+    (:class:`~mmctx.heads.LogMelCodec`).
+
+    One training step = one discriminator update (and the R1 penalty every
+    ``r1_every`` steps), then, every ``n_critic`` steps, one generator update; each update
+    clips its gradients' norm to ``gradient_clip_val`` (> 0). Lightning counts both
+    optimizers' steps in ``global_step`` (so ``max_steps`` counts them too).
+
+    The conditioning encoders + fusion are either frozen (``freeze_encoders``: no
+    gradient, eval mode — e.g. loaded from a classification or captioning checkpoint with
+    ``init_encoders_from``) or trained by the *discriminator's* loss (in its optimizer):
+    the projection discriminator has to tell matching from mismatching conditions, which
+    is what a condition embedding should capture; the generator reads the context detached,
+    so the two players never pull the shared encoder in opposite directions.
+
+    With ``ema_decay > 0`` an exponential moving average of the generator
+    (:class:`torch.optim.swa_utils.AveragedModel`, buffers included; the decay warms up as
+    ``min(ema_decay, (1 + n) / (10 + n))`` after ``n`` updates) is kept and used for all
+    sampling (grids, ``predict``, :meth:`generate`).
+
+    Outputs (in the run folder, :attr:`output_dir`, beside ``checkpoints/``):
+
+    - every ``sample_every_n_steps`` global steps and at the end of fitting, a grid of
+      fixed-noise samples, one row per fixed condition (the first ``num_sample_conditions``
+      validation samples, else training samples) and ``samples_per_condition`` columns:
+      ``samples/step_XXXXXX.png``, ``samples_last.png``, ``samples_conditions.txt`` (the
+      row conditions), and TensorBoard's Images tab (``samples``);
+      spectrograms are drawn with time to the right and low frequencies at the bottom;
+    - ``predict``: ``num_predict_samples`` samples per input in ``predict_dir`` (default
+      ``<run folder>/generated``): ``<id>_<k>.png``, plus ``<id>_<k>.wav`` (Griffin-Lim)
+      for spectrograms; ``predict_step`` returns ``{"input", "condition", "files"}`` rows.
+
+    Args:
+        model: a :class:`~mmctx.models.FusionModel` whose ``head`` is the generator
+            (:class:`~mmctx.heads.ConditionalGenerator` or
+            :class:`~mmctx.heads.SpectrogramGenerator`: ``head(z, context)``, ``z_dim``,
+            ``output_shape``).
+        discriminator: ``discriminator(x, context) -> logits (B,)``, e.g.
+            :class:`~mmctx.heads.ProjectionDiscriminator`.
+        generator_optimizer: optimizer factory of the generator.
+        discriminator_optimizer: optimizer factory of the discriminator (and of the
+            encoders + fusion unless frozen).
+        loss: ``"hinge"`` or ``"non_saturating"``.
+        n_critic: discriminator updates per generator update.
+        r1_gamma: weight of the R1 penalty (``gamma / 2 · R1``); 0 disables it.
+        r1_every: apply R1 every this many discriminator steps (scaled up to match; lazy R1).
+        gradient_clip_val: clip each update's gradient norm to this (0: no clipping).
+        mode_seeking: weight of the mode-seeking term (MSGAN, Mao et al. 2019) against a
+            generator that ignores its noise for a given condition (conditional mode
+            collapse): half the generator batch repeats the other half's conditions with new
+            noise, and ``weight / (mean|G(c, z1) - G(c, z2)| / mean|z1 - z2| + 1e-5)`` is added
+            to the generator's loss (0: off).
+        ema_decay: decay of the generator EMA (0: no EMA, sample with the generator).
+        freeze_encoders: keep the encoders, fusion and context encoder fixed.
+        init_encoders_from: a Lightning checkpoint whose ``model.encoders.*``,
+            ``model.fusion.*`` and ``model.context_encoder.*`` weights initialise this task's.
+        target: the batch input to generate: ``"image"`` or ``"audio"``.
+        spectrogram: waveform ↔ spectrogram codec, required for ``target="audio"``.
+        sample_every_n_steps: global steps between sample grids (0: only at the end).
+        num_sample_conditions: rows of the sample grid.
+        samples_per_condition: columns of the sample grid.
+        num_predict_samples: samples per input written by ``predict``.
+        predict_dir: folder of ``predict``'s files (None: ``<run folder>/generated``).
+        sample_seed: seed of the grid's fixed noise and of ``predict``'s noise.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        discriminator: nn.Module,
+        generator_optimizer: OptimizerCallable = torch.optim.Adam,
+        discriminator_optimizer: OptimizerCallable = torch.optim.Adam,
+        loss: str = "hinge",
+        n_critic: int = 1,
+        r1_gamma: float = 0.0,
+        r1_every: int = 1,
+        gradient_clip_val: float = 0.0,
+        mode_seeking: float = 0.0,
+        ema_decay: float = 0.999,
+        freeze_encoders: bool = False,
+        init_encoders_from: str | None = None,
+        target: str = "image",
+        spectrogram: nn.Module | None = None,
+        sample_every_n_steps: int = 500,
+        num_sample_conditions: int = 8,
+        samples_per_condition: int = 8,
+        num_predict_samples: int = 4,
+        predict_dir: str | None = None,
+        sample_seed: int = 0,
+    ) -> None:
+        super().__init__(model, generator_optimizer, None)
+        generator = getattr(model, "head", None)
+        if not callable(getattr(model, "encode", None)) or generator is None or not hasattr(generator, "z_dim"):
+            raise TypeError(
+                f"GANTask: model {type(model).__name__} must be a FusionModel (encode()) whose head is a "
+                "generator with z_dim, e.g. mmctx.heads.ConditionalGenerator"
+            )
+        if loss not in GAN_LOSSES:
+            raise ValueError(f"GANTask: loss must be one of {GAN_LOSSES}, got {loss!r}")
+        if target not in ("image", "audio"):
+            raise ValueError(f"GANTask: target must be 'image' or 'audio', got {target!r}")
+        if target == "audio" and spectrogram is None:
+            raise ValueError("GANTask: target='audio' needs spectrogram (e.g. mmctx.heads.LogMelCodec)")
+        if target in getattr(model, "encoders", {}):
+            raise ValueError(f"GANTask: target {target!r} cannot also be a condition (it has an encoder)")
+        for name, value in (("n_critic", n_critic), ("r1_every", r1_every), ("samples_per_condition",
+                            samples_per_condition), ("num_predict_samples", num_predict_samples)):
+            if value < 1:
+                raise ValueError(f"GANTask: {name} must be >= 1, got {value}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"GANTask: ema_decay must be in [0, 1), got {ema_decay}")
+        channels = getattr(discriminator, "channels", None)
+        out_shape = getattr(generator, "output_shape", None)
+        if channels is not None and out_shape is not None and channels != out_shape[0]:
+            raise ValueError(
+                f"GANTask: the generator makes {out_shape[0]} channels but discriminator.channels={channels}"
+            )
+        self.save_config()
+        self.automatic_optimization = False
+        self.discriminator = discriminator
+        self.discriminator_optimizer_factory = discriminator_optimizer
+        self.loss_kind = loss
+        self.n_critic = n_critic
+        self.r1_gamma = r1_gamma
+        self.r1_every = r1_every
+        self.gradient_clip_val = gradient_clip_val
+        self.mode_seeking = mode_seeking
+        self.freeze_encoders = freeze_encoders
+        self.target = target
+        self.spectrogram = spectrogram
+        self.sample_every_n_steps = sample_every_n_steps
+        self.num_sample_conditions = num_sample_conditions
+        self.samples_per_condition = samples_per_condition
+        self.num_predict_samples = num_predict_samples
+        self.predict_dir = predict_dir
+        self.sample_seed = sample_seed
+        self.generator_ema: AveragedModel | None = None
+        if ema_decay > 0:
+            self.generator_ema = AveragedModel(generator, avg_fn=partial(_ema, decay=ema_decay), use_buffers=True)
+            self.generator_ema.requires_grad_(False)
+        if init_encoders_from is not None:
+            self._load_encoders(init_encoders_from)
+        if freeze_encoders:
+            self.conditioning_modules().requires_grad_(False)
+        #: decodes text conditions for the grid's captions; from the data module if it has one
+        self.tokenizer: Any = None
+        self._d_steps = 0
+        self._fixed: tuple[dict[str, ModalityInput], Tensor, list[str]] | None = None
+
+    # ------------------------------------------------------------------ parts
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.model.head
+
+    def conditioning_modules(self) -> nn.ModuleList:
+        """The encoders, fusion and context encoder (the condition's path)."""
+        parts = [self.model.encoders, self.model.fusion]
+        if getattr(self.model, "context_encoder", None) is not None:
+            parts.append(self.model.context_encoder)
+        return nn.ModuleList(parts)
+
+    def _load_encoders(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        prefixes = ("model.encoders.", "model.fusion.", "model.context_encoder.")
+        wanted = {k: v for k, v in state.items() if k.startswith(prefixes)}
+        if not wanted:
+            raise ValueError(f"GANTask: init_encoders_from={path!r} has no {prefixes} weights")
+        own = self.state_dict()
+        missing = [k for k in own if k.startswith(prefixes) and k not in wanted]
+        if missing:
+            raise ValueError(f"GANTask: init_encoders_from={path!r} lacks {missing[:5]} (encoders differ?)")
+        self.load_state_dict(wanted, strict=False)
+
+    def train(self, mode: bool = True) -> GANTask:
+        super().train(mode)
+        if self.freeze_encoders:
+            self.conditioning_modules().eval()  # frozen: no dropout, no batch-norm updates
+        return self
+
+    def configure_optimizers(self):
+        g_opt = self.optimizer_factory(self.generator.parameters())
+        d_params = list(self.discriminator.parameters())
+        if not self.freeze_encoders:
+            d_params += [p for p in self.conditioning_modules().parameters() if p.requires_grad]
+        return [g_opt, self.discriminator_optimizer_factory(d_params)]
+
+    # ------------------------------------------------------------------ data → tensors
+
+    def condition_inputs(self, batch: MultimodalBatch | dict[str, ModalityInput]) -> dict[str, ModalityInput]:
+        """The batch inputs that condition the generator (those with an encoder)."""
+        inputs = batch.inputs if isinstance(batch, MultimodalBatch) else batch
+        return {m: inputs[m] for m in self.model.encoders if m in inputs}
+
+    def encode(self, inputs: dict[str, ModalityInput]) -> ExtendedContext:
+        """The extended context of the conditions. Shapes: → ExtendedContext (B, N, D)."""
+        grad = torch.is_grad_enabled() and not self.freeze_encoders
+        with torch.set_grad_enabled(grad):
+            return self.model.encode(inputs)
+
+    def real_samples(self, batch: MultimodalBatch) -> Tensor:
+        """The batch's real samples in the generator's space.
+
+        Shapes: images (B, 3, H_data, W_data) ImageNet-normalised → (B, C, H, W) in [-1, 1],
+        resized to the generator's size; audio (B, S) → (B, 1, F, M) spectrograms.
+        """
+        if self.target not in batch.inputs:
+            raise KeyError(
+                f"GANTask: the batch has no {self.target!r} input to learn from (inputs: {list(batch.inputs)}); "
+                f"add it to the data module's modalities"
+            )
+        item = batch.inputs[self.target]
+        if self.target == "audio":
+            return self.spectrogram.encode(item.data, item.mask)
+        return self.images_to_generator_space(item.data)
+
+    def images_to_generator_space(self, images: Tensor) -> Tensor:
+        """Shapes: (B, 3, H, W) ImageNet-normalised → (B, C, H_G, W_G) in [-1, 1]."""
+        mean = images.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+        x = (images * std + mean) * 2.0 - 1.0  # (B, 3, H, W) in [-1, 1]
+        C, H, W = self.generator.output_shape
+        if x.shape[1] != C:
+            x = x.mean(1, keepdim=True).expand(-1, C, -1, -1)  # grey, for a C != 3 generator
+        if tuple(x.shape[-2:]) != (H, W):
+            x = F.interpolate(x, size=(H, W), mode="area")
+        return x.clamp(-1.0, 1.0)
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Shapes: → (n, Z) standard normal noise on the task's device."""
+        z = torch.randn(n, self.generator.z_dim, generator=generator)
+        return z.to(self.device)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: MultimodalBatch | dict[str, ModalityInput],
+        num_samples: int = 1,
+        z: Tensor | None = None,
+        use_ema: bool = True,
+    ) -> Tensor:
+        """Samples for every condition of ``inputs`` (sample ``k`` of condition ``b`` is row
+        ``b * num_samples + k``), with the EMA generator when there is one and ``use_ema``.
+
+        Shapes: inputs of batch size B, z (B·num_samples, Z) or None → (B·num_samples, C, H, W)
+        """
+        context = self.encode(self.condition_inputs(inputs))
+        B = context.x.shape[0]
+        context = _repeat(context, num_samples)
+        z = self.noise(B * num_samples) if z is None else z.to(self.device)
+        generator = self.generator_ema.module if (use_ema and self.generator_ema is not None) else self.generator
+        was_training = generator.training
+        generator.eval()
+        try:
+            return generator(z, context)
+        finally:
+            generator.train(was_training)
+
+    # ------------------------------------------------------------------ training
+
+    def training_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
+        g_opt, d_opt = self.optimizers()
+        if self.freeze_encoders:  # Lightning restores captured module modes around loops: re-assert
+            self.conditioning_modules().eval()
+        step_before = self.global_step
+        real = self.real_samples(batch)  # (B, C, H, W)
+        B = real.shape[0]
+
+        # discriminator (+ unfrozen encoders): real pairs up, generated pairs down
+        context = self.encode(self.condition_inputs(batch))
+        fixed_context = _detach(context)
+        with torch.no_grad():
+            fake = self.generator(self.noise(B), fixed_context)
+        use_r1 = self.r1_gamma > 0 and self._d_steps % self.r1_every == 0
+        real = real.detach().requires_grad_(use_r1)
+        real_logits = self.discriminator(real, context)
+        fake_logits = self.discriminator(fake, context)
+        d_loss = discriminator_loss(real_logits, fake_logits, self.loss_kind)
+        self.log("train/d_loss", d_loss, prog_bar=True, batch_size=B)
+        if use_r1:
+            r1 = r1_penalty(real_logits, real)
+            d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1
+            self.log("train/r1", r1, batch_size=B)
+        d_opt.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        self._clip(d_opt)
+        d_opt.step()
+        self._d_steps += 1
+        self.log("train/d_real", real_logits.detach().mean(), batch_size=B)
+        self.log("train/d_fake", fake_logits.detach().mean(), batch_size=B)
+
+        # generator: fool the (momentarily fixed) discriminator
+        if self._d_steps % self.n_critic == 0:
+            with _no_grad_params(self.discriminator):
+                g_context = fixed_context
+                half = B // 2 if self.mode_seeking > 0 else 0
+                if half > 0:  # rows i and half + i share a condition, with different noise
+                    g_context = _pairs(fixed_context, half)
+                z = self.noise(g_context.x.shape[0])
+                fake = self.generator(z, g_context)
+                g_loss = generator_loss(self.discriminator(fake, g_context), self.loss_kind)
+                total = g_loss
+                if half > 0:
+                    ratio = (fake[:half] - fake[half:]).abs().flatten(1).mean(1) / (z[:half] - z[half:]).abs().mean(1)
+                    total = g_loss + self.mode_seeking / (ratio.mean() + 1e-5)
+                    self.log("train/mode_seeking_ratio", ratio.mean().detach(), batch_size=B)
+                g_opt.zero_grad(set_to_none=True)
+                self.manual_backward(total)
+            self._clip(g_opt)
+            g_opt.step()
+            if self.generator_ema is not None:
+                self.generator_ema.update_parameters(self.generator)
+            self.log("train/g_loss", g_loss, prog_bar=True, batch_size=B)
+
+        every = self.sample_every_n_steps
+        if every > 0 and self.global_step // every > step_before // every:
+            self.log_samples(batch)
+
+    def _clip(self, optimizer) -> None:
+        if self.gradient_clip_val > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+
+    def on_fit_start(self) -> None:
+        self.tokenizer = getattr(self.trainer.datamodule, "tokenizer", None) if self.trainer.datamodule else None
+
+    def on_train_end(self) -> None:
+        if self._fixed is not None or self.trainer.datamodule is not None:
+            self.log_samples(None, name="final")
+
+    # ------------------------------------------------------------------ sample grids
+
+    def _fixed_conditions(self, batch: MultimodalBatch | None) -> tuple[dict[str, ModalityInput], Tensor, list[str]]:
+        """The grid's conditions, fixed noise and row descriptions (built once)."""
+        if self._fixed is None:
+            source = None
+            datamodule = self.trainer.datamodule if self.trainer is not None else None
+            if datamodule is not None and hasattr(datamodule, "val_dataloader"):
+                loader = datamodule.val_dataloader()
+                if loader:
+                    source = next(iter(loader))
+            if source is None:
+                if batch is None:
+                    raise RuntimeError("GANTask: no batch to take the sample grid's conditions from")
+                source = batch
+            n = min(self.num_sample_conditions, len(source))
+            inputs = {m: ModalityInput(v.data[:n], v.mask[:n]) for m, v in self.condition_inputs(source).items()}
+            inputs = {m: v.to(self.device) for m, v in inputs.items()}
+            seeded = torch.Generator().manual_seed(self.sample_seed)
+            z = torch.randn(n * self.samples_per_condition, self.generator.z_dim, generator=seeded)
+            self._fixed = (inputs, z, self.describe(source)[:n])
+        inputs, z, names = self._fixed
+        return {m: v.to(self.device) for m, v in inputs.items()}, z.to(self.device), names
+
+    def describe(self, batch: MultimodalBatch) -> list[str]:
+        """One line per sample saying what its condition is (text decoded when possible)."""
+        ids = list(batch.ids) or [str(i) for i in range(len(batch))]
+        lines = []
+        for i, sample_id in enumerate(ids):
+            parts = [sample_id]
+            text = batch.inputs.get("text")
+            if text is not None and "text" in self.model.encoders and self.tokenizer is not None:
+                tokens = text.data[i][text.mask[i]].tolist()
+                parts.append(repr(self.tokenizer.decode(tokens).strip()))
+            for m in self.model.encoders:
+                if m != "text" and m in batch.inputs:
+                    parts.append(f"<{m}>")
+            lines.append(" ".join(parts))
+        return lines
+
+    @torch.no_grad()
+    def log_samples(self, batch: MultimodalBatch | None, name: str | None = None) -> Path | None:
+        """Write (and log to TensorBoard) the fixed-noise grid; returns the PNG's path."""
+        if not self.trainer.is_global_zero:
+            return None
+        inputs, z, names = self._fixed_conditions(batch)
+        samples = self.generate(inputs, self.samples_per_condition, z=z)  # (n·k, C, H, W)
+        pictures = self.to_pictures(samples)
+        out = self.output_dir
+        name = name or f"step_{self.global_step:06d}"
+        path = save_image_grid(pictures, out / "samples" / f"{name}.png", nrow=self.samples_per_condition)
+        save_image_grid(pictures, out / "samples_last.png", nrow=self.samples_per_condition)
+        rows = [f"row {i}: {line}" for i, line in enumerate(names)]
+        (out / "samples_conditions.txt").write_text(
+            f"{len(names)} conditions (rows) x {self.samples_per_condition} fixed noise vectors (columns)\n"
+            + "\n".join(rows) + "\n"
+        )
+        from torchvision.utils import make_grid
+
+        grid = make_grid(pictures.float().cpu(), nrow=self.samples_per_condition, padding=2, pad_value=1.0)
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if experiment is not None and hasattr(experiment, "add_image"):
+                experiment.add_image("samples", grid, self.global_step)
+                if name == "final" or self.global_step <= self.sample_every_n_steps:
+                    experiment.add_text("samples/conditions", "    " + "\n    ".join(rows), self.global_step)
+        return path
+
+    def to_pictures(self, samples: Tensor) -> Tensor:
+        """Generator outputs as pictures in [0, 1]: images as they are, spectrograms turned
+        so time runs to the right and low frequencies sit at the bottom.
+
+        Shapes: (B, C, H, W) in [-1, 1] → (B, C, H, W), or spectrograms (B, 1, F, M) → (B, 1, M, F)
+        """
+        pictures = (samples.float().clamp(-1, 1) + 1.0) / 2.0
+        if self.target == "audio":
+            pictures = pictures.transpose(-1, -2).flip(-2)  # (B, 1, M, F)
+        return pictures
+
+    # ------------------------------------------------------------------ predict
+
+    def on_predict_start(self) -> None:
+        if self.trainer.datamodule is not None:
+            self.tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        self._predict_count = 0
+
+    def predict_step(self, batch: MultimodalBatch, batch_idx: int) -> list[dict]:
+        k = self.num_predict_samples
+        seeded = torch.Generator().manual_seed(self.sample_seed + batch_idx)
+        z = torch.randn(len(batch) * k, self.generator.z_dim, generator=seeded)
+        samples = self.generate(batch, k, z=z)  # (B·k, C, H, W)
+        pictures = self.to_pictures(samples).cpu()
+        waves = self.spectrogram.decode(samples).cpu() if self.target == "audio" else None
+        folder = Path(self.predict_dir) if self.predict_dir else self.output_dir / "generated"
+        folder.mkdir(parents=True, exist_ok=True)
+        names = self.describe(batch)
+        ids = list(batch.ids) or [f"{batch_idx}-{i}" for i in range(len(batch))]
+        rows = []
+        for i, sample_id in enumerate(ids):
+            files = []
+            for j in range(k):
+                stem = folder / f"{_safe(sample_id)}_{j}"
+                files.append(str(save_image_grid(pictures[i * k + j : i * k + j + 1], stem.with_suffix(".png"), 1, 0)))
+                if waves is not None:
+                    import soundfile as sf
+
+                    sf.write(stem.with_suffix(".wav"), waves[i * k + j].numpy(), self.spectrogram.sample_rate)
+                    files.append(str(stem.with_suffix(".wav")))
+            rows.append({"input": sample_id, "condition": names[i], "files": files})
+        self._predict_count += len(rows) * k
+        self._predict_folder = folder
+        return rows
+
+    def on_predict_end(self) -> None:
+        if self.trainer.is_global_zero and getattr(self, "_predict_count", 0):
+            kinds = "PNG + WAV" if self.target == "audio" else "PNG"
+            print(f"wrote {self._predict_count} generated samples ({kinds}) to {self._predict_folder}", flush=True)
+
+
+def save_image_grid(pictures: Tensor, path: str | Path, nrow: int = 8, padding: int = 2) -> Path:
+    """Save pictures in [0, 1] as one PNG grid (``nrow`` per row). Shapes: (B, C, H, W)."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(pictures.float().cpu(), path, nrow=nrow, padding=padding, pad_value=1.0)
+    return path
+
+
+def _ema(averaged: Tensor, current: Tensor, num_averaged: Tensor, decay: float) -> Tensor:
+    """One EMA update with warm-up: the decay is ``min(decay, (1 + n) / (10 + n))`` after
+    ``n`` updates, so a short run's average is not dominated by the initial weights."""
+    d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+    return averaged * d + current * (1.0 - d)
+
+
+def _repeat(context: ExtendedContext, k: int) -> ExtendedContext:
+    """Each sample's context ``k`` times in a row. Shapes: (B, N, D) → (B·k, N, D)."""
+    if k == 1:
+        return context
+    return ExtendedContext(
+        context.x.repeat_interleave(k, 0),
+        context.mask.repeat_interleave(k, 0),
+        context.modality.repeat_interleave(k, 0),
+        context.names,
+    )
+
+
+def _pairs(context: ExtendedContext, half: int) -> ExtendedContext:
+    """The first ``half`` samples' contexts, twice. Shapes: (B, N, D) → (2·half, N, D)."""
+    return ExtendedContext(
+        torch.cat([context.x[:half]] * 2),
+        torch.cat([context.mask[:half]] * 2),
+        torch.cat([context.modality[:half]] * 2),
+        context.names,
+    )
+
+
+def _detach(context: ExtendedContext) -> ExtendedContext:
+    return ExtendedContext(context.x.detach(), context.mask, context.modality, context.names)
+
+
+@contextlib.contextmanager
+def _no_grad_params(module: nn.Module):
+    """Gradients flow *through* ``module`` but are not accumulated into its parameters."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:100] or "sample"
+

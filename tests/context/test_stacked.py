@@ -1,0 +1,67 @@
+"""StackedEncoder: an encoder followed by a context encoder over its own tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmctx.context import RecurrentMemoryEncoder, SlidingWindowContextEncoder, StackedEncoder
+from mmctx.encoders import TextTransformerEncoder
+from mmctx.types import ExtendedContext, Tokens
+
+
+def text_batch(B: int = 3, T: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    data = torch.randint(1, 20, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[1, 25:] = False
+    mask[2, 9:] = False
+    return data, mask
+
+
+def build(kind: str) -> StackedEncoder:
+    torch.manual_seed(0)
+    embed = TextTransformerEncoder(20, dim=16, num_layers=0, max_seq_len=64)
+    if kind == "sliding":
+        context = SlidingWindowContextEncoder(16, num_layers=2, num_heads=2, window=4, num_global_tokens=2)
+    else:
+        context = RecurrentMemoryEncoder(16, num_layers=1, num_heads=2, segment_len=8, num_memory=2, bptt_segments=2)
+    return StackedEncoder(embed, context)
+
+
+@pytest.mark.parametrize("kind", ["sliding", "memory"])
+def test_shapes_padding_invariance_and_gradients(kind: str) -> None:
+    enc = build(kind)
+    data, mask = text_batch()
+    out = enc(data, mask)
+    assert out.x.shape == (3, 40, 16) and torch.equal(out.mask, mask) and enc.out_dim == 16
+    assert bool((out.x[~mask] == 0).all())
+    # a sample encoded alone, without the batch's padding, gives the same real tokens
+    alone = enc(data[2:, :9], mask[2:, :9])
+    torch.testing.assert_close(alone.x[0], out.x[2, :9], atol=1e-5, rtol=1e-5)
+    # changing padded ids changes nothing
+    noisy = data.masked_fill(~mask, 7)
+    torch.testing.assert_close(enc(noisy, mask).x, out.x)
+    (out.x[mask] ** 2).sum().backward()
+    for name, p in enc.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_sliding_context_encoder_takes_tokens_and_extended_context_alike() -> None:
+    torch.manual_seed(0)
+    enc = SlidingWindowContextEncoder(16, num_layers=1, num_heads=2, window=3, num_global_tokens=1).eval()
+    x = torch.randn(2, 12, 16)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[0, 8:] = False
+    from_tokens = enc(Tokens(x, mask))
+    from_context = enc(ExtendedContext(x, mask, torch.zeros(2, 12, dtype=torch.long), ("text",)))
+    assert isinstance(from_tokens, Tokens)
+    torch.testing.assert_close(from_tokens.x, from_context.x)
+    with pytest.raises(TypeError, match="ExtendedContext or Tokens"):
+        enc(x)
+
+
+def test_widths_must_agree() -> None:
+    embed = TextTransformerEncoder(20, dim=16, num_layers=0)
+    with pytest.raises(ValueError, match="context.dim=8 but encoder.out_dim=16"):
+        StackedEncoder(embed, SlidingWindowContextEncoder(8, num_layers=1, num_heads=2, window=2))

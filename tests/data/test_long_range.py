@@ -1,0 +1,159 @@
+"""The long-range retrieval data: determinism, the key fact, images, caching, data module."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mmctx.data.asset_pack import AssetPack
+from mmctx.data.long_range import (
+    LONG_RANGE_CLASSES,
+    LONG_RANGE_OBJECTS,
+    LongRangeDataModule,
+    ensure_long_range_dataset,
+    fact_beyond_fraction,
+    generate_long_range_dataset,
+    long_range_tokenizer,
+    make_sample,
+    render_object,
+)
+
+TINY = {"num_train": 12, "num_val": 4, "num_test": 6, "min_tokens": 600, "max_tokens": 900, "image_size": 32, "seed": 3}
+FACT = re.compile(r"\bthe (\w+) is (" + "|".join(LONG_RANGE_CLASSES) + r") \.")
+
+
+def read_rows(root: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (root / f"{split}.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_long_range_dataset(tmp_path_factory.mktemp("long_range") / "data", **TINY)
+
+
+def test_same_seed_same_files_other_seed_other_texts(tiny_root: Path, tmp_path: Path) -> None:
+    again = generate_long_range_dataset(tmp_path / "again", **TINY)
+    for split in ("train", "val", "test"):
+        assert (again / f"{split}.jsonl").read_bytes() == (tiny_root / f"{split}.jsonl").read_bytes()
+    for row in read_rows(tiny_root, "train"):
+        assert (again / row["image"]).read_bytes() == (tiny_root / row["image"]).read_bytes()
+    other = generate_long_range_dataset(tmp_path / "other", **{**TINY, "seed": 4})
+    assert [r["text"] for r in read_rows(other, "train")] != [r["text"] for r in read_rows(tiny_root, "train")]
+    assert make_sample("s", 100, 200) == make_sample("s", 100, 200)
+
+
+def test_key_fact_is_stated_exactly_once_and_gives_the_label(tiny_root: Path) -> None:
+    for split in ("train", "val", "test"):
+        for row in read_rows(tiny_root, split):
+            words = row["text"].split()
+            assert len(words) == row["num_tokens"]
+            assert TINY["min_tokens"] <= row["num_tokens"] <= TINY["max_tokens"]
+            facts = FACT.findall(row["text"])
+            about_key = [colour for obj, colour in facts if obj == row["object"]]
+            assert about_key == [row["label"]], (row["id"], about_key)
+            # every pictured object's colour is stated exactly once, so the text alone cannot
+            # tell which fact is asked about; the key object's name appears nowhere else
+            assert sorted(obj for obj, _ in facts if obj in LONG_RANGE_OBJECTS) == sorted(LONG_RANGE_OBJECTS)
+            assert words.count(row["object"]) == 1
+            # fact_token points at the key fact's colour word
+            assert words[row["fact_token"] - 3 : row["fact_token"] + 2] == ["the", row["object"], "is", row["label"], "."]
+            # distractor facts are about never-pictured objects, each with one colour throughout
+            colours: dict[str, set[str]] = {}
+            for obj, colour in facts:
+                colours.setdefault(obj, set()).add(colour)
+            assert all(len(c) == 1 for c in colours.values())
+            assert len(facts) > 10  # distractors everywhere
+
+
+def test_image_shows_the_key_object(tiny_root: Path) -> None:
+    """The stored picture is the key object's pictogram rendered from the sample's seed, and
+    differs from every other object's rendering with the same seed."""
+    pack = AssetPack()
+    for i, row in enumerate(read_rows(tiny_root, "train")[:4]):
+        rng_seed = f"mmctx-long-range:{TINY['seed']}:train:{i}:image"
+        stored = (tiny_root / row["image"]).read_bytes()
+        renders = {}
+        for name in LONG_RANGE_OBJECTS:
+            buffer = io.BytesIO()
+            render_object(pack.pictogram(name), TINY["image_size"], random.Random(rng_seed)).save(buffer, format="PNG")
+            renders[name] = buffer.getvalue()
+        assert [n for n, data in renders.items() if data == stored] == [row["object"]]
+        assert Image.open(tiny_root / row["image"]).size == (32, 32)
+
+
+def test_fact_lies_beyond_token_512_in_most_long_documents() -> None:
+    rows = [
+        {"fact_token": make_sample(f"beyond:{i}", 1536, 3072).fact_token} for i in range(300)
+    ]
+    fraction = fact_beyond_fraction(rows, 512)
+    assert 0.7 < fraction < 0.9  # about 1 - 512 / 2304 for fact positions uniform over the text
+    assert fact_beyond_fraction([{"fact_token": 511}, {"fact_token": 512}], 512) == 0.5
+
+
+def test_labels_and_objects_are_spread_over_all_classes() -> None:
+    samples = [make_sample(f"spread:{i}", 64, 160) for i in range(400)]
+    assert {s.label for s in samples} == set(range(len(LONG_RANGE_CLASSES)))
+    assert {s.object for s in samples} == set(LONG_RANGE_OBJECTS)
+    # the key fact's position is spread over the document, not always near one end
+    relative = [s.fact_token / s.num_tokens for s in samples]
+    assert min(relative) < 0.1 and max(relative) > 0.9
+
+
+def test_tokenizer_covers_every_word(tiny_root: Path) -> None:
+    tok = long_range_tokenizer()
+    row = read_rows(tiny_root, "train")[0]
+    ids = tok.encode(row["text"])
+    assert len(ids) == row["num_tokens"] and tok.unk_id not in ids
+    assert tok.decode(ids) == row["text"]
+    assert json.loads((tiny_root / "classes.json").read_text()) == LONG_RANGE_CLASSES
+    assert (tiny_root / "tokenizer.json").is_file()
+
+
+def test_ensure_keeps_an_up_to_date_folder_and_regenerates_a_stale_one(tmp_path: Path) -> None:
+    small = {**TINY, "num_train": 3, "num_val": 1, "num_test": 1}
+    root = ensure_long_range_dataset(tmp_path / "d", **small)
+    stamp = (root / "manifest_info.json").stat().st_mtime_ns
+    ensure_long_range_dataset(root, **small)
+    assert (root / "manifest_info.json").stat().st_mtime_ns == stamp
+    ensure_long_range_dataset(root, **{**small, "num_train": 4})
+    assert len(read_rows(root, "train")) == 4
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="refusing to replace"):
+        ensure_long_range_dataset(tmp_path / "foreign", **small)
+
+
+def test_data_module_sizes_are_known_before_any_data(tmp_path: Path) -> None:
+    dm = LongRangeDataModule(root=str(tmp_path / "none"))
+    assert dm.num_classes == 4 and dm.classes == LONG_RANGE_CLASSES
+    assert dm.vocab_size == long_range_tokenizer().vocab_size and dm.pad_id == 0
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(ValueError, match="modalities"):
+        LongRangeDataModule(root=str(tmp_path / "none"), modalities=["audio"])
+
+
+@pytest.mark.parametrize("max_text_len", [4096, 512])
+def test_data_module_batches_shapes_masks_and_truncation(tiny_root: Path, max_text_len: int) -> None:
+    dm = LongRangeDataModule(root=str(tiny_root), **{k: v for k, v in TINY.items() if k != "seed"},
+                             data_seed=TINY["seed"], batch_size=5, max_text_len=max_text_len)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    rows = read_rows(tiny_root, "val")
+    text, image = batch.inputs["text"], batch.inputs["image"]
+    lengths = [min(r["num_tokens"], max_text_len) for r in rows]
+    assert text.data.shape == (4, max(lengths)) and text.mask.dtype == torch.bool
+    assert text.mask.sum(dim=1).tolist() == lengths
+    assert bool((text.data[~text.mask] == dm.pad_id).all())
+    tok = long_range_tokenizer()
+    for b, row in enumerate(rows):
+        assert text.data[b, : lengths[b]].tolist() == tok.encode(row["text"])[:max_text_len]
+    assert image.data.shape == (4, 3, 32, 32) and image.mask.all()
+    assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
+    assert batch.ids == [r["id"] for r in rows]

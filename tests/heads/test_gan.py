@@ -1,0 +1,137 @@
+"""GAN heads: output shapes and ranges (image and spectrogram), masking, gradients,
+spectral norm, the log-mel codec's round trip, and errors that name the bad argument."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn.utils import parametrize
+
+from mmctx.heads import ConditionalGenerator, LogMelCodec, ProjectionDiscriminator, SpectrogramGenerator
+from mmctx.types import ExtendedContext
+
+D = 16
+
+
+def context(B: int = 3, N: int = 5, seed: int = 0) -> ExtendedContext:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[0, 3:] = False  # sample 0 has two padding tokens
+    return ExtendedContext(torch.randn(B, N, D, generator=g), mask, torch.zeros(B, N, dtype=torch.long), ("text",))
+
+
+@pytest.mark.parametrize("condition", ["pooled", "attention"])
+@pytest.mark.parametrize("size,channels", [(8, 3), (16, 1), (32, 3)])
+def test_image_generator_and_discriminator_shapes(condition, size, channels):
+    torch.manual_seed(0)
+    gen = ConditionalGenerator(D, image_size=size, channels=channels, z_dim=8, base_channels=4,
+                               condition=condition, attention_resolutions=[8], num_heads=2)
+    disc = ProjectionDiscriminator(D, channels=channels, base_channels=4, num_layers=2)
+    ctx = context()
+    x = gen(torch.randn(3, 8), ctx)
+    assert x.shape == (3, channels, size, size) == (3, *gen.output_shape)
+    assert x.abs().max() <= 1.0
+    assert disc(x, ctx).shape == (3,)
+    assert gen.num_upsamples == int(math.log2(size // 4))
+
+
+def test_spectrogram_generator_crops_to_frames_by_mels():
+    torch.manual_seed(0)
+    gen = SpectrogramGenerator(D, num_frames=24, n_mels=10, z_dim=8, base_channels=4)
+    # 4 · 2^k >= min(24, 10) → k = 2, a (6, 3) seed map grows to (24, 12), cropped to (24, 10)
+    assert gen.num_upsamples == 2 and gen.start == (6, 3)
+    spec = gen(torch.randn(3, 8), context())
+    assert spec.shape == (3, 1, 24, 10)
+    disc = ProjectionDiscriminator(D, channels=1, base_channels=4, num_layers=3)
+    assert disc(spec, context()).shape == (3,)
+
+
+def test_padding_tokens_never_change_the_outputs():
+    torch.manual_seed(0)
+    gen = ConditionalGenerator(D, image_size=16, z_dim=8, base_channels=4, condition="attention",
+                               attention_resolutions=[8, 16], num_heads=2).eval()
+    disc = ProjectionDiscriminator(D, base_channels=4, num_layers=2).eval()
+    with torch.no_grad():
+        # the FiLM layers start at zero (a plain DCGAN block): give them weights so the
+        # condition matters and the test can see a leak
+        for block in gen.blocks:
+            block.film.weight.normal_(0, 0.5)
+    ctx, z = context(), torch.randn(3, 8)
+    poked = ExtendedContext(ctx.x.clone(), ctx.mask, ctx.modality, ctx.names)
+    poked.x[0, 3:] = 100.0  # padding of sample 0
+    other = ExtendedContext(ctx.x.clone(), ctx.mask, ctx.modality, ctx.names)
+    other.x[0, 0] += 1.0  # a real token of sample 0
+    x = gen(z, ctx)
+    assert torch.allclose(gen(z, poked), x, atol=1e-6)
+    assert not torch.allclose(gen(z, other)[0], x[0], atol=1e-4)  # real tokens do condition
+    assert torch.allclose(gen(z, other)[1:], x[1:], atol=1e-6)  # and only their own sample
+    assert torch.allclose(disc(x, poked), disc(x, ctx), atol=1e-5)
+    assert not torch.allclose(disc(x, other)[0], disc(x, ctx)[0])
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    gen = ConditionalGenerator(D, image_size=16, z_dim=8, base_channels=4, condition="attention",
+                               attention_resolutions=[8, 16], num_heads=2, spectral_norm=True)
+    disc = ProjectionDiscriminator(D, base_channels=4, num_layers=2)
+    disc(gen(torch.randn(3, 8), context()), context()).sum().backward()
+    for module in (gen, disc):
+        for name, p in module.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_spectral_norm_option_bounds_the_discriminators_layers():
+    torch.manual_seed(0)
+    disc = ProjectionDiscriminator(D, base_channels=4, num_layers=2, spectral_norm=True)
+    plain = ProjectionDiscriminator(D, base_channels=4, num_layers=2, spectral_norm=False)
+    assert parametrize.is_parametrized(disc.out, "weight") and parametrize.is_parametrized(disc.embed, "weight")
+    assert not parametrize.is_parametrized(plain.out, "weight")
+    disc.train()
+    for _ in range(20):  # power iterations run in training-mode forwards
+        disc(torch.randn(2, 3, 8, 8), context(2))
+    disc.eval()
+    weight = disc.embed.weight  # (C_L, D), normalised by its largest singular value
+    assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, abs=0.05)
+    with torch.no_grad():
+        plain.embed.weight.mul_(50.0)
+    assert torch.linalg.matrix_norm(plain.embed.weight, ord=2).item() > 2.0
+
+
+def test_log_mel_codec_range_frames_and_round_trip():
+    torch.manual_seed(0)
+    codec = LogMelCodec(sample_rate=8000, n_fft=256, hop_length=128, n_mels=20, num_frames=32, griffin_lim_iters=32)
+    t = torch.arange(2000) / 8000
+    tone = torch.stack([torch.sin(2 * math.pi * 440 * t), torch.sin(2 * math.pi * 1500 * t)])  # (2, 2000)
+    mask = torch.ones_like(tone, dtype=torch.bool)
+    mask[1, 1000:] = False  # the second clip is half as long
+    spec = codec.encode(tone, mask)
+    assert spec.shape == (2, 1, 32, 20)
+    assert spec.min() >= -1.0 and spec.max() == 1.0
+    # beyond the clip (2000 samples ≈ 15.6 frames; 1000 for the second) is silence: -1
+    assert (spec[0, 0, 18:] == -1.0).all() and (spec[1, 0, 10:] == -1.0).all()
+    # the two tones put their energy in different mel bins
+    assert spec[0, 0, 4].argmax() < spec[1, 0, 4].argmax()
+    wave = codec.decode(spec)
+    assert wave.shape == (2, codec.num_samples) and wave.abs().max() <= 0.9 + 1e-5
+    again = codec.encode(wave)  # inverse mel + Griffin-Lim keep each frame's loudest mel bin
+    assert torch.equal(again[0, 0, 2:14].argmax(-1), spec[0, 0, 2:14].argmax(-1))
+    assert torch.equal(again[1, 0, 2:7].argmax(-1), spec[1, 0, 2:7].argmax(-1))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="condition"):
+        ConditionalGenerator(D, condition="film")
+    with pytest.raises(ValueError, match="norm"):
+        ConditionalGenerator(D, norm="layer")
+    with pytest.raises(ValueError, match="at least 4x4"):
+        SpectrogramGenerator(D, num_frames=2, n_mels=16)
+    gen = ConditionalGenerator(D, image_size=8, z_dim=8, base_channels=4)
+    with pytest.raises(ValueError, match="generator z"):
+        gen(torch.randn(3, 7), context())
+    disc = ProjectionDiscriminator(D, base_channels=4, num_layers=3)
+    with pytest.raises(ValueError, match="2\\*\\*num_layers"):
+        disc(torch.randn(3, 3, 4, 4), context())
+    with pytest.raises(ValueError, match="discriminator x"):
+        disc(torch.randn(3, 1, 8, 8), context())

@@ -1,0 +1,60 @@
+"""GAN losses against hand-computed values, and the R1 penalty's gradient."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmctx.losses import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
+
+REAL = torch.tensor([2.0, -1.0])
+FAKE = torch.tensor([0.5, -3.0])
+
+
+def softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def test_hinge_losses_match_hand_computed_values():
+    # D: mean(relu(1 - [2, -1])) + mean(relu(1 + [0.5, -3])) = mean(0, 2) + mean(1.5, 0)
+    assert discriminator_loss(REAL, FAKE, "hinge").item() == pytest.approx(1.0 + 0.75)
+    # G: -mean([0.5, -3])
+    assert generator_loss(FAKE, "hinge").item() == pytest.approx(1.25)
+
+
+def test_non_saturating_losses_match_hand_computed_values():
+    d = (softplus(-2.0) + softplus(1.0)) / 2 + (softplus(0.5) + softplus(-3.0)) / 2
+    assert discriminator_loss(REAL, FAKE, "non_saturating").item() == pytest.approx(d, rel=1e-6)
+    g = (softplus(-0.5) + softplus(3.0)) / 2  # -log sigmoid(fake)
+    assert generator_loss(FAKE, "non_saturating").item() == pytest.approx(g, rel=1e-6)
+    # it is the binary cross-entropy with real = 1, fake = 0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    assert discriminator_loss(REAL, FAKE, "non_saturating").item() == pytest.approx(
+        (bce(REAL, torch.ones(2)) + bce(FAKE, torch.zeros(2))).item(), rel=1e-6
+    )
+
+
+def test_r1_penalty_is_the_mean_squared_input_gradient_and_trains_the_critic():
+    w = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    x = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]], requires_grad=True)
+    logits = (x * w).sum(1) + x.pow(2).sum(1)  # d logit_b / d x_b = w + 2 x_b
+    penalty = r1_penalty(logits, x)
+    g = w.detach() + 2 * x.detach()  # [[3, -2, 4.5], [1, 0, -1.5]]
+    expected = (g.pow(2).sum(1)).mean()  # (9 + 4 + 20.25 + 1 + 0 + 2.25) / 2
+    assert penalty.item() == pytest.approx(18.25)
+    assert penalty.item() == pytest.approx(expected.item())
+    penalty.backward()  # create_graph: the penalty has a gradient w.r.t. the critic's weights
+    # d/dw mean_b ||w + 2 x_b||^2 = mean_b 2 (w + 2 x_b)
+    assert torch.allclose(w.grad, (2 * g).mean(0))
+
+
+def test_unknown_kind_and_r1_without_grad_are_errors():
+    assert set(GAN_LOSSES) == {"hinge", "non_saturating"}
+    with pytest.raises(ValueError, match="wasserstein"):
+        discriminator_loss(REAL, FAKE, "wasserstein")
+    with pytest.raises(ValueError, match="wasserstein"):
+        generator_loss(FAKE, "wasserstein")
+    with pytest.raises(ValueError, match="requires_grad_"):
+        r1_penalty(REAL, torch.zeros(2, 3))

@@ -1,0 +1,271 @@
+"""GANTask: one manual-optimisation step updates the discriminator and the generator (and
+only theirs), n_critic, frozen encoders, gradient clipping, R1, EMA, sample grids,
+prediction files (PNG, WAV), checkpoint reload, and the scoring script on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from PIL import Image
+
+from mmctx.data import DefaultDataModule
+from mmctx.encoders import TextTransformerEncoder
+from mmctx.fusion import ConcatFusion
+from mmctx.heads import ConditionalGenerator, LogMelCodec, ProjectionDiscriminator, SpectrogramGenerator
+from mmctx.models import FusionModel
+from mmctx.trainers import GANTask
+
+REPO = Path(__file__).resolve().parents[2]
+DIM = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def datamodule(root: Path, audio: bool = False, batch_size: int = 4) -> DefaultDataModule:
+    return DefaultDataModule(
+        root=str(root), num_train=40, num_val=10, num_test=10, data_seed=0,
+        modalities=["text", "audio"] if audio else ["text", "image"], text_field="text" if audio else "caption",
+        label_field=None, max_text_len=16, batch_size=batch_size, num_workers=0,
+    )
+
+
+def tiny_task(dm: DefaultDataModule, audio: bool = False, seed: int = 0, **kwargs) -> GANTask:
+    torch.manual_seed(seed)
+    if audio:
+        head = SpectrogramGenerator(DIM, num_frames=16, n_mels=16, z_dim=8, base_channels=4)
+        kwargs.setdefault("spectrogram", LogMelCodec(16000, n_fft=512, hop_length=256, n_mels=16, num_frames=16,
+                                                     griffin_lim_iters=4))
+        kwargs.setdefault("target", "audio")
+    else:
+        head = ConditionalGenerator(DIM, image_size=8, z_dim=8, base_channels=4, condition="attention",
+                                    attention_resolutions=[8], num_heads=2)
+    model = FusionModel(
+        encoders={"text": TextTransformerEncoder(dm.vocab_size, DIM, num_layers=1, num_heads=2, max_seq_len=16,
+                                                 pad_id=dm.pad_id)},
+        fusion=ConcatFusion({"text": DIM}, DIM),
+        head=head,
+    )
+    disc = ProjectionDiscriminator(DIM, channels=1 if audio else 3, base_channels=4, num_layers=2)
+    kwargs.setdefault("generator_optimizer", lambda p: torch.optim.Adam(p, lr=1e-3))
+    kwargs.setdefault("discriminator_optimizer", lambda p: torch.optim.Adam(p, lr=1e-3))
+    kwargs.setdefault("sample_every_n_steps", 0)
+    kwargs.setdefault("num_sample_conditions", 3)
+    kwargs.setdefault("samples_per_condition", 2)
+    return GANTask(model, disc, **kwargs)
+
+
+def fit(task: GANTask, dm: DefaultDataModule, root: Path, batches: int = 1) -> L.Trainer:
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=batches, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=root)
+    trainer.fit(task, datamodule=dm)
+    return trainer
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, bool]:
+    return {k: not torch.equal(before[k], v) for k, v in module.named_parameters()}
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_one_step_updates_both_networks_and_the_encoders_unless_frozen(default_root, tmp_path, freeze):
+    dm = datamodule(default_root)
+    task = tiny_task(dm, freeze_encoders=freeze)
+    g0, d0 = snapshot(task.generator), snapshot(task.discriminator)
+    e0 = snapshot(task.conditioning_modules())
+    modes = []
+    task.model.encoders["text"].register_forward_hook(lambda m, args, out: modes.append(m.training))
+    trainer = fit(task, dm, tmp_path)
+    assert trainer.global_step == 2  # one discriminator and one generator update
+    assert all(changed(g0, task.generator).values()), changed(g0, task.generator)
+    d = changed(d0, task.discriminator)
+    # the output bias shifts real and fake logits alike: while every logit is inside the hinge
+    # margin (at the start) its gradient is exactly zero
+    assert not d.pop("out.bias") and all(d.values()), d
+    enc = changed(e0, task.conditioning_modules())
+    if freeze:
+        assert not any(enc.values())
+        assert all(not p.requires_grad for p in task.conditioning_modules().parameters())
+        assert modes and not any(modes)  # frozen encoders run in eval mode (no dropout)
+    else:
+        assert any(enc.values())
+    # the EMA generator's first update is a copy of the updated generator
+    ema = dict(task.generator_ema.module.named_parameters())
+    for name, p in task.generator.named_parameters():
+        assert torch.equal(ema[name], p), name
+    for key in ("train/d_loss", "train/g_loss"):
+        assert torch.isfinite(trainer.callback_metrics[key])
+
+
+def test_each_update_touches_only_its_own_network(default_root, tmp_path):
+    dm = datamodule(default_root)
+    # n_critic=2 and one batch: a discriminator update only, the generator is untouched
+    task = tiny_task(dm, n_critic=2, ema_decay=0.0)
+    g0, d0 = snapshot(task.generator), snapshot(task.discriminator)
+    assert fit(task, dm, tmp_path).global_step == 1
+    assert not any(changed(g0, task.generator).values())
+    assert sum(changed(d0, task.discriminator).values()) == len(d0) - 1  # all but out.bias (see above)
+    # a frozen discriminator optimizer (lr 0): the generator step leaves the discriminator as is
+    task = tiny_task(dm, discriminator_optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    g0, d0 = snapshot(task.generator), snapshot(task.discriminator)
+    fit(task, dm, tmp_path)
+    assert all(changed(g0, task.generator).values())
+    assert not any(changed(d0, task.discriminator).values())
+
+
+def test_gradient_clipping_bounds_each_update(default_root, tmp_path):
+    dm = datamodule(default_root)
+    sgd = lambda p: torch.optim.SGD(p, lr=1.0)  # noqa: E731 - update = -clipped gradient
+    task = tiny_task(dm, generator_optimizer=sgd, discriminator_optimizer=sgd, gradient_clip_val=1e-3)
+    d0 = snapshot(task.discriminator)
+    g0 = snapshot(task.generator)
+    e0 = snapshot(task.conditioning_modules())
+    fit(task, dm, tmp_path)
+
+    def norm(before, module):
+        return torch.sqrt(sum(((before[k] - v) ** 2).sum() for k, v in module.named_parameters()))
+
+    # the discriminator's update (its parameters + the encoders') has norm <= the clip value
+    d_update = torch.sqrt(norm(d0, task.discriminator) ** 2 + norm(e0, task.conditioning_modules()) ** 2)
+    assert 0 < d_update <= 1e-3 * 1.01
+    assert 0 < norm(g0, task.generator) <= 1e-3 * 1.01
+
+
+def test_r1_mode_seeking_and_non_saturating_loss_train_finite(default_root, tmp_path):
+    dm = datamodule(default_root)
+    task = tiny_task(dm, loss="non_saturating", r1_gamma=10.0, r1_every=2, mode_seeking=1.0)
+    trainer = fit(task, dm, tmp_path, batches=3)
+    metrics = trainer.callback_metrics
+    keys = ("train/r1", "train/d_loss", "train/g_loss", "train/mode_seeking_ratio")
+    assert set(keys) <= set(metrics)
+    assert all(torch.isfinite(metrics[k]) for k in keys)
+    assert metrics["train/mode_seeking_ratio"] > 0  # two noises, one condition: two pictures
+
+
+def test_mode_seeking_pairs_share_a_condition_and_push_samples_apart(default_root):
+    from mmctx.trainers.gan import _pairs
+
+    dm = datamodule(default_root)
+    task = tiny_task(dm)
+    dm.setup("fit")
+    context = task.encode(task.condition_inputs(next(iter(dm.train_dataloader()))))
+    paired = _pairs(context, 2)
+    assert torch.equal(paired.x[:2], paired.x[2:]) and torch.equal(paired.x[:2], context.x[:2])
+    # the term's gradient increases the distance between the two samples of a condition
+    z = torch.randn(4, 8, requires_grad=False)
+    fake = task.generator(z, paired)
+    ratio = (fake[:2] - fake[2:]).abs().flatten(1).mean(1) / (z[:2] - z[2:]).abs().mean(1)
+    (1.0 / (ratio.mean() + 1e-5)).backward()
+    with torch.no_grad():
+        for p in task.generator.parameters():
+            if p.grad is not None:
+                p -= 1e-2 * p.grad
+        after = task.generator(z, paired)
+    assert (after[:2] - after[2:]).abs().mean() > (fake[:2] - fake[2:]).abs().mean()
+
+
+def test_sample_grid_png_and_predict_writes_images(default_root, tmp_path):
+    dm = datamodule(default_root)
+    task = tiny_task(dm, sample_every_n_steps=2, num_predict_samples=2, predict_dir=str(tmp_path / "gen"))
+    trainer = fit(task, dm, tmp_path, batches=2)
+    grids = sorted((tmp_path / "samples").glob("*.png"))
+    assert [g.name for g in grids] == ["final.png", "step_000002.png", "step_000004.png"]
+    with Image.open(tmp_path / "samples_last.png") as im:  # 3 conditions x 2 samples of 8x8, 2-pixel gaps
+        assert im.size == (2 * 10 + 2, 3 * 10 + 2)
+    rows = (tmp_path / "samples_conditions.txt").read_text().splitlines()
+    assert len(rows) == 4 and "'a " in rows[1]  # the val captions, decoded
+    predictions = trainer.predict(task, datamodule=dm)
+    flat = [row for batch in predictions for row in batch]
+    assert len(flat) == 10 and len(flat[0]["files"]) == 2
+    assert all(Path(f).is_file() and f.endswith(".png") for row in flat for f in row["files"])
+    # fixed noise: the same conditions give the same samples
+    batch = next(iter(dm.test_dataloader()))
+    z = task.noise(8, torch.Generator().manual_seed(1))
+    assert torch.equal(task.generate(batch, 2, z=z), task.generate(batch, 2, z=z))
+    assert task.generate(batch, 2, z=z).shape == (8, 3, 8, 8)
+
+
+def test_spectrogram_task_trains_and_predicts_png_and_wav(default_root, tmp_path):
+    dm = datamodule(default_root, audio=True)
+    task = tiny_task(dm, audio=True, num_predict_samples=1, predict_dir=str(tmp_path / "gen"))
+    trainer = fit(task, dm, tmp_path)
+    assert torch.isfinite(trainer.callback_metrics["train/g_loss"])
+    with Image.open(tmp_path / "samples_last.png") as im:  # spectrograms drawn mels high x frames wide
+        assert im.size == (2 * 18 + 2, 3 * 18 + 2)
+    trainer.predict(task, datamodule=dm)
+    wavs = sorted((tmp_path / "gen").glob("*.wav"))
+    assert len(wavs) == 10 and len(list((tmp_path / "gen").glob("*.png"))) == 10
+    import soundfile as sf
+
+    wave, rate = sf.read(wavs[0])
+    assert rate == 16000 and wave.shape == (15 * 256,) and abs(wave).max() > 0
+
+
+def test_checkpoint_reload_and_bad_arguments(default_root, tmp_path):
+    dm = datamodule(default_root)
+    task = tiny_task(dm)
+    trainer = fit(task, dm, tmp_path)
+    trainer.save_checkpoint(tmp_path / "gan.ckpt")
+    fresh = tiny_task(dm, seed=1)
+    loaded = GANTask.load_from_checkpoint(tmp_path / "gan.ckpt", model=fresh.model, discriminator=fresh.discriminator)
+    batch = next(iter(dm.test_dataloader()))
+    z = task.noise(8)
+    assert torch.allclose(loaded.generate(batch, 2, z=z), task.generate(batch, 2, z=z))
+    # the encoders of another run initialise a new task's
+    other = tiny_task(dm, seed=2, init_encoders_from=str(tmp_path / "gan.ckpt"))
+    for (name, a), b in zip(other.model.encoders.named_parameters(), task.model.encoders.parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="loss"):
+        tiny_task(dm, loss="wgan")
+    with pytest.raises(ValueError, match="spectrogram"):
+        tiny_task(dm, target="audio")
+    with pytest.raises(ValueError, match="n_critic"):
+        tiny_task(dm, n_critic=0)
+
+
+@pytest.mark.slow
+def test_score_gan_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from mmctx.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", f"--config={REPO / 'configs/gan_image.yaml'}", "--trainer.max_steps=4",
+          "--trainer.enable_progress_bar=false", f"--data.root={default_root}", "--data.num_train=40",
+          "--data.num_val=10", "--data.num_test=10", "--data.num_workers=0", "--data.batch_size=8",
+          "--model.init_args.model.init_args.head.init_args.base_channels=8",
+          "--model.init_args.discriminator.init_args.base_channels=8"])
+    run = tmp_path / "runs" / "gan_image" / "version_0"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (run / "samples" / "final.png").is_file() and (run / "samples_last.png").is_file()
+    # `mmctx predict` with the GAN checkpoint: PNGs for the test captions, in the run folder
+    main(["predict", f"--config={REPO / 'configs/gan_image.yaml'}", "--ckpt_path=last",
+          "--trainer.enable_progress_bar=false", f"--data.root={default_root}", "--data.num_train=40",
+          "--data.num_val=10", "--data.num_test=10", "--data.num_workers=0", "--data.batch_size=8",
+          "--model.init_args.model.init_args.head.init_args.base_channels=8",
+          "--model.init_args.discriminator.init_args.base_channels=8"])
+    assert len(list((run / "generated").glob("test-*_[0-3].png"))) == 10 * 4
+    spec = importlib.util.spec_from_file_location("score_gan", REPO / "benchmarks" / "score_gan.py")
+    score_gan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score_gan)
+    results = score_gan.main(["--ckpt", str(ckpt), "--epochs", "2", "--samples-per-condition", "3",
+                              "--json", str(tmp_path / "score.json")])
+    out = capsys.readouterr().out
+    assert "generated" in out and "real" in out and "noise" in out
+    assert {"real", "generated", "noise"} <= set(results)
+    for row in results.values():
+        assert 0.0 <= row["category_acc"] <= 1.0
+    assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0

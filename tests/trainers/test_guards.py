@@ -1,0 +1,121 @@
+"""Faults: the NaN/Inf guard skips or stops as configured; safetensors checkpoints are
+written atomically and reload equal; a checkpoint of another architecture is refused with
+the mismatched keys listed."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from mmctx.encoders import TextTransformerEncoder
+from mmctx.fusion import ConcatFusion
+from mmctx.heads import ClassifierHead
+from mmctx.models import FusionModel
+from mmctx.trainers import ClassificationTask, NonFiniteGuard, NonFiniteLossError, SafetensorsCheckpoint, load_weights
+from mmctx.trainers.guards import save_safetensors
+from mmctx.types import ModalityInput, MultimodalBatch
+
+
+def text_model(dim: int = 8, layers: int = 1) -> FusionModel:
+    return FusionModel({"text": TextTransformerEncoder(vocab_size=20, dim=dim, num_layers=layers, num_heads=2)},
+                       ConcatFusion({"text": dim}, dim), ClassifierHead(dim, num_classes=3))
+
+
+class PoisonedTask(ClassificationTask):
+    """Multiplies the loss of one batch by NaN: a fault in one batch, as a real one would be."""
+
+    def __init__(self, model, poison: int, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        self.poison = poison
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if batch_idx == self.poison else loss
+
+
+def loader(n: int = 3) -> torch.utils.data.DataLoader:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    data = [MultimodalBatch({"text": ModalityInput(torch.randint(1, 20, (2, 5), generator=g), mask)},
+                            targets={"label": torch.tensor([0, 2])}, ids=[f"doc{i}a", f"doc{i}b"]) for i in range(n)]
+    return torch.utils.data.DataLoader(data, batch_size=None)
+
+
+def fit(task, callbacks, tmp_path, **kwargs) -> L.Trainer:
+    trainer = L.Trainer(max_epochs=1, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+    trainer.fit(task, loader())
+    return trainer
+
+
+def test_skip_leaves_the_weights_of_the_bad_step_untouched(tmp_path):
+    torch.manual_seed(0)
+    task = PoisonedTask(text_model(), poison=1, num_classes=3, optimizer=lambda p: torch.optim.AdamW(p, lr=0.1))
+    # the weights after step 0, to compare with those after the skipped step 1
+    seen = []
+
+    class Snapshot(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append({k: v.clone() for k, v in pl_module.state_dict().items()})
+
+    guard = NonFiniteGuard(action="skip")
+    trainer = fit(task, [guard, Snapshot()], tmp_path)
+    assert [s["batch_idx"] for s in guard.skipped] == [1]
+    assert guard.skipped[0]["ids"] == ["doc1a", "doc1b"] and "loss = nan" in guard.skipped[0]["terms"][0]
+    assert all(torch.equal(seen[1][k], seen[0][k]) for k in seen[0])  # step 1 changed nothing
+    assert any(not torch.equal(seen[2][k], seen[1][k]) for k in seen[0])  # step 2 trained again
+    assert all(torch.isfinite(p).all() for p in task.parameters())
+    assert trainer.optimizers[0].state[next(task.parameters())]["step"] == 2  # Adam counted two real steps
+
+
+def test_stop_raises_naming_the_step_the_batch_ids_and_the_term(tmp_path):
+    torch.manual_seed(0)
+    task = PoisonedTask(text_model(), poison=2, num_classes=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss = nan at global step 2 \(epoch 0, batch 2\), batch ids \['doc2a', 'doc2b'\]"):
+        fit(task, [NonFiniteGuard(action="stop")], tmp_path)
+
+
+def test_non_finite_gradient_with_a_finite_loss_is_caught(tmp_path):
+    torch.manual_seed(0)
+    task = ClassificationTask(text_model(), num_classes=3)
+    task.model.head.mlp[-1].weight.register_hook(lambda g: g * float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient of model.head.mlp.1.weight"):
+        fit(task, [NonFiniteGuard(action="stop")], tmp_path)
+    with pytest.raises(ValueError, match="action"):
+        NonFiniteGuard(action="ignore")
+
+
+def test_safetensors_checkpoints_are_written_beside_the_ckpt_and_reload_equal(tmp_path):
+    torch.manual_seed(0)
+    task = ClassificationTask(text_model(), num_classes=3)
+    checkpoint = SafetensorsCheckpoint(dirpath=tmp_path / "ckpt", filename="best", save_last=True,
+                                       monitor="train/loss", mode="min")
+    L.Trainer(max_epochs=2, callbacks=[checkpoint], logger=False, enable_progress_bar=False, enable_model_summary=False,
+              default_root_dir=tmp_path).fit(task, loader())
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == ["best.ckpt", "best.safetensors", "last.ckpt", "last.safetensors"]  # no temporary file left
+    fresh = load_weights(text_model(), tmp_path / "ckpt" / "last.safetensors")
+    for name, value in task.model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+    # the Lightning checkpoint loads the same way (weights_only, `model.` prefix dropped)
+    again = load_weights(text_model(), tmp_path / "ckpt" / "last.ckpt")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_mismatched_architecture_lists_missing_unexpected_and_misshaped_keys(tmp_path):
+    torch.manual_seed(0)
+    path = save_safetensors(text_model(dim=8, layers=2), tmp_path / "two_layers.safetensors")
+    target = text_model(dim=8, layers=1)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError) as err:
+        load_weights(target, path)
+    message = str(err.value)
+    assert "not in the model: encoders.text.encoder.blocks.1.attn.q_proj.weight" in message
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())  # nothing loaded
+
+    path = save_safetensors(text_model(dim=12), tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match=r"shape mismatch head.norm.weight: checkpoint \(12,\) vs model \(8,\)"):
+        load_weights(text_model(dim=8), path)
+    with pytest.raises(ValueError, match=r"missing in checkpoint: encoders.text.encoder.blocks.1"):
+        load_weights(text_model(dim=8, layers=2), tmp_path / "wide.safetensors")
