@@ -2,11 +2,11 @@
 (batch 1 and 32) and test accuracy of the default model (fp32) vs dynamic int8 vs 50 %
 magnitude-pruned vs a distilled student (configs/distill.yaml). Prints one table.
 
-    python benchmarks/compression.py                                  # trains a teacher briefly
+    OMP_NUM_THREADS=1 python benchmarks/compression.py                # trains a teacher briefly
     python benchmarks/compression.py --teacher runs/default/version_0/checkpoints/best.ckpt
 
 The teacher is configs/default.yaml (trained here for --epochs epochs unless --teacher is
-given); the pruned model is the teacher pruned to 50 % (global L1 over Linear and Conv
+given), on --train-fraction of the training split; the pruned model is the teacher pruned to 50 % (global L1 over Linear and Conv
 weights) and fine-tuned --prune-epochs epochs with the mask fixed; the student is
 configs/distill.yaml trained --epochs epochs against the teacher. Size on disk is
 ``torch.save(state_dict)`` (dense: unstructured zeros do not shrink it). Latency is the
@@ -69,21 +69,24 @@ def main_(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", help="checkpoint of configs/default.yaml (default: train one here)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs for the teacher and the student")
     parser.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs after pruning")
+    parser.add_argument("--train-fraction", type=float, default=0.2,
+                        help="fraction of the 3000 training samples used for every training run (label_fraction)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the timings")
     parser.add_argument("--workdir", help="where runs go (default: a temporary folder)")
     args = parser.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mmctx-compress-"))
     started = time.time()
-    teacher_ckpt = Path(args.teacher) if args.teacher else fit("configs/default.yaml", work / "teacher", args.epochs, [])
+    subset = [f"--data.init_args.label_fraction={args.train_fraction}", "--data.init_args.num_workers=0"]
+    teacher_ckpt = Path(args.teacher) if args.teacher else fit("configs/default.yaml", work / "teacher", args.epochs, subset)
     student_ckpt = fit("configs/distill.yaml", work / "student", args.epochs,
-                       [f"--model.init_args.teacher_checkpoint={teacher_ckpt}"])
+                       [f"--model.init_args.teacher_checkpoint={teacher_ckpt}", *subset])
     teacher = ClassificationTask.load_from_checkpoint(teacher_ckpt, map_location="cpu").model.eval()
     from mmctx.trainers import DistillationTask
 
     student = DistillationTask.load_from_checkpoint(student_ckpt, map_location="cpu").model.eval()
 
-    dm = DefaultDataModule(modalities=["image", "audio"], batch_size=32, num_workers=0)
+    dm = DefaultDataModule(modalities=["image", "audio"], batch_size=32, num_workers=0, label_fraction=args.train_fraction)
     dm.setup("fit")
     dm.setup("test")
 

@@ -1,8 +1,8 @@
 """mmctx layers in a plain PyTorch training loop — no Lightning anywhere.
 
 Builds an image encoder, an audio encoder, a cross-attention fusion and a classifier head,
-and trains them for a few steps on the embedded default data ("what is on the left?":
-picture + spoken question → the category of the object at the asked position).
+and trains them for a few steps on the embedded default data ("what animals?": picture +
+spoken question naming a category → the object of that category in the picture).
 
     python examples/fusion_in_plain_pytorch.py --steps 30
 """

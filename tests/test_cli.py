@@ -72,7 +72,7 @@ def test_unknown_key_is_rejected_with_the_valid_choices(default_root, tmp_path, 
 
 def test_size_written_in_config_that_disagrees_with_data_is_an_error(default_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"model.init_args.num_classes = 7, but the data module says 4"):
+    with pytest.raises(ValueError, match=r"model.init_args.num_classes = 7, but the data module says 32"):
         main(["fit", f"--config={REPO / 'configs/default.yaml'}", "--model.init_args.num_classes=7",
               "--trainer.fast_dev_run=1", *data_overrides(default_root)])
 
@@ -88,7 +88,7 @@ def test_fit_then_test_best_checkpoint_in_a_new_process_and_reload(default_root,
     assert list(run.glob("events.out.tfevents.*")), "no TensorBoard events"
     # the config saved beside the run holds the sizes filled in from the data
     saved = (run / "config.yaml").read_text()
-    assert "num_classes: 4" in saved
+    assert "num_classes: 32" in saved
 
     main(["test", *common, "--ckpt_path=best"])
     out = capsys.readouterr().out

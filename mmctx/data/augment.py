@@ -22,11 +22,11 @@ epoch to epoch, and repeats exactly in a rerun. The pass counter lives in shared
 is advanced by :class:`EpochDataLoader` each time an epoch's iteration starts (it restarts
 at 0 in a resumed run).
 
-Horizontal flips are **off by default and usually wrong on the default data**: its label is
-the category of the object on the left / in the middle / on the right, and its captions list
-the objects left to right, so mirroring the picture changes the answer unless the question
-(and caption) are mirrored too. Enable ``hflip_prob`` only for data whose labels do not
-depend on left and right.
+Horizontal flips are **off by default and wrong for captions of the default data**: its
+captions list the objects left to right, so mirroring the picture changes the caption unless
+it is reversed too (its classification label, the object of the asked category, does not
+depend on left and right). Enable ``hflip_prob`` only for targets that do not depend on left
+and right.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class ImageAugment:
         crop_scale_min: ``RandomResizedCrop`` keeps between this fraction of the area and all
             of it (aspect ratio 3/4 .. 4/3), resized back to the same size; 1.0: off.
         hflip_prob: horizontal flip probability. Off by default: on the default data it
-            changes the label (left ↔ right); see the module docstring.
+            changes left-to-right captions; see the module docstring.
         brightness: ``ColorJitter`` brightness (0: off); likewise ``contrast``,
             ``saturation`` and ``hue`` (hue <= 0.5).
         contrast: see ``brightness``.

@@ -313,12 +313,13 @@ def _read_classes_file(path: Path) -> list[str]:
 
 
 class DefaultDataModule(MultimodalDataModule):
-    """The embedded default data set ("what is on the left?"), generated on first use.
+    """The embedded default data set ("what animals?"), generated on first use.
 
     The data set is generated (or found up to date) by
     :func:`~mmctx.data.default_data.ensure_default_dataset` in ``prepare_data`` and again,
     lazily, before the data sets are built; ``__init__`` generates nothing. Its classes are
-    fixed (``["animals", "food", "vehicles", "plants"]``), so ``num_classes`` is known at construction.
+    fixed (the 32 object names of :data:`~mmctx.data.default_data.DEFAULT_CLASSES`), so
+    ``num_classes`` is known at construction.
 
     Args:
         root: data folder; ``None`` is :func:`~mmctx.data.default_data.default_data_root`.

@@ -1,19 +1,19 @@
-"""The embedded default data set: "what is on the left?".
+"""The embedded default data set: "what animal is in the picture?".
 
 Generated locally from the committed asset pack (:mod:`mmctx.data.asset_pack`), with no apt
 package and no network, so the default training job runs on a fresh machine.
 
 Each sample is a small scene of one to three pictograms from different categories (animals,
-food, vehicles, plants), each in its own third of the picture (left, middle, right), on a
-varied background, and a spoken question "what is on the left" / "what is in the middle" /
-"what is on the right" that always points at an object. The label is the *category* of the
-object at the asked position, so with two or three objects it needs both the image and the
-question: the picture alone cannot tell which object is asked about (about 61 % at best over
-the mix of 1, 2 and 3 objects), the question alone says nothing about the picture (25 %,
-chance). One-object scenes let a model learn what the categories look like. Every sample also has
-its question's transcript (``text``), a scene caption ("a dog , an apple and a bus",
-objects left to right) and the spoken caption (``caption_audio``), for captioning and speech
-tasks.
+food, vehicles, plants; eight objects each), each in its own third of the picture (left,
+middle, right), on a varied background, and a spoken question naming a category that is in
+the picture: "what animals" / "what food" / "what vehicles" / "what plants". The label is
+the *object* of the asked category (one of 32 names: "dog", "pizza", "bus", ...), so with two
+or three objects it needs both the image and the question: the picture alone cannot tell
+which of its objects is asked about (about 0.61 at best over the mix of 1, 2 and 3 objects),
+the question alone narrows the answer to the eight objects of its category (0.125). One-object
+scenes let a model learn what the objects look like. Every sample also has its question's
+transcript (``text``), a scene caption ("a dog , an apple and a bus", objects left to right)
+and the spoken caption (``caption_audio``), for captioning and speech tasks.
 
 Splits are decided by the *combination* of objects (the sorted multiset of names) through a
 stable hash: about 10 % of combinations are test-only, 10 % validation-only, the rest
@@ -28,7 +28,7 @@ A manifest row::
 
     {"id": "train-00006", "image": "images/train-00006.png", "audio": "audio/train-00006.flac",
      "caption_audio": "caption_audio/train-00006.flac", "text": "what is on the left",
-     "caption": "a dog , an apple and a bus", "label": "animals", "query_position": "left",
+     "caption": "a dog , an apple and a bus", "label": "dog", "query_category": "animals",
      "objects": ["dog", "apple", "bus"], "slots": ["left", "middle", "right"],
      "boxes": [[x0, y0, x1, y1], ...], "voice": "en-gb"}
 
@@ -64,6 +64,7 @@ from mmctx.data.asset_pack import AssetPack
 
 __all__ = [
     "DATASET_VERSION",
+    "CATEGORIES",
     "DEFAULT_CLASSES",
     "POSITIONS",
     "QUESTIONS",
@@ -78,16 +79,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes: stamps of older versions then regenerate.
-DATASET_VERSION = 3
-#: Class names of the task: the category of the object at the asked position.
-DEFAULT_CLASSES: list[str] = ["animals", "food", "vehicles", "plants"]
-#: The asked positions, left to right, and their spoken questions.
+DATASET_VERSION = 4
+#: The object categories, each with eight objects of the asset pack.
+CATEGORIES: list[str] = ["animals", "food", "vehicles", "plants"]
+#: Class names of the task: the asked object, grouped by category (the asset pack's order).
+DEFAULT_CLASSES: list[str] = [
+    "dog", "cat", "cow", "pig", "horse", "rabbit", "mouse", "frog",
+    "apple", "banana", "pizza", "cake", "strawberry", "lemon", "carrot", "burger",
+    "car", "bus", "bike", "plane", "train", "helicopter", "boat", "tractor",
+    "tree", "cactus", "sunflower", "tulip", "rose", "mushroom", "palm", "clover",
+]  # fmt: skip
+#: The thirds of the picture, left to right.
 POSITIONS: tuple[str, ...] = ("left", "middle", "right")
-QUESTIONS: dict[str, str] = {
-    "left": "what is on the left",
-    "middle": "what is in the middle",
-    "right": "what is on the right",
-}
+#: The spoken question of each category.
+QUESTIONS: dict[str, str] = {c: f"what {c}" for c in CATEGORIES}
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 STAMP = "manifest_info.json"
 _SEED_STRIDE = 1_000_003
@@ -157,7 +162,7 @@ class _Spec:
     id: str
     split: str
     seed: int
-    query_position: str
+    query_category: str
     label: int
     objects: tuple[str, ...]  # left to right
     slots: tuple[int, ...]  # the third (0 left, 1 middle, 2 right) of each object
@@ -170,8 +175,11 @@ def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
     it goes, and draws for a split that is already full are skipped, so each split's samples
     do not depend on the other splits' sizes.
     """
-    if list(pack.categories) != DEFAULT_CLASSES:
-        raise ValueError(f"asset pack categories {pack.categories} differ from {DEFAULT_CLASSES}")
+    if list(pack.categories) != CATEGORIES or [o.name for o in pack.objects] != DEFAULT_CLASSES:
+        raise ValueError(
+            f"asset pack objects {[o.name for o in pack.objects]} (categories {pack.categories}) differ from "
+            f"{DEFAULT_CLASSES} ({CATEGORIES})"
+        )
     by_category = {c: [o.name for o in pack.objects_of(c)] for c in pack.categories}
     filled = {s: 0 for s in SPLITS}
     specs: list[_Spec] = []
@@ -187,11 +195,9 @@ def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
         rng = random.Random(sample_seed)
         n = rng.randint(1, 3)
         slots = sorted(rng.sample(range(3), n))  # the occupied thirds, left to right
-        categories = rng.sample(DEFAULT_CLASSES, n)  # all different
+        categories = rng.sample(CATEGORIES, n)  # all different
         objects = tuple(rng.choice(by_category[c]) for c in categories)
-        asked = rng.randrange(n)  # the question always points at an object
-        position = slots[asked]
-        category = categories[asked]
+        asked = rng.randrange(n)  # the question always asks for a category in the picture
         split = combination_split(objects)
         if filled[split] < sizes[split]:
             width = max(5, len(str(sizes[split] - 1)))
@@ -200,9 +206,9 @@ def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
                     id=f"{split}-{filled[split]:0{width}d}",
                     split=split,
                     seed=sample_seed,
-                    query_position=POSITIONS[position],
+                    query_category=categories[asked],
                     slots=tuple(slots),
-                    label=DEFAULT_CLASSES.index(category),
+                    label=DEFAULT_CLASSES.index(objects[asked]),
                     objects=objects,
                 )
             )
@@ -346,7 +352,7 @@ class _Renderer:
         nrng = np.random.default_rng([spec.seed, 1])
         image, names, boxes = self.render_image(spec, rng, nrng)
         voice = rng.choice(self.pack.voices)
-        text = QUESTIONS[spec.query_position]
+        text = QUESTIONS[spec.query_category]
         caption = scene_caption(names, self.pack)
         question = self.speak(text.split(), voice, rng, nrng)
         spoken_caption = self.speak(caption.split(), voice, rng, nrng)
@@ -359,7 +365,7 @@ class _Renderer:
             "text": text,
             "caption": caption,
             "label": DEFAULT_CLASSES[spec.label],
-            "query_position": spec.query_position,
+            "query_category": spec.query_category,
             "slots": [POSITIONS[i] for i in spec.slots],
             "objects": names,
             "boxes": boxes,

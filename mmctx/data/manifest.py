@@ -3,7 +3,7 @@
 One JSON object per line, for example::
 
     {"id": "s1", "image": "images/s1.png", "audio": "audio/s1.flac",
-     "text": "what is on the left", "label": "animals", "caption": "a dog , an apple and a bus"}
+     "text": "what animals", "label": "dog", "caption": "a dog , an apple and a bus"}
 
 Paths are relative to the manifest's folder. Every field is optional per row: a row without
 ``image`` (or with ``"image": null``) gives that sample a False image mask, never a made-up

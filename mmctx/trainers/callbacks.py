@@ -39,7 +39,8 @@ class RunSummary(L.Callback):
         lines = ["", "=== mmctx fit finished ==="]
         ckpt = trainer.checkpoint_callback
         if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
-            lines.append(f"best checkpoint : {ckpt.best_model_path} ({ckpt.monitor}={_fmt(ckpt.best_model_score)})")
+            score = f" ({ckpt.monitor}={_fmt(ckpt.best_model_score)})" if ckpt.monitor else ""
+            lines.append(f"{'best' if ckpt.monitor else 'latest'} checkpoint : {ckpt.best_model_path}{score}")
             if ckpt.last_model_path:
                 lines.append(f"last checkpoint : {ckpt.last_model_path}")
         if trainer.logger is not None and trainer.logger.log_dir:

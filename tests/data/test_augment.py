@@ -10,6 +10,7 @@ import torch
 
 from mmctx.data import DefaultDataModule
 from mmctx.data.augment import Augmentation, AudioAugment, AugmentedDataset, ImageAugment, TextAugment
+from mmctx.data.default_data import DEFAULT_CLASSES
 from mmctx.data.manifest import ManifestDataset
 from mmctx.data.tokenization import load_tokenizer
 
@@ -24,7 +25,7 @@ FULL = Augmentation(
 
 def dataset(root: Path) -> ManifestDataset:
     return ManifestDataset(root / "train.jsonl", ["image", "audio", "text"], tokenizer=load_tokenizer(),
-                           classes=["animals", "food", "vehicles", "plants"])
+                           classes=DEFAULT_CLASSES)
 
 
 def test_each_transform_keeps_shapes_and_dtypes_and_changes_the_data():

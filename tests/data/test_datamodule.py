@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mmctx.data import DefaultDataModule, MultimodalDataModule, load_tokenizer
+from mmctx.data.default_data import DEFAULT_CLASSES
 from mmctx.data.manifest import ManifestError
 from mmctx.types import MultimodalBatch
 
@@ -24,7 +25,7 @@ def test_default_datamodule_loaders(default_root: Path) -> None:
         num_workers=0,
         modalities=["image", "audio", "text"],
     )
-    assert dm.num_classes == 4 and dm.classes == ["animals", "food", "vehicles", "plants"]
+    assert dm.num_classes == 32 and dm.classes == DEFAULT_CLASSES and dm.classes[:2] == ["dog", "cat"]
     assert dm.vocab_size == load_tokenizer().vocab_size and dm.pad_id == 0
     stamp = (default_root / "manifest_info.json").stat().st_mtime_ns
     dm.prepare_data()

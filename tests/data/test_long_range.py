@@ -14,7 +14,11 @@ from PIL import Image
 
 from mmctx.data.asset_pack import AssetPack
 from mmctx.data.long_range import (
+    DISTRACTOR_COLOURS,
+    KEY_WORD,
+    LONG_RANGE_CATEGORIES,
     LONG_RANGE_CLASSES,
+    LONG_RANGE_COLOURS,
     LONG_RANGE_OBJECTS,
     LongRangeDataModule,
     ensure_long_range_dataset,
@@ -23,10 +27,12 @@ from mmctx.data.long_range import (
     long_range_tokenizer,
     make_sample,
     render_object,
+    truncation_cap,
 )
 
-TINY = {"num_train": 12, "num_val": 4, "num_test": 6, "min_tokens": 600, "max_tokens": 900, "image_size": 32, "seed": 3}
-FACT = re.compile(r"\bthe (\w+) is (" + "|".join(LONG_RANGE_CLASSES) + r") \.")
+TINY = {"num_train": 12, "num_val": 4, "num_test": 6, "min_tokens": 600, "max_tokens": 900, "image_size": 32, "seed": 3,
+        "train_min_tokens": 128}
+FACT = re.compile(r"\bthe (\w+) is (\w+) \.")
 
 
 def read_rows(root: Path, split: str) -> list[dict]:
@@ -49,31 +55,41 @@ def test_same_seed_same_files_other_seed_other_texts(tiny_root: Path, tmp_path: 
     assert make_sample("s", 100, 200) == make_sample("s", 100, 200)
 
 
-def test_key_fact_is_stated_exactly_once_and_gives_the_label(tiny_root: Path) -> None:
+def test_key_sentence_is_stated_exactly_once_and_the_label_combines_image_and_key(tiny_root: Path) -> None:
+    pack = AssetPack()
     for split in ("train", "val", "test"):
         for row in read_rows(tiny_root, split):
             words = row["text"].split()
             assert len(words) == row["num_tokens"]
-            assert TINY["min_tokens"] <= row["num_tokens"] <= TINY["max_tokens"]
-            facts = FACT.findall(row["text"])
-            about_key = [colour for obj, colour in facts if obj == row["object"]]
-            assert about_key == [row["label"]], (row["id"], about_key)
-            # every pictured object's colour is stated exactly once, so the text alone cannot
-            # tell which fact is asked about; the key object's name appears nowhere else
-            assert sorted(obj for obj, _ in facts if obj in LONG_RANGE_OBJECTS) == sorted(LONG_RANGE_OBJECTS)
-            assert words.count(row["object"]) == 1
-            # fact_token points at the key fact's colour word
-            assert words[row["fact_token"] - 3 : row["fact_token"] + 2] == ["the", row["object"], "is", row["label"], "."]
-            # distractor facts are about never-pictured objects, each with one colour throughout
+            low = TINY["train_min_tokens"] if split == "train" else TINY["min_tokens"]
+            assert low <= row["num_tokens"] <= TINY["max_tokens"]
+            # exactly one key sentence, at fact_token; its marker and its colours nowhere else
+            assert words.count(KEY_WORD) == 1
+            assert words[row["fact_token"] - 3 : row["fact_token"] + 2] == ["the", KEY_WORD, "is", row["colour"], "."]
+            assert [w for w in words if w in LONG_RANGE_COLOURS] == [row["colour"]]
+            # the label is the pictured object's category and the key colour, nothing else
+            assert row["object"] in LONG_RANGE_OBJECTS
+            assert row["category"] == pack.by_name[row["object"]].category
+            assert row["label"] == f"{row['category']}-{row['colour']}" and row["label"] in LONG_RANGE_CLASSES
+            # distractor colour facts everywhere, each object with one (distractor) colour
+            facts = [(o, c) for o, c in FACT.findall(row["text"]) if o != KEY_WORD and c != "near"]
+            assert len(facts) >= row["num_tokens"] // 60 and all(c in DISTRACTOR_COLOURS for _, c in facts)
             colours: dict[str, set[str]] = {}
             for obj, colour in facts:
                 colours.setdefault(obj, set()).add(colour)
             assert all(len(c) == 1 for c in colours.values())
-            assert len(facts) > 10  # distractors everywhere
 
 
-def test_image_shows_the_key_object(tiny_root: Path) -> None:
-    """The stored picture is the key object's pictogram rendered from the sample's seed, and
+def test_classes_are_category_times_colour() -> None:
+    assert len(LONG_RANGE_CLASSES) == 16 == len(set(LONG_RANGE_CLASSES))
+    for i, name in enumerate(LONG_RANGE_CLASSES):
+        assert name == f"{LONG_RANGE_CATEGORIES[i // 4]}-{LONG_RANGE_COLOURS[i % 4]}"
+    sample = make_sample("label", 100, 200)
+    assert LONG_RANGE_CLASSES[sample.label] == f"{sample.category}-{sample.colour}"
+
+
+def test_image_shows_the_pictured_object(tiny_root: Path) -> None:
+    """The stored picture is the pictured object's pictogram rendered from the sample's seed, and
     differs from every other object's rendering with the same seed."""
     pack = AssetPack()
     for i, row in enumerate(read_rows(tiny_root, "train")[:4]):
@@ -88,22 +104,35 @@ def test_image_shows_the_key_object(tiny_root: Path) -> None:
         assert Image.open(tiny_root / row["image"]).size == (32, 32)
 
 
-def test_fact_lies_beyond_token_512_in_most_long_documents() -> None:
-    rows = [
-        {"fact_token": make_sample(f"beyond:{i}", 1536, 3072).fact_token} for i in range(300)
-    ]
-    fraction = fact_beyond_fraction(rows, 512)
-    assert 0.7 < fraction < 0.9  # about 1 - 512 / 2304 for fact positions uniform over the text
+def test_key_lies_beyond_token_512_in_three_quarters_of_long_documents() -> None:
+    samples = [make_sample(f"beyond:{i}", 1536, 3072) for i in range(400)]
+    fraction = fact_beyond_fraction([{"fact_token": s.fact_token} for s in samples], 512)
+    # positions uniform over the text: E[1 - 512 / L] = 1 - 512 ln 2 / 1536 = 0.769 for L ~ U(1536, 3072)
+    assert 0.72 < fraction < 0.82
     assert fact_beyond_fraction([{"fact_token": 511}, {"fact_token": 512}], 512) == 0.5
+    assert truncation_cap(0.76) == pytest.approx(0.24 + 0.76 / 4)
+    assert truncation_cap(0.0) == 1.0 and truncation_cap(1.0) == 0.25
+    with pytest.raises(ValueError, match="beyond"):
+        truncation_cap(1.5)
 
 
-def test_labels_and_objects_are_spread_over_all_classes() -> None:
+def test_labels_objects_and_key_positions_are_spread() -> None:
     samples = [make_sample(f"spread:{i}", 64, 160) for i in range(400)]
     assert {s.label for s in samples} == set(range(len(LONG_RANGE_CLASSES)))
     assert {s.object for s in samples} == set(LONG_RANGE_OBJECTS)
-    # the key fact's position is spread over the document, not always near one end
+    # the key sentence's position is spread over the document, not always near one end
     relative = [s.fact_token / s.num_tokens for s in samples]
     assert min(relative) < 0.1 and max(relative) > 0.9
+
+
+def test_training_length_mixture_is_log_uniform() -> None:
+    lengths = sorted(make_sample(f"mix:{i}", 128, 3072, log_uniform=True).num_tokens for i in range(400))
+    assert 128 <= lengths[0] and lengths[-1] <= 3072
+    # log-uniform over [128, 3072]: median sqrt(128 * 3072) = 627, a quarter below 128 * 24**0.25 = 283
+    assert 500 < lengths[200] < 760
+    assert 0.17 < sum(n < 283 for n in lengths) / 400 < 0.33
+    with pytest.raises(ValueError, match="train_min_tokens"):
+        generate_long_range_dataset("/nonexistent", **{**TINY, "train_min_tokens": 700})
 
 
 def test_tokenizer_covers_every_word(tiny_root: Path) -> None:
@@ -124,6 +153,8 @@ def test_ensure_keeps_an_up_to_date_folder_and_regenerates_a_stale_one(tmp_path:
     assert (root / "manifest_info.json").stat().st_mtime_ns == stamp
     ensure_long_range_dataset(root, **{**small, "num_train": 4})
     assert len(read_rows(root, "train")) == 4
+    ensure_long_range_dataset(root, **{**small, "num_train": 4, "train_min_tokens": 0})  # training lengths changed
+    assert all(r["num_tokens"] >= small["min_tokens"] for r in read_rows(root, "train"))
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="refusing to replace"):
@@ -132,7 +163,7 @@ def test_ensure_keeps_an_up_to_date_folder_and_regenerates_a_stale_one(tmp_path:
 
 def test_data_module_sizes_are_known_before_any_data(tmp_path: Path) -> None:
     dm = LongRangeDataModule(root=str(tmp_path / "none"))
-    assert dm.num_classes == 4 and dm.classes == LONG_RANGE_CLASSES
+    assert dm.num_classes == 16 and dm.classes == LONG_RANGE_CLASSES
     assert dm.vocab_size == long_range_tokenizer().vocab_size and dm.pad_id == 0
     assert not (tmp_path / "none").exists()
     with pytest.raises(ValueError, match="modalities"):

@@ -60,7 +60,7 @@ def test_tiny_model_beats_chance_on_the_default_data(learning_root, tmp_path):
 def test_scheduler_learns_the_run_length_and_steps_per_step(default_root, tmp_path):
     dm = DefaultDataModule(root=str(default_root), num_train=40, num_val=10, num_test=10, batch_size=8, num_workers=0)
     task = ClassificationTask(
-        tiny_model(), num_classes=4,
+        tiny_model(dm.num_classes), num_classes=dm.num_classes,
         optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
         scheduler=lambda opt: WarmupCosineLR(opt, warmup_steps=2),
     )
@@ -75,7 +75,7 @@ def test_scheduler_learns_the_run_length_and_steps_per_step(default_root, tmp_pa
 
 def test_test_outputs_and_predictions(default_root, tmp_path):
     dm = DefaultDataModule(root=str(default_root), num_train=40, num_val=10, num_test=10, batch_size=4, num_workers=0)
-    task = ClassificationTask(tiny_model(), num_classes=4, classes=["animals", "food", "vehicles", "plants"])
+    task = ClassificationTask(tiny_model(dm.num_classes), num_classes=dm.num_classes, classes=dm.classes)
     trainer = L.Trainer(logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path)
     metrics = trainer.test(task, datamodule=dm, verbose=False)[0]
