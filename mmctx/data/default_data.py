@@ -17,7 +17,9 @@ and the spoken caption (``caption_audio``), for captioning and speech tasks.
 
 Splits are decided by the *combination* of objects (the sorted multiset of names) through a
 stable hash: about 10 % of combinations are test-only, 10 % validation-only, the rest
-training, so test scenes are object combinations never seen in training.
+training, so test scenes of two or three objects are combinations never seen in training.
+One-object scenes are split by their draw instead (10 % / 10 % / 80 %), so every object is
+seen alone in training.
 
 Layout of ``root`` (paths in the manifests are relative to ``root``)::
 
@@ -114,13 +116,20 @@ def default_data_root() -> Path:
     return Path.home() / ".cache" / "mmctx" / f"default-v{DATASET_VERSION}"
 
 
-def combination_split(objects: Sequence[str]) -> str:
+def combination_split(objects: Sequence[str], draw: int | None = None) -> str:
     """The split ("train", "val" or "test") of a scene, from its object combination.
 
     A stable hash (SHA-256, not Python's salted ``hash``) of the sorted object names, so the
-    same combination lands in the same split on every machine, for every seed.
+    same combination lands in the same split on every machine, for every seed. A one-object
+    scene is no combination: with ``draw`` given (the scene's draw seed) it is split by that
+    instead, so every object appears alone in every split (hashing its name would send all
+    one-object scenes of about three objects to the test split, and keep those objects out of
+    one-object training scenes altogether).
     """
-    key = "+".join(sorted(objects)).encode()
+    if len(objects) == 1 and draw is not None:
+        key = f"single:{draw}".encode()
+    else:
+        key = "+".join(sorted(objects)).encode()
     bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % 100
     if bucket < _TEST_PERCENT:
         return "test"
@@ -198,7 +207,7 @@ def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
         categories = rng.sample(CATEGORIES, n)  # all different
         objects = tuple(rng.choice(by_category[c]) for c in categories)
         asked = rng.randrange(n)  # the question always asks for a category in the picture
-        split = combination_split(objects)
+        split = combination_split(objects, draw=sample_seed)
         if filled[split] < sizes[split]:
             width = max(5, len(str(sizes[split] - 1)))
             specs.append(
@@ -214,8 +223,8 @@ def _plan(pack: AssetPack, sizes: dict[str, int], seed: int) -> list[_Spec]:
             )
             filled[split] += 1
         index += 1
-    train = {tuple(sorted(s.objects)) for s in specs if s.split == "train"}
-    test = {tuple(sorted(s.objects)) for s in specs if s.split == "test"}
+    train = {tuple(sorted(s.objects)) for s in specs if s.split == "train" and len(s.objects) > 1}
+    test = {tuple(sorted(s.objects)) for s in specs if s.split == "test" and len(s.objects) > 1}
     shared = train & test
     assert not shared, f"object combinations in both train and test: {sorted(shared)[:5]}"
     return specs

@@ -69,8 +69,10 @@ def test_other_seed_other_data(default_root: Path, tmp_path: Path) -> None:
 
 
 def test_combinations_decide_the_split(default_root: Path) -> None:
+    """Scenes of two or three objects: the combination decides the split (held out from
+    training). One-object scenes are split by their draw, so objects are seen alone in every split."""
     combos = {
-        split: {tuple(sorted(r["objects"])) for r in read_rows(default_root, split)}
+        split: {tuple(sorted(r["objects"])) for r in read_rows(default_root, split) if len(r["objects"]) > 1}
         for split in SPLITS
     }
     assert not combos["train"] & combos["test"]
@@ -82,6 +84,8 @@ def test_combinations_decide_the_split(default_root: Path) -> None:
     # The hash is stable (SHA-256), not Python's salted hash(): pinned values.
     assert combination_split(["dog"]) == combination_split(("dog",))
     assert combination_split(["cat", "dog"]) == combination_split(["dog", "cat"])
+    singles = [combination_split(["dog"], draw=i) for i in range(400)]
+    assert all(0.05 < singles.count(s) / 400 < (0.9 if s == "train" else 0.16) for s in SPLITS)
 
 
 def test_split_fractions_roughly_ten_percent() -> None:

@@ -36,7 +36,7 @@ def learning_root(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_tiny_model_beats_chance_on_the_default_data(learning_root, tmp_path):
-    """A few hundred steps lift validation accuracy clearly above chance (25 %) and the loss
+    """A few hundred steps lift validation accuracy clearly above chance (1/32) and the loss
     falls. (Recognising the objects alone is worth up to about 61 % on this task.)"""
     L.seed_everything(0, workers=True)
     dm = DefaultDataModule(root=str(learning_root), num_train=480, num_val=160, num_test=10, data_seed=1,
@@ -54,7 +54,7 @@ def test_tiny_model_beats_chance_on_the_default_data(learning_root, tmp_path):
     after = trainer.validate(task, datamodule=dm, verbose=False)[0]
     assert after["val/loss"] < before["val/loss"] - 0.05
     print("tiny model:", before, "->", after)
-    assert after["val/acc"] > 0.36, after  # chance: 0.25
+    assert after["val/acc"] > 0.12, after  # chance: 1/32 ≈ 0.03
 
 
 def test_scheduler_learns_the_run_length_and_steps_per_step(default_root, tmp_path):
