@@ -86,7 +86,7 @@ def main_(argv: list[str] | None = None) -> None:
 
     student = DistillationTask.load_from_checkpoint(student_ckpt, map_location="cpu").model.eval()
 
-    dm = DefaultDataModule(modalities=["image", "audio"], batch_size=32, num_workers=0, label_fraction=args.train_fraction)
+    dm = DefaultDataModule(modalities=["image", "text"], batch_size=32, num_workers=0, label_fraction=args.train_fraction)
     dm.setup("fit")
     dm.setup("test")
 

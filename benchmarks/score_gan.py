@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmctx.data import DefaultDataModule
+from mmctx.data.asset_pack import AssetPack
 from mmctx.trainers import GANTask
 from mmctx.types import ModalityInput
 
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     rows = load_rows(dm)
     objects = sorted({r["objects"][0] for r in rows})
     obj_index = {o: i for i, o in enumerate(objects)}
-    category_of = {r["objects"][0]: CATEGORIES.index(r["label"]) for r in rows}
+    pack = AssetPack()
+    category_of = {r["objects"][0]: CATEGORIES.index(pack.by_name[r["objects"][0]].category) for r in rows}
     x_real = real_pictures(task, dm, rows)
     cat = torch.tensor([category_of[r["objects"][0]] for r in rows])
     obj = torch.tensor([obj_index[r["objects"][0]] for r in rows])

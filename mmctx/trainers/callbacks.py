@@ -53,7 +53,8 @@ class RunSummary(L.Callback):
             return
         metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         lines = ["", "=== mmctx test results ==="]
-        lines += [f"{k:<16}{_fmt(v)}" for k, v in sorted(metrics.items())]
+        width = max((len(k) for k in metrics), default=0) + 2
+        lines += [f"{k:<{width}}{_fmt(v)}" for k, v in sorted(metrics.items())]
         if trainer.ckpt_path:
             lines.append(f"checkpoint      : {trainer.ckpt_path}")
         log_dir = trainer.logger.log_dir if trainer.logger is not None else None

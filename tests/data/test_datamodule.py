@@ -46,7 +46,7 @@ def test_default_datamodule_loaders(default_root: Path) -> None:
         assert batch.inputs["image"].data.shape[1:] == (3, 64, 64)
         assert batch.inputs["image"].mask.all()
         assert batch.targets["label"].dtype == torch.long
-        assert batch.targets["label"].min() >= 0 and batch.targets["label"].max() < 4
+        assert batch.targets["label"].min() >= 0 and batch.targets["label"].max() < 32
 
 
 def test_train_shuffle_is_seeded(default_root: Path) -> None:
@@ -76,7 +76,7 @@ def test_worker_processes(default_root: Path) -> None:
 
 def test_init_generates_nothing(tmp_path: Path) -> None:
     dm = DefaultDataModule(root=str(tmp_path / "later"), num_train=4, num_val=2, num_test=2)
-    assert dm.num_classes == 4 and dm.vocab_size > 5
+    assert dm.num_classes == 32 and dm.vocab_size > 5
     assert not (tmp_path / "later").exists()
     dm.setup("fit")  # generates lazily
     assert (tmp_path / "later" / "manifest_info.json").is_file()

@@ -113,7 +113,7 @@ def classifier(image_dim: int = D) -> FusionModel:
     torch.manual_seed(1)
     enc = encoders(8, image_dim)
     del enc["text"]
-    return FusionModel(enc, ConcatFusion({"image": image_dim, "audio": D}, D), ClassifierHead(D, num_classes=4))
+    return FusionModel(enc, ConcatFusion({"image": image_dim, "audio": D}, D), ClassifierHead(D, num_classes=32))
 
 
 def test_init_from_loads_exactly_the_matching_weights(tmp_path):
@@ -156,7 +156,7 @@ def test_init_from_rejects_a_mismatched_checkpoint_naming_the_keys(tmp_path):
 def test_fine_tuning_callback_loads_and_freezes(default_root, tmp_path):
     path, pretrained = _pretraining_checkpoint(tmp_path, vocab_size=60)
     dm = DefaultDataModule(root=str(default_root), **SMALL, batch_size=8, num_workers=0)
-    task = ClassificationTask(classifier(), num_classes=4)
+    task = ClassificationTask(classifier(), num_classes=32)
     callback = InitFromCheckpoint(str(path), modules=["encoders.image", "encoders.audio"], freeze=["encoders.image"])
     trainer = L.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
