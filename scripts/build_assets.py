@@ -100,7 +100,7 @@ OBJECTS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 
-#: Words of the spoken questions ("what is on the left") and captions ("two dogs and an apple").
+#: Words of the spoken questions ("what animals"; earlier versions: "what is on the left") and captions ("two dogs and an apple").
 FUNCTION_WORDS: tuple[str, ...] = (
     "a", "an", "and", "two", "three", "how", "many", "with",
     "what", "is", "on", "in", "the", "left", "middle", "right",

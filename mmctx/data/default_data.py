@@ -29,7 +29,7 @@ Layout of ``root`` (paths in the manifests are relative to ``root``)::
 A manifest row::
 
     {"id": "train-00006", "image": "images/train-00006.png", "audio": "audio/train-00006.flac",
-     "caption_audio": "caption_audio/train-00006.flac", "text": "what is on the left",
+     "caption_audio": "caption_audio/train-00006.flac", "text": "what animals",
      "caption": "a dog , an apple and a bus", "label": "dog", "query_category": "animals",
      "objects": ["dog", "apple", "bus"], "slots": ["left", "middle", "right"],
      "boxes": [[x0, y0, x1, y1], ...], "voice": "en-gb"}
@@ -625,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m mmctx.data.default_data``: generate the default data set."""
     parser = argparse.ArgumentParser(
         prog="python -m mmctx.data.default_data",
-        description="Generate mmctx's embedded default data set (what is on the left?).",
+        description="Generate mmctx's embedded default data set ("what animals?").",
     )
     parser.add_argument(
         "--root",
