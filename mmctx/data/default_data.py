@@ -625,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m mmctx.data.default_data``: generate the default data set."""
     parser = argparse.ArgumentParser(
         prog="python -m mmctx.data.default_data",
-        description="Generate mmctx's embedded default data set ("what animals?").",
+        description="Generate mmctx's embedded default data set ('what animals?').",
     )
     parser.add_argument(
         "--root",
