@@ -312,7 +312,32 @@ def _read_classes_file(path: Path) -> list[str]:
     return classes
 
 
-class DefaultDataModule(MultimodalDataModule):
+class GeneratedDataMixin:
+    """For data modules whose data set is generated locally on first use: ``prepare_data``
+    (one process per node) and, lazily, the first data set built call ``_generate()`` once
+    per instance; ``__init__`` generates nothing. A subclass implements ``_generate`` (an
+    ``ensure_*`` call that regenerates only when the stamp on disk differs)."""
+
+    _ensured = False
+
+    def _generate(self) -> None:
+        raise NotImplementedError
+
+    def _ensure(self) -> None:
+        if not self._ensured:
+            self._generate()
+            self._ensured = True
+
+    def prepare_data(self) -> None:
+        """Generate the data set unless it is up to date (runs on one process per node)."""
+        self._ensure()
+
+    def _dataset(self, split: str) -> ManifestDataset:
+        self._ensure()
+        return super()._dataset(split)  # type: ignore[misc]
+
+
+class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
     """The embedded default data set ("what animals?"), generated on first use.
 
     The data set is generated (or found up to date) by
@@ -403,19 +428,8 @@ class DefaultDataModule(MultimodalDataModule):
             sample_rate=sample_rate,
             seed=data_seed,
         )
-        self._ensured = False
         self.save_hyperparameters()  # this class's arguments only (see _save_base_hparams)
         _hparams_plain(self.hparams)
 
-    def _ensure(self) -> None:
-        if not self._ensured:
-            ensure_default_dataset(self.root, **self.generation)
-            self._ensured = True
-
-    def prepare_data(self) -> None:
-        """Generate the data set unless it is up to date (runs on one process per node)."""
-        self._ensure()
-
-    def _dataset(self, split: str) -> ManifestDataset:
-        self._ensure()
-        return super()._dataset(split)
+    def _generate(self) -> None:
+        ensure_default_dataset(self.root, **self.generation)

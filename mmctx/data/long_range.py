@@ -83,9 +83,8 @@ import numpy as np
 from PIL import Image
 
 from mmctx.data.asset_pack import AssetPack
-from mmctx.data.datamodule import MultimodalDataModule
+from mmctx.data.datamodule import GeneratedDataMixin, MultimodalDataModule
 from mmctx.data.default_data import _lock  # the same flock-beside-the-folder protocol
-from mmctx.data.manifest import ManifestDataset
 from mmctx.data.tokenization import TextTokenizer
 
 __all__ = [
@@ -498,7 +497,7 @@ def fact_beyond_fraction(rows: Sequence[dict], limit: int = 512) -> float:
 # ----------------------------------------------------------------------------- data module
 
 
-class LongRangeDataModule(MultimodalDataModule):
+class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
     """The long-range retrieval task (see the module docstring), generated on first use.
 
     Batches: ``inputs["image"]`` (B, 3, H, W) and ``inputs["text"]`` (B, T) with its mask
@@ -567,21 +566,10 @@ class LongRangeDataModule(MultimodalDataModule):
         self.generation = _params(
             num_train, num_val, num_test, min_tokens, max_tokens, image_size, data_seed, train_min_tokens
         )
-        self._ensured = False
         self.save_hyperparameters()  # this class's arguments only (see _save_base_hparams)
 
-    def _ensure(self) -> None:
-        if not self._ensured:
-            ensure_long_range_dataset(self.root, **self.generation)
-            self._ensured = True
-
-    def prepare_data(self) -> None:
-        """Generate the data set unless it is up to date (runs on one process per node)."""
-        self._ensure()
-
-    def _dataset(self, split: str) -> ManifestDataset:
-        self._ensure()
-        return super()._dataset(split)
+    def _generate(self) -> None:
+        ensure_long_range_dataset(self.root, **self.generation)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
-__all__ = ["MMCtxTask", "InitFromCheckpoint", "freeze_submodules", "load_submodules"]
+__all__ = ["MMCtxTask", "InitFromCheckpoint", "freeze_submodules", "gather_rows", "load_submodules"]
 
 
 class MMCtxTask(L.LightningModule):
@@ -220,3 +220,19 @@ class InitFromCheckpoint(L.Callback):
         for module in self._frozen:  # Lightning calls train() each epoch and after validation
             if module.training:
                 module.eval()
+
+
+def gather_rows(rows: list[dict], world_size: int) -> list[dict]:
+    """Every rank's rows on every rank (DDP), duplicates dropped by id (a distributed
+    sampler repeats samples to even out the ranks)."""
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        parts: list[list[dict] | None] = [None] * world_size
+        torch.distributed.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in (part or [])]
+    seen: set[str] = set()
+    unique = []
+    for row in rows:
+        if row["id"] not in seen:
+            seen.add(row["id"])
+            unique.append(row)
+    return unique

@@ -11,7 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from mmctx.metrics.caption import caption_metrics
-from mmctx.trainers.base import MMCtxTask
+from mmctx.trainers.base import MMCtxTask, gather_rows
 from mmctx.types import MultimodalBatch
 
 __all__ = ["CaptioningTask"]
@@ -248,7 +248,7 @@ class CaptioningTask(MMCtxTask):
     # ------------------------------------------------------------------ evaluation outputs
 
     def _finish(self, split: str) -> None:
-        rows = _gather(self._rows[split], self.trainer.world_size)
+        rows = gather_rows(self._rows[split], self.trainer.world_size)
         self._rows[split] = []
         if not rows:
             return
@@ -302,19 +302,3 @@ def _references(batch: MultimodalBatch) -> list[list[str]] | None:
     if batch.meta.get("caption_text") is not None:
         return [[text] for text in batch.meta["caption_text"]]
     return None
-
-
-def _gather(rows: list[dict], world_size: int) -> list[dict]:
-    """Every rank's rows on every rank (DDP), duplicates dropped by id (a distributed
-    sampler repeats samples to even out the ranks)."""
-    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        parts: list[list[dict] | None] = [None] * world_size
-        torch.distributed.all_gather_object(parts, rows)
-        rows = [row for part in parts for row in (part or [])]
-    seen: set[str] = set()
-    unique = []
-    for row in rows:
-        if row["id"] not in seen:
-            seen.add(row["id"])
-            unique.append(row)
-    return unique

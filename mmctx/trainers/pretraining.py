@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from mmctx.heads import ClassifierHead
 from mmctx.layers import masked_mean
 from mmctx.losses import ContrastiveLoss, mask_tokens, masked_token_loss, matching_loss, matching_pairs
-from mmctx.trainers.base import MMCtxTask
+from mmctx.trainers.base import MMCtxTask, gather_rows
 from mmctx.types import MultimodalBatch, Tokens
 
 __all__ = ["PretrainingTask", "PretrainingBackbone", "caption_groups", "recall_at_k"]
@@ -311,7 +311,7 @@ class PretrainingTask(MMCtxTask):
         return metrics
 
     def _retrieval(self, split: str) -> None:
-        rows = _gather_rows(self._eval_rows[split], self.trainer.world_size)
+        rows = gather_rows(self._eval_rows[split], self.trainer.world_size)
         self._eval_rows[split] = []
         if not rows or not self.contrastive_pairs:
             return
@@ -330,18 +330,3 @@ def _out_dim(encoder: nn.Module, name: str) -> int:
 def _take(tokens: Tokens, index: Tensor) -> Tokens:
     """Rows ``index`` of ``tokens``. Shapes: x (B, N, D), index (P,) → x (P, N, D)."""
     return Tokens(tokens.x[index], tokens.mask[index])
-
-
-def _gather_rows(rows: list[dict[str, Any]], world_size: int) -> list[dict[str, Any]]:
-    """Every rank's rows on every rank, duplicates (DistributedSampler padding) dropped by id."""
-    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        parts: list[list[dict[str, Any]] | None] = [None] * world_size
-        torch.distributed.all_gather_object(parts, rows)
-        rows = [row for part in parts for row in (part or [])]
-    seen: set[str] = set()
-    unique = []
-    for row in rows:
-        if row["id"] not in seen:
-            seen.add(row["id"])
-            unique.append(row)
-    return unique
