@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> float:
     model = FusionModel(
         encoders={
             "image": TimmImageEncoder("resnet10t", out_dim=dim, stage=2),
-            "audio": RNNAudioEncoder(n_mels=40, conv_channels=16, hidden_dim=64, num_layers=1, out_dim=dim),
+            "audio": RNNAudioEncoder(n_mels=40, conv_channels=64, hidden_dim=64, num_layers=1, out_dim=dim),
         },
         # the spoken question's frames query the picture's grid
         fusion=CrossAttentionFusion({"audio": dim, "image": dim}, dim, query_modality="audio", num_layers=2, gated=False),

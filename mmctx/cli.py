@@ -16,7 +16,12 @@ Two conveniences on top of LightningCLI:
   fixed paths, but fails when an optional branch — e.g. a text encoder — is absent.)
 * ``--ckpt_path best`` / ``last`` for ``validate``, ``test`` and ``predict`` in a new
   process: the newest ``best.ckpt`` / ``last.ckpt`` under the logger's run folders is used,
-  and the run logs into that same folder, beside the training logs.
+  and the run logs into that same folder, beside the training logs. ``mmctx fit --ckpt_path
+  last`` resumes a killed run the same way: its checkpoints and TensorBoard events go on in
+  the run's own folder, and optimizer, scheduler, epoch and data order are restored (the
+  training order depends on (seed, epoch) only, see ``mmctx.data.GlobalBatchSampler``).
+* Checkpoints are written atomically (``mmctx.trainers.AtomicCheckpointIO`` is the default
+  ``trainer.plugins``), so a kill never leaves a half-written ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class MMCtxCLI(LightningCLI):
         if cfg.get("data") is not None and cfg.get("model") is not None:
             sizes = _data_sizes(cfg.data)
             _fill_sizes(cfg.model, sizes, "model")
-        if self.subcommand in {"validate", "test", "predict"} and cfg.get("ckpt_path") in {"best", "last"}:
+        if self.subcommand in {"fit", "validate", "test", "predict"} and cfg.get("ckpt_path") in {"best", "last"}:
             _resolve_checkpoint(cfg)
 
 
@@ -123,6 +128,7 @@ def main(args: list[str] | None = None) -> None:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"plugins": [{"class_path": "mmctx.trainers.AtomicCheckpointIO"}]},
         args=args,
     )
 

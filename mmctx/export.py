@@ -118,9 +118,7 @@ class ExportAudioEncoder(nn.Module):
         N = max(int(enc.output_lengths(torch.tensor(S))), 1)
         wave = data.masked_fill(~mask, 0.0)  # (B, S)
         feats = enc._log_mel(wave, lengths.clamp_min(enc.n_fft))  # (B, F, M); missing rows are masked below
-        h = enc.conv(feats.unsqueeze(1).to(enc.conv[0].weight.dtype))  # (B, C, N, M/4)
-        h = h.transpose(1, 2).flatten(2)  # (B, N, C*M/4)
-        h = enc.input_proj(h)  # (B, N, hidden)
+        h = x = enc.frames(feats)  # (B, N, hidden)
         t = torch.arange(N, device=data.device)[None]  # (1, N)
         last = token_lengths[:, None] - 1  # (B, 1)
         reverse = torch.where(t <= last, last - t, t)  # (B, N): reversal within the length, an involution
@@ -131,7 +129,7 @@ class ExportAudioEncoder(nn.Module):
                 backward = per_direction[1](h.gather(1, index))[0]  # (B, N, hidden)
                 outs.append(backward.gather(1, reverse[..., None].expand(-1, -1, backward.shape[-1])))
             h = torch.cat(outs, dim=-1)  # (B, N, hidden*dirs)
-        out = enc.out_proj(h)  # (B, N, D)
+        out = enc.output(h, x)  # (B, N, D)
         token_mask = lengths_to_mask(token_lengths, N)  # (B, N)
         return Tokens(out.masked_fill(~token_mask[..., None], 0.0), token_mask)
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmctx.compress import (
+    PRUNABLE,
     SparsitySchedule,
     distillation_loss,
     make_pruning_permanent,
@@ -70,7 +71,7 @@ def test_dynamic_int8_quantizes_linear_and_packed_gru_and_stays_close():
 def test_magnitude_pruning_reaches_the_sparsity_and_remove_makes_it_permanent():
     model = tiny_model()
     keys = set(model.state_dict())
-    before = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    before = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
     prune_magnitude(model, 0.5)
     report = sparsity(model)
     assert report["total"] == pytest.approx(0.5, abs=1e-3)

@@ -52,6 +52,8 @@ __all__ = [
     "IMAGENET_STD",
     "ManifestDataset",
     "ManifestError",
+    # samplers
+    "GlobalBatchSampler",
     # tokenization
     "TextTokenizer",
     "default_tokenizer_path",
@@ -93,6 +95,7 @@ _SOURCES: dict[str, str] = {
     "IMAGENET_STD": "manifest",
     "ManifestDataset": "manifest",
     "ManifestError": "manifest",
+    "GlobalBatchSampler": "samplers",
     "TextTokenizer": "tokenization",
     "default_tokenizer_path": "tokenization",
     "load_tokenizer": "tokenization",
@@ -134,6 +137,7 @@ if TYPE_CHECKING:
         long_range_tokenizer,
     )
     from mmctx.data.manifest import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, ManifestError
+    from mmctx.data.samplers import GlobalBatchSampler
     from mmctx.data.tokenization import TextTokenizer, default_tokenizer_path, load_tokenizer
 
 

@@ -304,7 +304,9 @@ class AugmentedDataset(Dataset):
 
 class EpochDataLoader(DataLoader):
     """A DataLoader that tells its :class:`AugmentedDataset` (possibly under a ``Subset``)
-    which pass over the data starts, each time it is iterated."""
+    which pass over the data starts, each time it is iterated: the sampler's ``epoch`` when
+    it has one (:class:`~mmctx.data.samplers.GlobalBatchSampler`, so a resumed run draws the
+    same augmentations), else the number of earlier passes."""
 
     def __iter__(self):
         dataset = self.dataset
@@ -312,6 +314,7 @@ class EpochDataLoader(DataLoader):
             dataset = dataset.dataset  # e.g. a Subset of the augmented data set
         if hasattr(dataset, "set_epoch"):
             passes = getattr(self, "_mmctx_passes", 0)
-            dataset.set_epoch(passes)
+            # the sampler's epoch (set by Lightning, also after a resume) when it has one
+            dataset.set_epoch(getattr(self.sampler, "epoch", passes))
             self._mmctx_passes = passes + 1
         return super().__iter__()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -23,6 +24,7 @@ from mmctx.data.default_data import (
     ensure_default_dataset,
 )
 from mmctx.data.manifest import ManifestDataset, ManifestError
+from mmctx.data.samplers import GlobalBatchSampler
 from mmctx.data.tokenization import TextTokenizer, load_tokenizer
 
 __all__ = ["DefaultDataModule", "MultimodalDataModule", "SplitLoadersMixin"]
@@ -36,8 +38,11 @@ class SplitLoadersMixin:
 
     A data module provides ``_dataset(split)``, ``_collate()``, ``_has_split(split)`` and the
     attributes ``batch_size``, ``num_workers`` and ``seed``; this gives it the four
-    ``*_dataloader`` hooks (training shuffled with a seeded generator; Lightning adds a
-    DistributedSampler under DDP). Optional attributes ``augment`` (an
+    ``*_dataloader`` hooks. Training is shuffled by a
+    :class:`~mmctx.data.samplers.GlobalBatchSampler`: the order of each epoch depends on
+    ``(seed, epoch)`` only, so a resumed run sees the batches an uninterrupted one sees, and
+    under DDP every process takes its block of the same global batches a single process of
+    ``W ×`` the batch size would see. Optional attributes ``augment`` (an
     :class:`~mmctx.data.augment.Augmentation`) and ``label_fraction`` change the training
     split only.
     """
@@ -55,17 +60,19 @@ class SplitLoadersMixin:
             dataset = Subset(dataset, sorted(order[:count].tolist()))
         return dataset
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
         if split == "train":
             dataset = self._training_view(dataset)
         augmented = isinstance(dataset, AugmentedDataset) or isinstance(getattr(dataset, "dataset", None), AugmentedDataset)
         loader_class = EpochDataLoader if augmented else DataLoader  # it advances the augmentation's epoch
+        # training: the order is a function of (seed, epoch) and the global batches do not
+        # depend on the number of DDP processes (see GlobalBatchSampler)
+        sampler = GlobalBatchSampler(len(dataset), self.batch_size, seed=self.seed) if split == "train" else None
         return loader_class(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -74,19 +81,19 @@ class SplitLoadersMixin:
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (seeded)."""
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches, or ``[]`` (no validation) without a validation split."""
-        return self._loader("val", shuffle=False) if self._has_split("val") else []
+        return self._loader("val") if self._has_split("val") else []
 
     def test_dataloader(self) -> DataLoader:
         """Test batches."""
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         """Prediction batches."""
-        return self._loader("predict", shuffle=False)
+        return self._loader("predict")
 
 
 class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
@@ -124,6 +131,16 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
             validation, test and predict data are never augmented.
         label_fraction: train on this fraction of the training samples (a seeded random
             subset), e.g. 0.1 for a 10 %-of-the-labels experiment.
+        on_error: what a bad manifest row or file does (see :class:`ManifestDataset`):
+            ``"raise"`` fails naming file, line, field and reason; ``"skip"`` drops the row
+            (every file is decoded once when the split is built, to find bad content up
+            front), counts the drops per reason and logs them in one warning per split.
+        max_bad_fraction: with ``on_error="skip"``, a split with more than this fraction
+            of bad rows is an error.
+        min_image_size: smallest allowed image side, in pixels (smaller images are bad
+            rows; 1 allows any size).
+        max_image_pixels: largest allowed image width x height, checked from the file
+            header before decoding.
     """
 
     #: Subclasses whose ``__init__`` takes other arguments set this False and call
@@ -153,6 +170,10 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         caption_field: str | None = None,
         augment: Augmentation | None = None,
         label_fraction: float = 1.0,
+        on_error: Literal["raise", "skip"] = "raise",
+        max_bad_fraction: float = 0.05,
+        min_image_size: int = 8,
+        max_image_pixels: int = 50_000_000,
     ) -> None:
         super().__init__()
         if self._save_base_hparams:
@@ -164,6 +185,10 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be one of ['raise', 'skip'], got {on_error!r}")
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         self.manifests: dict[str, Path | None] = {
             "train": Path(train_manifest) if train_manifest else None,
             "val": Path(val_manifest) if val_manifest else None,
@@ -187,6 +212,10 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         self.caption_field = caption_field
         self.augment = augment
         self.label_fraction = label_fraction
+        self.on_error = on_error
+        self.max_bad_fraction = max_bad_fraction
+        self.min_image_size = min_image_size
+        self.max_image_pixels = max_image_pixels
         self._classes: list[str] | None = list(classes) if classes is not None else None
         self.datasets: dict[str, ManifestDataset] = {}
 
@@ -197,6 +226,10 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         """Class names, index = class id (resolved on first use, without building data sets)."""
         if self._classes is None:
             self._classes = self._resolve_classes()
+            if self.hparams.get("classes", False) is None:
+                # the resolved list, so that the logged hyperparameters agree with the task's
+                # (the CLI fills the task's `classes` from this property)
+                self.hparams["classes"] = list(self._classes)
         return self._classes
 
     @property
@@ -234,16 +267,12 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         classes_file = manifest.parent / "classes.json"
         if classes_file.is_file():
             return _read_classes_file(classes_file)
-        return ManifestDataset(
-            manifest,
-            self.modalities,
-            self.tokenizer,
-            classes=None,
-            label_field=self.label_field,
-            text_field=self.text_field,
-            image_field=self.image_field,
-            audio_field=self.audio_field,
-        ).classes
+        # the labels of the rows kept (with on_error="skip", after the file check): the data
+        # set is built once, here, and reused by setup()
+        split = next(s for s in _STAGES if self.manifests[s] == manifest)
+        dataset = self._build_dataset(manifest, classes=None)
+        self.datasets.setdefault(split, dataset)
+        return dataset.classes
 
     # ------------------------------------------------------------------ data sets
 
@@ -252,22 +281,31 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
             manifest = self.manifests[split]
             if manifest is None:
                 raise ValueError(f"{split}_manifest is not set: cannot build the {split} data")
-            self.datasets[split] = ManifestDataset(
-                manifest,
-                self.modalities,
-                tokenizer=self.tokenizer,
-                classes=self.classes,
-                label_field=self.label_field,
-                image_size=self.image_size,
-                sample_rate=self.sample_rate,
-                max_audio_seconds=self.max_audio_seconds,
-                max_text_len=self.max_text_len,
-                text_field=self.text_field,
-                image_field=self.image_field,
-                audio_field=self.audio_field,
-                caption_field=self.caption_field,
-            )
+            classes = self.classes  # may build this very split (see _resolve_classes)
+            if split not in self.datasets:
+                self.datasets[split] = self._build_dataset(manifest, classes)
         return self.datasets[split]
+
+    def _build_dataset(self, manifest: Path, classes: list[str] | None) -> ManifestDataset:
+        return ManifestDataset(
+            manifest,
+            self.modalities,
+            tokenizer=self.tokenizer,
+            classes=classes,
+            label_field=self.label_field,
+            image_size=self.image_size,
+            sample_rate=self.sample_rate,
+            max_audio_seconds=self.max_audio_seconds,
+            max_text_len=self.max_text_len,
+            text_field=self.text_field,
+            image_field=self.image_field,
+            audio_field=self.audio_field,
+            caption_field=self.caption_field,
+            on_error=self.on_error,
+            max_bad_fraction=self.max_bad_fraction,
+            min_image_size=self.min_image_size,
+            max_image_pixels=self.max_image_pixels,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Build (and validate) the data sets the stage needs.
@@ -369,6 +407,8 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
         augment: training-time augmentation, as for :class:`MultimodalDataModule`.
         label_fraction: fraction of the training samples used, as for
             :class:`MultimodalDataModule`.
+        on_error, max_bad_fraction: the bad-row policy of :class:`MultimodalDataModule`
+            (the generated files are valid; this guards a damaged cache).
     """
 
     _save_base_hparams = False
@@ -395,6 +435,8 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
         label_field: str | None = "label",
         augment: Augmentation | None = None,
         label_fraction: float = 1.0,
+        on_error: Literal["raise", "skip"] = "raise",
+        max_bad_fraction: float = 0.05,
     ) -> None:
         self.root = Path(root).expanduser() if root else default_data_root()
         super().__init__(
@@ -419,6 +461,8 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
             caption_field=caption_field,
             augment=augment,
             label_fraction=label_fraction,
+            on_error=on_error,
+            max_bad_fraction=max_bad_fraction,
         )
         self.generation = dict(
             num_train=num_train,

@@ -78,6 +78,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -523,6 +524,8 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
         seed: seed of the training shuffle.
         train_min_tokens: shortest training document (log-uniform length mixture up to
             ``max_tokens``; 0: training documents like val/test ones).
+        on_error, max_bad_fraction: the bad-row policy of :class:`MultimodalDataModule`
+            (the generated files are valid; this guards a damaged cache).
     """
 
     _save_base_hparams = False
@@ -543,6 +546,8 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
         max_text_len: int = 4096,
         seed: int = 0,
         train_min_tokens: int = 128,
+        on_error: Literal["raise", "skip"] = "raise",
+        max_bad_fraction: float = 0.05,
     ) -> None:
         unknown = [m for m in modalities if m not in ("image", "text")]
         if unknown:
@@ -560,6 +565,8 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
             image_size=image_size,
             max_text_len=max_text_len,
             seed=seed,
+            on_error=on_error,
+            max_bad_fraction=max_bad_fraction,
         )
         # the task's own vocabulary (fixed, so vocab_size is known without the data)
         self.tokenizer = long_range_tokenizer()

@@ -4,11 +4,14 @@ Plain PyTorch, no Lightning.
 """
 
 from mmctx.losses.contrastive import ContrastiveLoss, info_nce, positive_targets
+from mmctx.losses.ctc import ctc_loss, ctc_targets
 from mmctx.losses.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
 from mmctx.losses.masked import IGNORE_INDEX, mask_tokens, masked_token_loss
 from mmctx.losses.matching import matching_loss, matching_pairs, mine_hard_negatives
 
 __all__: list[str] = [
+    "ctc_loss",
+    "ctc_targets",
     "GAN_LOSSES",
     "discriminator_loss",
     "generator_loss",

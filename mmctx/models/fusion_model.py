@@ -92,7 +92,18 @@ class FusionModel(nn.Module):
         """
         if isinstance(inputs, MultimodalBatch):
             inputs = inputs.inputs
-        context = self.fusion(self.encode_modalities(inputs))
+        return self.fuse(self.encode_modalities(inputs))
+
+    def fuse(self, tokens: Mapping[str, Tokens]) -> ExtendedContext:
+        """Fusion → optional context encoder, from the encoders' outputs (what :meth:`encode`
+        does after :meth:`encode_modalities`; a trainer that also needs the per-modality
+        tokens, e.g. for an auxiliary loss, calls the two halves itself).
+
+        Shapes:
+            tokens[m]: Tokens (B, N_m, D_m)
+            returns: ExtendedContext (B, N, D)
+        """
+        context = self.fusion(tokens)
         if self.context_encoder is not None:
             context = self.context_encoder(context)
         return context

@@ -7,7 +7,7 @@ from mmctx.trainers.captioning import CaptioningTask
 from mmctx.trainers.classification import ClassificationTask
 from mmctx.trainers.distillation import DistillationTask
 from mmctx.trainers.gan import GANTask
-from mmctx.trainers.guards import NonFiniteGuard, NonFiniteLossError, SafetensorsCheckpoint, load_weights
+from mmctx.trainers.guards import AtomicCheckpointIO, Checkpoint, NonFiniteGuard, NonFiniteLossError, SafetensorsCheckpoint, load_weights
 from mmctx.trainers.pretraining import PretrainingTask
 from mmctx.trainers.schedules import WarmupCosineLR
 
@@ -22,6 +22,8 @@ __all__ = [
     "RunSummary",
     "JsonlPredictionWriter",
     "LayerPruning",
+    "AtomicCheckpointIO",
+    "Checkpoint",
     "NonFiniteGuard",
     "NonFiniteLossError",
     "SafetensorsCheckpoint",

@@ -4,9 +4,12 @@ initialising submodules from a (pretraining) checkpoint and freezing them."""
 from __future__ import annotations
 
 import inspect
+import os
+import random
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
@@ -49,6 +52,24 @@ class MMCtxTask(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step" if per_step else "epoch"},
         }
+
+    def on_train_epoch_start(self) -> None:
+        """Reseed the global RNGs (torch, numpy, random) from (global seed, epoch).
+
+        With ``seed_everything`` set (every config sets it), each epoch's randomness —
+        dropout, augmentation draws, worker seeds — depends on the seed and the epoch only,
+        not on everything drawn before. Together with the data order of
+        :class:`~mmctx.data.GlobalBatchSampler` this makes ``mmctx fit --ckpt_path last``
+        after a kill reproduce the uninterrupted run exactly: Lightning restores weights,
+        optimizer, scheduler and loop counters but not the RNG states. Without a global seed
+        nothing is reseeded.
+        """
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is not None:
+            epoch_seed = (int(seed) * 1_000_003 + self.current_epoch) % 2**32
+            torch.manual_seed(epoch_seed)
+            np.random.seed(epoch_seed)
+            random.seed(epoch_seed)
 
     def save_config(self) -> None:
         """``save_hyperparameters()`` that keeps checkpoints loadable without pickled modules.

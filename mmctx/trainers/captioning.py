@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from mmctx.losses.ctc import ctc_loss, ctc_targets
 from mmctx.metrics.caption import caption_metrics
 from mmctx.trainers.base import MMCtxTask, gather_rows
 from mmctx.types import MultimodalBatch
@@ -64,6 +65,13 @@ class CaptioningTask(MMCtxTask):
         repetition_penalty: CTRL penalty on tokens already generated (1.0: off).
         num_samples_to_log: rows of the sample tables.
         target: key of the caption ids in ``batch.targets``.
+        ctc_weight: weight of an auxiliary CTC loss (:mod:`mmctx.losses.ctc`) on the tokens of
+            encoder ``ctc_modality`` (0: off). The training loss is then
+            ``cross-entropy + ctc_weight * ctc`` (logged as ``train/ce`` and ``train/ctc``);
+            ``{val,test}/loss`` stay the cross-entropy. A linear layer of the task maps that
+            encoder's tokens to the decoder's vocabulary plus a blank; it is only used in
+            training. Speeds up speech → text a lot (see ``configs/audio_text.yaml``).
+        ctc_modality: the encoder whose tokens the CTC loss reads.
     """
 
     def __init__(
@@ -80,6 +88,8 @@ class CaptioningTask(MMCtxTask):
         repetition_penalty: float = 1.0,
         num_samples_to_log: int = 8,
         target: str = "caption",
+        ctc_weight: float = 0.0,
+        ctc_modality: str = "audio",
     ) -> None:
         super().__init__(model, optimizer, scheduler)
         if strategy not in _STRATEGIES:
@@ -104,6 +114,11 @@ class CaptioningTask(MMCtxTask):
         self.repetition_penalty = repetition_penalty
         self.num_samples_to_log = num_samples_to_log
         self.target = target
+        self.ctc_weight = ctc_weight
+        self.ctc_modality = ctc_modality
+        self.ctc_head = self._build_ctc_head(model) if ctc_weight > 0 else None
+        #: the unweighted loss terms of the last training step (read by NonFiniteGuard)
+        self.loss_terms: dict[str, Tensor] = {}
         #: decodes generated ids; taken from ``trainer.datamodule.tokenizer`` (or a checkpoint)
         self.tokenizer: Any = None
         self._rows: dict[str, list[dict]] = {"val": [], "test": []}
@@ -126,15 +141,53 @@ class CaptioningTask(MMCtxTask):
             mask = torch.ones_like(ids, dtype=torch.bool)
         return ids, mask
 
-    def loss(self, batch: MultimodalBatch) -> Tensor:
-        """Mean next-token cross-entropy over the real target tokens of the batch."""
+    def _build_ctc_head(self, model: nn.Module) -> nn.Linear:
+        if self.ctc_weight < 0:
+            raise ValueError(f"CaptioningTask: ctc_weight must be >= 0, got {self.ctc_weight}")
+        encoders = getattr(model, "encoders", {})
+        if self.ctc_modality not in encoders:
+            raise ValueError(
+                f"CaptioningTask: ctc_modality={self.ctc_modality!r} has no encoder; the model has {list(encoders)}"
+            )
+        vocab = getattr(getattr(model, "decoder", None), "vocab_size", None)
+        width = getattr(encoders[self.ctc_modality], "out_dim", None)
+        if not isinstance(vocab, int) or not isinstance(width, int):
+            raise TypeError(
+                "CaptioningTask: the CTC loss needs model.decoder.vocab_size and "
+                f"model.encoders[{self.ctc_modality!r}].out_dim (got {vocab!r} and {width!r})"
+            )
+        return nn.Linear(width, vocab + 1)  # the last class is the CTC blank
+
+    def loss_parts(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        """The unweighted loss terms: ``"ce"`` (mean next-token cross-entropy over the real
+        target tokens) and, with ``ctc_weight > 0``, ``"ctc"``."""
         ids, mask = self._caption_targets(batch)
         inputs, input_mask = ids[:, :-1], mask[:, :-1]  # (B, T-1): BOS ... last word
         labels = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # (B, T-1): first word ... EOS, pad ignored
-        logits = self(batch, inputs, input_mask)  # (B, T-1, V)
-        return F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
-        )
+        if self.ctc_head is None:
+            logits = self(batch, inputs, input_mask)  # (B, T-1, V)
+            tokens = None
+        else:  # the same forward pass, keeping the encoders' tokens for the CTC term
+            tokens = self.model.encode_modalities(batch.inputs)
+            logits = self.model.decoder(inputs, self.model.fuse(tokens), input_mask)  # (B, T-1, V)
+        parts = {
+            "ce": F.cross_entropy(
+                logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
+            )
+        }
+        if self.ctc_head is not None and tokens is not None and self.ctc_modality in tokens:
+            frames = tokens[self.ctc_modality]
+            targets, lengths = ctc_targets(ids, mask)
+            blank = self.ctc_head.out_features - 1
+            parts["ctc"] = ctc_loss(self.ctc_head(frames.x), frames.mask, targets, lengths, blank)
+        return parts
+
+    def loss(self, batch: MultimodalBatch) -> Tensor:
+        """The training loss: cross-entropy (+ ``ctc_weight`` × CTC)."""
+        return self._total(self.loss_parts(batch))
+
+    def _total(self, parts: dict[str, Tensor]) -> Tensor:
+        return parts["ce"] + self.ctc_weight * parts["ctc"] if "ctc" in parts else parts["ce"]
 
     @torch.no_grad()
     def generate(self, batch: MultimodalBatch) -> Tensor:
@@ -203,8 +256,11 @@ class CaptioningTask(MMCtxTask):
     # ------------------------------------------------------------------ steps
 
     def training_step(self, batch: MultimodalBatch, batch_idx: int) -> Tensor:
-        loss = self.loss(batch)
+        self.loss_terms = self.loss_parts(batch)
+        loss = self._total(self.loss_terms)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        if "ctc" in self.loss_terms:
+            self.log_dict({f"train/{k}": v.detach() for k, v in self.loss_terms.items()}, batch_size=len(batch))
         return loss
 
     def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
@@ -225,7 +281,7 @@ class CaptioningTask(MMCtxTask):
         return rows
 
     def _eval_step(self, batch: MultimodalBatch, split: str) -> None:
-        self.log(f"{split}/loss", self.loss(batch), prog_bar=split == "val", batch_size=len(batch), sync_dist=True)
+        self.log(f"{split}/loss", self.loss_parts(batch)["ce"], prog_bar=split == "val", batch_size=len(batch), sync_dist=True)
         references = _references(batch)
         if references is None:
             raise KeyError(f"CaptioningTask: the {split} batch has no reference captions (meta['caption_text'])")

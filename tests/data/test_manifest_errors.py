@@ -68,6 +68,25 @@ BAD_ROWS: dict[str, tuple[dict | str, str | None, str]] = {
 }
 
 
+#: The ``kind`` of each case's error (a stable key, used to count skipped rows).
+BAD_KINDS: dict[str, str] = {
+    "missing file": "file not found",
+    "malformed json": "malformed JSON",
+    "not an object": "not an object",
+    "unknown label": "unknown label",
+    "bool label": "bad label",
+    "escaping path": "path escapes folder",
+    "absolute path elsewhere": "path escapes folder",
+    "duplicate id": "duplicate id",
+    "empty text": "empty text",
+    "text not a string": "bad text",
+    "path not a string": "bad path",
+    "folder as file": "not a file",
+    "missing label": "missing label",
+    "no modality": "no modality",
+}
+
+
 @pytest.mark.parametrize("case", list(BAD_ROWS))
 def test_bad_row_names_file_line_field(
     case: str, small_manifest: Callable[[list], Path], tmp_path: Path
@@ -79,6 +98,25 @@ def test_bad_row_names_file_line_field(
         build(path)
     assert_names(error, 3, field)
     assert reason in str(error.value)
+    assert (error.value.kind, error.value.line, error.value.field) == (BAD_KINDS[case], 3, field)
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_bad_row_skipped_with_its_kind(
+    case: str, small_manifest: Callable[[list], Path], tmp_path: Path
+) -> None:
+    row, field, reason = BAD_ROWS[case]
+    (tmp_path / "outside.wav").write_bytes(b"RIFF")
+    path = small_manifest([GOOD, "", row, {**GOOD, "id": "y"}])
+    if case == "missing label":  # labels on some rows only: an error in both modes
+        with pytest.raises(ManifestError, match=reason):
+            build(path, on_error="skip", max_bad_fraction=0.5)
+        return
+    dataset = build(path, on_error="skip", max_bad_fraction=0.5)
+    assert dataset.ids == ["ok", "y"] and dataset.total_rows == 3
+    assert list(dataset.skipped) == [BAD_KINDS[case]]
+    [message] = dataset.skipped[BAD_KINDS[case]]
+    assert re.search(r"train\.jsonl:3\b", message) and reason in message
 
 
 def test_outside_paths_allowed_on_request(
@@ -143,7 +181,9 @@ def test_unknown_modality_and_missing_tokenizer(small_manifest: Callable[[list],
 def test_non_utf8_line_and_bad_classes(small_manifest: Callable[[list], Path]) -> None:
     path = small_manifest([GOOD])
     path.write_bytes(path.read_bytes() + b'{"id": "\xff"}\n')
-    with pytest.raises(ManifestError, match=r"train\.jsonl:2: not UTF-8"):
+    with pytest.raises(ManifestError, match=r"train\.jsonl:2: not UTF-8") as error:
         build(path)
+    assert (error.value.kind, error.value.line, error.value.field) == ("not UTF-8", 2, None)
+    assert list(build(path, on_error="skip", max_bad_fraction=0.5).skipped) == ["not UTF-8"]
     with pytest.raises(ValueError, match="duplicate"):
         build(small_manifest([GOOD]), classes=["1", "1"])

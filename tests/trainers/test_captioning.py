@@ -189,3 +189,31 @@ def test_multimodal_config_with_cross_attention_fusion(default_root, tmp_path, m
           f"{fusion}.gated=false", f"{fusion}.append_context=true"])
     rows = [json.loads(line) for line in (tmp_path / "captions_val.jsonl").read_text().splitlines()]
     assert len(rows) == 4
+
+
+def test_ctc_auxiliary_loss_trains_the_audio_encoder_and_names_a_bad_modality(default_root):
+    """With ctc_weight, the loss is CE + w·CTC over the audio encoder's frames, every parameter
+    (the task's CTC layer included) gets a gradient, and val/test loss stays the CE."""
+    from mmctx.encoders import RNNAudioEncoder
+
+    dm = datamodule(default_root, batch_size=3, modalities=["audio"], audio_field="caption_audio")
+    batch = first_batch(dm)
+    torch.manual_seed(0)
+    model = EncoderDecoderModel(
+        encoders={"audio": RNNAudioEncoder(n_mels=16, conv_channels=4, hidden_dim=8, num_layers=1, out_dim=16)},
+        fusion=ConcatFusion({"audio": 16}, 16),
+        decoder=TextDecoder(dm.vocab_size, 16, num_layers=1, num_heads=2, max_seq_len=16,
+                            pad_id=dm.pad_id, bos_id=dm.bos_id, eos_id=dm.eos_id),
+    )
+    plain = CaptioningTask(model)
+    task = CaptioningTask(model, ctc_weight=0.5)
+    assert task.ctc_head.out_features == dm.vocab_size + 1
+    parts = task.loss_parts(batch)
+    assert set(parts) == {"ce", "ctc"} and parts["ctc"].item() > 0
+    torch.testing.assert_close(parts["ce"], plain.loss(batch))
+    torch.testing.assert_close(task.loss(batch), parts["ce"] + 0.5 * parts["ctc"])
+    task.loss(batch).backward()
+    missing = [n for n, p in task.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+    with pytest.raises(ValueError, match=r"ctc_modality='image' has no encoder; the model has \['audio'\]"):
+        CaptioningTask(model, ctc_weight=0.5, ctc_modality="image")

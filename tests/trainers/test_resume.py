@@ -1,0 +1,82 @@
+"""Faults: a fit killed with SIGKILL in the middle of an epoch resumes with `mmctx fit
+--ckpt_path last` and ends exactly where the uninterrupted run ends (same seed); the
+checkpoint left by the kill is complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+KILLER = '''
+import os, signal
+import lightning as L
+
+class SigkillAt(L.Callback):
+    """Kill this process (SIGKILL: no cleanup, no final checkpoint) after a training step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def fit(root: Path, save_dir: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable, "-m", "mmctx.cli", "fit", f"--config={REPO / 'configs/default.yaml'}",
+        f"--data.root={root}", "--data.num_train=40", "--data.num_val=10", "--data.num_test=10",
+        "--data.data_seed=0", "--data.num_workers=0", "--data.batch_size=8",
+        "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
+        f"--trainer.logger.init_args.save_dir={save_dir}", *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_result(default_root, tmp_path):
+    (tmp_path / "killer.py").write_text(KILLER)
+    # 40 samples / batch 8 = 5 steps per epoch, 3 epochs; the kill comes at step 8, in epoch 2
+    straight = fit(default_root, tmp_path / "straight", tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = fit(default_root, tmp_path / "killed", tmp_path,
+                 '--trainer.callbacks+={"class_path": "killer.SigkillAt", "init_args": {"step": 8}}')
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = tmp_path / "killed" / "default" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)  # complete, and no pickled code
+    assert state["epoch"] == 0 and state["global_step"] == 5  # the end of epoch 1, not the kill point
+    assert not list(run.glob("checkpoints/*.tmp"))
+
+    resumed = fit(default_root, tmp_path / "killed", tmp_path, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"--ckpt_path last → {last}" in resumed.stdout
+    assert not (tmp_path / "killed" / "default" / "version_1").exists()  # it went on in its own folder
+    a = weights(tmp_path / "straight" / "default" / "version_0" / "checkpoints" / "last.ckpt")
+    b = weights(last)
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 15
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_fit_ckpt_path_last_without_a_run_says_what_to_do(default_root, tmp_path, monkeypatch):
+    from mmctx.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no last.ckpt under runs/default"):
+        main(["fit", f"--config={REPO / 'configs/default.yaml'}", f"--data.root={default_root}", "--ckpt_path=last"])
