@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -118,3 +119,35 @@ def test_ckpt_best_without_a_fit_says_what_to_do(default_root, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="run `mmctx fit` first"):
         main(["test", f"--config={REPO / 'configs/default.yaml'}", "--ckpt_path=best", *data_overrides(default_root)])
+
+
+STRATEGIES = sorted((REPO / "configs" / "strategies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=[c.stem for c in STRATEGIES])
+def test_strategy_configs_merge_into_an_experiment_and_build(strategy, default_root, tmp_path, monkeypatch, capsys):
+    """The scale-out fragments (DDP, FSDP, multi-node) merge into an experiment config; the DDP
+    one also trains (tests/trainers/test_ddp.py). FSDP and multi-node need GPUs, not here: their
+    strategy is built to check the class paths."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", f"--config={REPO / 'configs/default.yaml'}", f"--config={strategy}", "--print_config",
+              *data_overrides(default_root)])
+    assert done.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)["trainer"]
+    wanted = yaml.safe_load(strategy.read_text())["trainer"]
+    for key, value in wanted.items():
+        if key != "strategy":
+            assert printed[key] == value, key
+    if isinstance(wanted["strategy"], dict):  # a class_path block: build it
+        parser = ArgumentParser()
+        parser.add_argument("--strategy", type=L.pytorch.strategies.Strategy)
+        built = parser.instantiate_classes(parser.parse_object({"strategy": wanted["strategy"]})).strategy
+        assert type(built).__name__ == wanted["strategy"]["class_path"].rsplit(".", 1)[1]
+        for wrapped in wanted["strategy"]["init_args"].get("auto_wrap_policy", []):  # resolved to classes
+            assert f".{wrapped.rsplit('.', 1)[1]}'>" in repr(built.kwargs["auto_wrap_policy"]), wrapped
+    else:
+        assert printed["strategy"] == wanted["strategy"]

@@ -42,6 +42,12 @@ class TimmImageEncoder(nn.Module):
         in_chans: number of image channels C.
         freeze: freeze the backbone (``requires_grad=False``) and keep it in eval mode
             (BatchNorm uses its running statistics); the projection stays trainable.
+        norm_layer: the backbone's normalisation, a timm norm-layer name (None: the model's
+            own, BatchNorm for ResNets). ``"groupnorm1"`` (one group: per-sample statistics)
+            makes every sample's tokens independent of the rest of the batch — training
+            under DDP then equals one process exactly without SyncBatchNorm (which needs
+            GPUs), and tiny per-device batches stop hurting. Pretrained BatchNorm weights do
+            not fit another norm layer.
 
     Attributes:
         out_dim: the token width D.
@@ -57,6 +63,7 @@ class TimmImageEncoder(nn.Module):
         pretrained_path: str | None = None,
         in_chans: int = 3,
         freeze: bool = False,
+        norm_layer: str | None = None,
     ) -> None:
         super().__init__()
         import timm  # imported here so that `import mmctx.encoders` does not pay for timm
@@ -74,6 +81,11 @@ class TimmImageEncoder(nn.Module):
                 raise ValueError(f"TimmImageEncoder: pretrained_path={pretrained_path!r} is not a local file")
             # `file` is timm's local-weights source; clearing `source` keeps timm off the hub
             overlay = dict(file=str(pretrained_path), source=None)
+        if norm_layer is not None:
+            from timm.layers.create_norm import _NORM_MAP  # the names timm's get_norm_layer accepts
+
+            if norm_layer.replace("_", "").lower() not in _NORM_MAP:
+                raise ValueError(f"TimmImageEncoder: norm_layer={norm_layer!r} is not a timm norm layer; one of {sorted(_NORM_MAP)}")
         try:
             self.backbone = timm.create_model(
                 backbone,
@@ -82,6 +94,7 @@ class TimmImageEncoder(nn.Module):
                 features_only=True,
                 out_indices=(stage,),
                 in_chans=in_chans,
+                **({} if norm_layer is None else {"norm_layer": norm_layer}),
             )
         except (AssertionError, IndexError) as err:
             raise ValueError(f"TimmImageEncoder: stage={stage} is not a feature stage of {backbone!r}: {err}") from err

@@ -112,3 +112,18 @@ def test_batch_without_images_keeps_shape_and_statistics() -> None:
     assert enc.training and all(m.training for m in enc.backbone.modules())
     real = enc(torch.rand(2, 3, 48, 40), torch.ones(2, dtype=torch.bool))
     assert real.x.shape == out.x.shape
+
+
+def test_groupnorm1_makes_each_sample_independent_of_the_batch() -> None:
+    """With BatchNorm (training mode) a sample's tokens depend on its batch mates; with
+    norm_layer="groupnorm1" they do not — what makes DDP equal one process without SyncBatchNorm."""
+    images = torch.rand(4, 3, 32, 32)
+    present = torch.ones(4, dtype=torch.bool)
+    for norm, independent in ((None, False), ("groupnorm1", True)):
+        encoder = _encoder(norm_layer=norm).train()
+        whole = encoder(images, present).x[:2]
+        half = encoder(images[:2], present[:2]).x
+        assert torch.allclose(whole, half, atol=1e-6) == independent, norm
+    assert not _running_means(_encoder(norm_layer="groupnorm1"))  # no BatchNorm left
+    with pytest.raises(ValueError, match=r"norm_layer='groupnorm7' is not a timm norm layer; one of \[.*'groupnorm1'"):
+        _encoder(norm_layer="groupnorm7")
