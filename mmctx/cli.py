@@ -14,6 +14,8 @@ Two conveniences on top of LightningCLI:
   data module's attribute of the same name; a value set in the config that disagrees with
   the data is an error naming both. (jsonargparse's ``link_arguments`` does the same for
   fixed paths, but fails when an optional branch — e.g. a text encoder — is absent.)
+  Classes a manifest data module finds itself (``classes.json`` or the labels) are written
+  into its own config as well, so the saved ``config.yaml`` pins them.
 * ``--ckpt_path best`` / ``last`` for ``validate``, ``test`` and ``predict`` in a new
   process: the newest ``best.ckpt`` / ``last.ckpt`` under the logger's run folders is used,
   and the run logs into that same folder, beside the training logs. ``mmctx fit --ckpt_path
@@ -48,6 +50,12 @@ class MMCtxCLI(LightningCLI):
         if cfg.get("data") is not None and cfg.get("model") is not None:
             sizes = _data_sizes(cfg.data)
             _fill_sizes(cfg.model, sizes, "model")
+            data_args = cfg.data.get("init_args") if isinstance(cfg.data, Namespace) else None
+            if "classes" in sizes and data_args is not None and "classes" in data_args and data_args.classes is None:
+                # classes found by the data module (classes.json, or the labels) are written into
+                # its config too: the saved config.yaml pins them, and the data module's logged
+                # hyperparameters agree with the task's (Lightning refuses a mismatch)
+                data_args.classes = sizes["classes"]
         if self.subcommand in {"fit", "validate", "test", "predict"} and cfg.get("ckpt_path") in {"best", "last"}:
             _resolve_checkpoint(cfg)
 

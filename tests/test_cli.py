@@ -151,3 +151,21 @@ def test_strategy_configs_merge_into_an_experiment_and_build(strategy, default_r
             assert f".{wrapped.rsplit('.', 1)[1]}'>" in repr(built.kwargs["auto_wrap_policy"]), wrapped
     else:
         assert printed["strategy"] == wanted["strategy"]
+
+
+def test_manifest_data_module_with_classes_json_fits(default_root, tmp_path, monkeypatch):
+    """Classes read from classes.json (the data module's `classes` left unset) are filled into
+    the task and logged as the data module's hyperparameter too, so Lightning finds no conflict."""
+    data = tmp_path / "manifests"
+    data.mkdir()
+    for folder in ("images", "audio"):
+        (data / folder).symlink_to(default_root / folder)
+    for split in ("train", "val"):
+        (data / f"{split}.jsonl").write_text((default_root / f"{split}.jsonl").read_text())
+    from mmctx.data import DEFAULT_CLASSES
+
+    (data / "classes.json").write_text(json.dumps(list(DEFAULT_CLASSES)))
+    monkeypatch.chdir(tmp_path)
+    main(["fit", f"--config={REPO / 'configs/image_only.yaml'}", "--data=mmctx.data.MultimodalDataModule",
+          f"--data.train_manifest={data / 'train.jsonl'}", f"--data.val_manifest={data / 'val.jsonl'}",
+          "--data.modalities=[image]", "--data.num_workers=0", "--data.batch_size=8", "--trainer.fast_dev_run=1"])

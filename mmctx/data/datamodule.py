@@ -226,10 +226,6 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
         """Class names, index = class id (resolved on first use, without building data sets)."""
         if self._classes is None:
             self._classes = self._resolve_classes()
-            if self.hparams.get("classes", False) is None:
-                # the resolved list, so that the logged hyperparameters agree with the task's
-                # (the CLI fills the task's `classes` from this property)
-                self.hparams["classes"] = list(self._classes)
         return self._classes
 
     @property

@@ -614,18 +614,18 @@ class ManifestDataset(Dataset):
         before them)."""
         assert row.image is not None
         field = self.image_field
+
+        def unreadable(error: Exception) -> ManifestError:
+            reason = f"cannot read image {row.image}: {type(error).__name__}: {error}"
+            return self._error(row.line, field, reason, "unreadable image")
+
         try:
             im = Image.open(row.image)  # reads the header only
         except Image.DecompressionBombError as error:  # PIL's own limit (~179 Mpixels)
             reason = f"image too large: {error}"
             raise self._error(row.line, field, reason, "image too large") from error
         except Exception as error:  # UnidentifiedImageError, OSError, ...
-            raise self._error(
-                row.line,
-                field,
-                f"cannot read image {row.image}: {type(error).__name__}: {error}",
-                "unreadable image",
-            ) from error
+            raise unreadable(error) from error
         with im:
             width, height = im.size
             if min(width, height) < self.min_image_size:
@@ -654,12 +654,7 @@ class ManifestDataset(Dataset):
                     return Image.alpha_composite(canvas, rgba).convert("RGB")
                 return im.convert("RGB")
             except Exception as error:  # PIL raises OSError (truncated), ValueError, SyntaxError...
-                raise self._error(
-                    row.line,
-                    field,
-                    f"cannot read image {row.image}: {type(error).__name__}: {error}",
-                    "unreadable image",
-                ) from error
+                raise unreadable(error) from error
 
     def _load_image(self, row: _Row) -> Tensor:
         return self._image_transform(self._read_image(row))  # (3, H, W)
