@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 from jsonargparse import ArgumentParser, Namespace
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 __all__ = ["MMCtxCLI", "main", "DATA_SIZES"]
 
@@ -58,6 +58,44 @@ class MMCtxCLI(LightningCLI):
                 data_args.classes = sizes["classes"]
         if self.subcommand in {"fit", "validate", "test", "predict"} and cfg.get("ckpt_path") in {"best", "last"}:
             _resolve_checkpoint(cfg)
+
+
+class MMCtxArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors also name the valid choices: for an unknown init
+    argument of a class, that class's arguments (closest first); for a class path that does
+    not exist, the public names of its module."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        hints = _hints(message)
+        super().error(f"{message}\n{hints}" if hints else message, ex)
+
+
+def _hints(message: str) -> str:
+    """'did you mean' lines for the unknown options and class paths named in ``message``."""
+    import difflib
+    import importlib
+    import inspect
+    import re
+
+    hints: dict[str, str] = {}
+    for class_path, option in re.findall(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message):
+        module, _, name = class_path.rpartition(".")
+        try:
+            params = [p for p in inspect.signature(getattr(importlib.import_module(module), name)).parameters if p != "self"]
+        except (ImportError, AttributeError, TypeError, ValueError):
+            continue
+        close = difflib.get_close_matches(option, params, n=3, cutoff=0.5)
+        hints[option] = f"{class_path} has no argument {option!r}" + (
+            f"; did you mean {' or '.join(map(repr, close))}?" if close else "") + f" Its arguments: {params}"
+    for module, name in re.findall(r"module '([\w.]+)' has no attribute '(\w+)'", message):
+        try:
+            public = list(getattr(importlib.import_module(module), "__all__", []))
+        except ImportError:
+            continue
+        close = difflib.get_close_matches(name, public, n=3, cutoff=0.5)
+        hints[f"{module}.{name}"] = f"{module} has no {name!r}" + (
+            f"; did you mean {' or '.join(f'{module}.{c}' for c in close)}?" if close else "") + f" It has: {public}"
+    return "\n".join(hints.values())
 
 
 def _data_sizes(data_cfg: Namespace) -> dict[str, Any]:
@@ -136,6 +174,7 @@ def main(args: list[str] | None = None) -> None:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
+        parser_class=MMCtxArgumentParser,
         trainer_defaults={"plugins": [{"class_path": "mmctx.trainers.AtomicCheckpointIO"}]},
         args=args,
     )

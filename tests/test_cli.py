@@ -68,7 +68,15 @@ def test_unknown_key_is_rejected_with_the_valid_choices(default_root, tmp_path, 
     with pytest.raises(SystemExit):
         main(["fit", f"--config={REPO / 'configs/default.yaml'}", "--model.init_args.label_smoothin=0.1"])
     err = capsys.readouterr().err
-    assert "label_smoothin" in err
+    assert "mmctx.trainers.ClassificationTask has no argument 'label_smoothin'; did you mean 'label_smoothing'?" in err
+    assert "Its arguments: ['model', 'num_classes'" in err
+    # a typo in a class path: the module's public names
+    with pytest.raises(SystemExit):
+        main(["fit", f"--config={REPO / 'configs/default.yaml'}",
+              "--model.init_args.model.init_args.fusion=mmctx.fusion.CrossAttentionFusoin"])
+    err = capsys.readouterr().err
+    assert "mmctx.fusion has no 'CrossAttentionFusoin'; did you mean mmctx.fusion.CrossAttentionFusion" in err
+    assert "It has: ['Fusion', 'ConcatFusion'" in err
 
 
 def test_size_written_in_config_that_disagrees_with_data_is_an_error(default_root, tmp_path, monkeypatch):
