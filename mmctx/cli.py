@@ -20,8 +20,9 @@ Two conveniences on top of LightningCLI:
   process: the newest ``best.ckpt`` / ``last.ckpt`` under the logger's run folders is used,
   and the run logs into that same folder, beside the training logs. ``mmctx fit --ckpt_path
   last`` resumes a killed run the same way: its checkpoints and TensorBoard events go on in
-  the run's own folder, and optimizer, scheduler, epoch and data order are restored (the
-  training order depends on (seed, epoch) only, see ``mmctx.data.GlobalBatchSampler``).
+  the run's own folder, and optimizer, scheduler, epoch, data order and random draws are as
+  in an uninterrupted run (see ``mmctx.data.GlobalBatchSampler`` and
+  ``mmctx.trainers.MMCtxTask.on_train_start``).
 * Checkpoints are written atomically (``mmctx.trainers.AtomicCheckpointIO`` is the default
   ``trainer.plugins``), so a kill never leaves a half-written ``last.ckpt``.
 """

@@ -75,9 +75,17 @@ class GlobalBatchSampler(DistributedSampler):
         self.rank = rank
         self.epoch = 0
         self._driven = False  # set_epoch was called: the caller counts the epochs
+        self._skip = 0  # samples to leave out at the start of the next pass (skip_batches)
         self.num_samples = -(-num_samples // num_replicas)  # per process (DistributedSampler's name)
         self.total_size = self.num_samples * num_replicas
         self.drop_last = False
+
+    def skip_batches(self, num_batches: int) -> None:
+        """Leave out the first ``num_batches`` batches of this process in the next pass only
+        (resuming in the middle of an epoch; ``len`` stays that of the whole epoch)."""
+        if num_batches < 0:
+            raise ValueError(f"GlobalBatchSampler: num_batches must be >= 0, got {num_batches}")
+        self._skip = num_batches * self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` from the next iteration on."""
@@ -104,7 +112,8 @@ class GlobalBatchSampler(DistributedSampler):
             chunk = order[start : start + step]  # one global batch (the last may be partial)
             block = len(chunk) // self.num_replicas  # a multiple of W thanks to the padding
             mine.extend(chunk[self.rank * block : (self.rank + 1) * block])
-        return iter(mine)
+        skip, self._skip = self._skip, 0
+        return iter(mine[skip:])
 
     def __len__(self) -> int:
         return self.num_samples

@@ -4,8 +4,10 @@ initialising submodules from a (pretraining) checkpoint and freezing them."""
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import random
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +16,8 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MMCtxTask", "InitFromCheckpoint", "freeze_submodules", "gather_rows", "load_submodules"]
 
@@ -54,22 +58,46 @@ class MMCtxTask(L.LightningModule):
         }
 
     def on_train_epoch_start(self) -> None:
-        """Reseed the global RNGs (torch, numpy, random) from (global seed, epoch).
+        """Make the epoch reproducible on its own: reseed the RNGs from (seed, epoch).
 
-        With ``seed_everything`` set (every config sets it), each epoch's randomness —
-        dropout, augmentation draws, worker seeds — depends on the seed and the epoch only,
-        not on everything drawn before. Together with the data order of
-        :class:`~mmctx.data.GlobalBatchSampler` this makes ``mmctx fit --ckpt_path last``
-        after a kill reproduce the uninterrupted run exactly: Lightning restores weights,
-        optimizer, scheduler and loop counters but not the RNG states. Without a global seed
-        nothing is reseeded.
+        With ``seed_everything`` set (every config sets it), the data order
+        (:class:`~mmctx.data.GlobalBatchSampler`), the worker seeds and — with
+        :meth:`on_train_batch_start` — every batch's dropout and other random draws depend on
+        (seed, epoch, batch) only, not on everything drawn before. So ``mmctx fit
+        --ckpt_path last`` after a kill reproduces the uninterrupted run exactly, from an
+        epoch-end or a mid-epoch checkpoint: Lightning restores weights, optimizer, scheduler
+        and loop counters, but neither the RNG states nor (for a plain DataLoader) the
+        position in the epoch (see :meth:`on_train_start`). Without a global seed nothing is
+        reseeded.
         """
-        seed = os.environ.get("PL_GLOBAL_SEED")
-        if seed is not None:
-            epoch_seed = (int(seed) * 1_000_003 + self.current_epoch) % 2**32
-            torch.manual_seed(epoch_seed)
-            np.random.seed(epoch_seed)
-            random.seed(epoch_seed)
+        _reseed(self.current_epoch, -1)
+
+    def on_train_start(self) -> None:
+        """Resuming from a checkpoint taken in the middle of an epoch: Lightning counts the
+        batches already trained in that epoch and runs only the rest, but a plain DataLoader
+        would hand it the *first* batches of the epoch again. Tell the sampler to skip the
+        trained ones (and reseed as at the epoch's start, since Lightning does not call
+        ``on_train_epoch_start`` for an epoch it resumes)."""
+        fit_loop = self.trainer.fit_loop
+        done = fit_loop.epoch_loop.batch_progress.current.processed  # batches whose step ran
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        if fit_loop.restarted_mid_epoch and 0 < done < self.trainer.num_training_batches:
+            if not hasattr(sampler, "skip_batches"):
+                log.warning("resuming in the middle of epoch %d with a sampler that cannot skip batches: "
+                            "its first %d batches are trained on again", self.current_epoch, done)
+                return
+            _reseed(self.current_epoch, -1)
+            sampler.skip_batches(done)
+            log.warning(
+                "resuming in the middle of epoch %d: the first %d batch(es) of its order are skipped "
+                "(already trained on before the checkpoint)", self.current_epoch, done
+            )
+            # Lightning warns next that a plain DataLoader cannot resume mid-epoch; this one just did
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+
+    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        """Reseed the RNGs from (seed, epoch, batch index); see :meth:`on_train_epoch_start`."""
+        _reseed(self.current_epoch, batch_idx)
 
     def save_config(self) -> None:
         """``save_hyperparameters()`` that keeps checkpoints loadable without pickled modules.
@@ -184,6 +212,16 @@ def freeze_submodules(root: nn.Module, modules: list[str]) -> list[nn.Module]:
         module.eval()
         frozen.append(module)
     return frozen
+
+
+def _reseed(epoch: int, batch: int) -> None:
+    """Seed torch, numpy and random from (PL_GLOBAL_SEED, epoch, batch); nothing without a seed."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    if seed is not None:
+        value = ((int(seed) * 1_000_003 + epoch) * 1_000_003 + batch + 1) % 2**32
+        torch.manual_seed(value)
+        np.random.seed(value)
+        random.seed(value)
 
 
 class InitFromCheckpoint(L.Callback):

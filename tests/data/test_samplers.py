@@ -60,3 +60,14 @@ def test_bad_arguments_are_named():
         GlobalBatchSampler(10, 0)
     with pytest.raises(ValueError, match="rank=2, num_replicas=2"):
         GlobalBatchSampler(10, 2, num_replicas=2, rank=2)
+
+
+def test_skip_batches_leaves_out_the_trained_batches_of_the_next_pass_only():
+    s = GlobalBatchSampler(20, 4, seed=0)
+    s.set_epoch(3)
+    whole = list(s)
+    s.skip_batches(2)
+    assert list(s) == whole[8:] and len(s) == 20  # len stays the epoch's (Lightning counts batches)
+    assert list(s) == whole  # only once
+    with pytest.raises(ValueError, match="num_batches"):
+        s.skip_batches(-1)

@@ -50,28 +50,48 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_result(default_root, tmp_path):
     (tmp_path / "killer.py").write_text(KILLER)
+    kill = '--trainer.callbacks+={"class_path": "killer.SigkillAt", "init_args": {"step": 8}}'
     # 40 samples / batch 8 = 5 steps per epoch, 3 epochs; the kill comes at step 8, in epoch 2
     straight = fit(default_root, tmp_path / "straight", tmp_path)
     assert straight.returncode == 0, straight.stderr[-3000:]
-    killed = fit(default_root, tmp_path / "killed", tmp_path,
-                 '--trainer.callbacks+={"class_path": "killer.SigkillAt", "init_args": {"step": 8}}')
+    reference = weights(tmp_path / "straight" / "default" / "version_0" / "checkpoints" / "last.ckpt")
+
+    # 1. from the epoch-end checkpoint: `--ckpt_path last`
+    killed = fit(default_root, tmp_path / "killed", tmp_path, kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run = tmp_path / "killed" / "default" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=True)  # complete, and no pickled code
     assert state["epoch"] == 0 and state["global_step"] == 5  # the end of epoch 1, not the kill point
-    assert not list(run.glob("checkpoints/*.tmp"))
-
+    assert not list(run.glob("checkpoints/.*.tmp"))
     resumed = fit(default_root, tmp_path / "killed", tmp_path, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"--ckpt_path last → {last}" in resumed.stdout
     assert not (tmp_path / "killed" / "default" / "version_1").exists()  # it went on in its own folder
-    a = weights(tmp_path / "straight" / "default" / "version_0" / "checkpoints" / "last.ckpt")
-    b = weights(last)
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 15
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+    assert_same(weights(last), reference)
+
+    # 2. from a checkpoint taken in the middle of epoch 2 (every 3 steps: the last one at step 6)
+    every3 = ('--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": '
+              f'{{"dirpath": "{tmp_path / "steps"}", "filename": "step", "every_n_train_steps": 3, '
+              '"enable_version_counter": false}}')
+    killed = fit(default_root, tmp_path / "mid", tmp_path, kill, every3)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    mid = tmp_path / "steps" / "step.ckpt"
+    assert torch.load(mid, map_location="cpu", weights_only=True)["global_step"] == 6
+    resumed = fit(default_root, tmp_path / "mid", tmp_path, f"--ckpt_path={mid}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming in the middle of epoch 1: the first 1 batch(es) of its order are skipped" in resumed.stderr
+    assert "not resumable" not in resumed.stderr  # Lightning's warning is answered
+    final = tmp_path / "mid" / "default" / "version_1" / "checkpoints" / "last.ckpt"
+    assert torch.load(final, map_location="cpu", weights_only=True)["global_step"] == 15
+    assert_same(weights(final), reference)
+
+
+def assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
 
 
 def test_fit_ckpt_path_last_without_a_run_says_what_to_do(default_root, tmp_path, monkeypatch):
