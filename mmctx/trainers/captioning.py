@@ -158,13 +158,13 @@ class CaptioningTask(MMCtxTask):
             )
         return nn.Linear(width, vocab + 1)  # the last class is the CTC blank
 
-    def loss_parts(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+    def loss_parts(self, batch: MultimodalBatch, with_ctc: bool = True) -> dict[str, Tensor]:
         """The unweighted loss terms: ``"ce"`` (mean next-token cross-entropy over the real
-        target tokens) and, with ``ctc_weight > 0``, ``"ctc"``."""
+        target tokens) and, with ``ctc_weight > 0`` and ``with_ctc``, ``"ctc"``."""
         ids, mask = self._caption_targets(batch)
         inputs, input_mask = ids[:, :-1], mask[:, :-1]  # (B, T-1): BOS ... last word
         labels = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # (B, T-1): first word ... EOS, pad ignored
-        if self.ctc_head is None:
+        if self.ctc_head is None or not with_ctc:
             logits = self(batch, inputs, input_mask)  # (B, T-1, V)
             tokens = None
         else:  # the same forward pass, keeping the encoders' tokens for the CTC term
@@ -281,7 +281,7 @@ class CaptioningTask(MMCtxTask):
         return rows
 
     def _eval_step(self, batch: MultimodalBatch, split: str) -> None:
-        self.log(f"{split}/loss", self.loss_parts(batch)["ce"], prog_bar=split == "val", batch_size=len(batch), sync_dist=True)
+        self.log(f"{split}/loss", self.loss_parts(batch, with_ctc=False)["ce"], prog_bar=split == "val", batch_size=len(batch), sync_dist=True)
         references = _references(batch)
         if references is None:
             raise KeyError(f"CaptioningTask: the {split} batch has no reference captions (meta['caption_text'])")
