@@ -44,15 +44,12 @@ Run ``python -m mmctx.data.default_data [--root DIR]`` to generate it ahead of t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -62,7 +59,9 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from mmctx.data import cache
 from mmctx.data.asset_pack import AssetPack
+from mmctx.data.cache import STAMP
 
 __all__ = [
     "DATASET_VERSION",
@@ -96,7 +95,7 @@ POSITIONS: tuple[str, ...] = ("left", "middle", "right")
 #: The spoken question of each category.
 QUESTIONS: dict[str, str] = {c: f"what {c}" for c in CATEGORIES}
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-STAMP = "manifest_info.json"
+_DATASET = "mmctx-default-what-is-where"
 _SEED_STRIDE = 1_000_003
 _TEST_PERCENT = 10
 _VAL_PERCENT = 10
@@ -455,45 +454,6 @@ def _params(
     return params
 
 
-def _read_stamp(root: Path) -> dict | None:
-    path = root / STAMP
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def _check_replaceable(root: Path) -> None:
-    """Refuse to replace a folder that is not a default data set of ours."""
-    if not root.exists():
-        return
-    if not root.is_dir():
-        raise FileExistsError(f"{root} exists and is not a folder")
-    entries = {p.name for p in root.iterdir()}
-    if entries and _read_stamp(root) is None and not entries <= _OUR_ENTRIES:
-        raise FileExistsError(
-            f"{root} is not empty and holds no {STAMP}: not an mmctx default data set, "
-            f"refusing to replace it (unexpected entries: {sorted(entries - _OUR_ENTRIES)[:5]})"
-        )
-
-
-@contextlib.contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    """An exclusive lock beside ``root`` (POSIX ``flock``), so concurrent runs don't race."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no cross-process lock, generation is still atomic
-        yield
-        return
-    with open(root.parent / f".{root.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def generate_default_dataset(
     root: str | Path,
     num_train: int = 3000,
@@ -527,23 +487,19 @@ def generate_default_dataset(
     """
     root = Path(root).expanduser().resolve()
     params = _params(num_train, num_val, num_test, image_size, sample_rate, seed)
-    with _lock(root):
+    with cache.lock(root):
         return _generate_locked(root, params, num_workers)
 
 
 def _generate_locked(root: Path, params: dict[str, int], num_workers: int | None) -> Path:
     start = time.perf_counter()
-    _check_replaceable(root)
-    for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by killed runs
-        shutil.rmtree(stale, ignore_errors=True)
     pack = AssetPack()
     sizes = {"train": params["num_train"], "val": params["num_val"], "test": params["num_test"]}
     specs = _plan(pack, sizes, params["seed"])
     if num_workers is None:
         num_workers = min(2, os.cpu_count() or 1)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+    with cache.build_atomically(root, _DATASET, _OUR_ENTRIES) as tmp:
         for sub in ("images", "audio", "caption_audio"):
             (tmp / sub).mkdir()
         rows: dict[str, list[dict[str, object]]] = {s: [] for s in SPLITS}
@@ -559,7 +515,7 @@ def _generate_locked(root: Path, params: dict[str, int], num_workers: int | None
                     handle.write(json.dumps(row) + "\n")
         (tmp / "classes.json").write_text(json.dumps(DEFAULT_CLASSES) + "\n")
         stamp = {
-            "dataset": "mmctx-default-what-is-where",
+            "dataset": _DATASET,
             "version": DATASET_VERSION,
             "params": params,
             "assets": pack.fingerprint(),
@@ -568,17 +524,6 @@ def _generate_locked(root: Path, params: dict[str, int], num_workers: int | None
             "seconds": round(time.perf_counter() - start, 3),
         }
         (tmp / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")  # last: marks complete
-
-        old = None
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-old-", dir=root.parent))
-            root.rename(old / "data")
-        tmp.rename(root)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("generated %s (%s) in %.1f s", root, stamp["counts"], stamp["seconds"])
     return root
 
@@ -602,23 +547,11 @@ def ensure_default_dataset(
     """
     root = Path(root).expanduser().resolve()
     params = _params(num_train, num_val, num_test, image_size, sample_rate, seed)
-    if _stamp_matches(root, params):  # fast path, no lock
-        return root
-    with _lock(root):
-        if _stamp_matches(root, params):  # another process generated it meanwhile
-            return root
-        return _generate_locked(root, params, num_workers)
+    return cache.ensure(root, lambda: _stamp_matches(root, params), lambda: _generate_locked(root, params, num_workers))
 
 
 def _stamp_matches(root: Path, params: dict[str, int]) -> bool:
-    stamp = _read_stamp(root)
-    return (
-        stamp is not None
-        and stamp.get("version") == DATASET_VERSION
-        and stamp.get("params") == params
-        and stamp.get("assets") == AssetPack().fingerprint()
-        and all((root / f"{s}.jsonl").is_file() for s in SPLITS)
-    )
+    return cache.stamp_matches(root, DATASET_VERSION, params, AssetPack().fingerprint(), [f"{s}.jsonl" for s in SPLITS])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -660,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fn = generate_default_dataset if args.force else ensure_default_dataset
     root = fn(root, **kwargs)
     elapsed = time.perf_counter() - start
-    stamp = _read_stamp(root) or {}
+    stamp = cache.read_stamp(root) or {}
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     what = "already up to date" if up_to_date else f"generated in {elapsed:.1f} s"
     print(f"default data set at {root}: {stamp.get('counts')} samples, {size / 1e6:.1f} MB, {what}")

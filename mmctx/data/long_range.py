@@ -72,8 +72,6 @@ import logging
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,9 +81,10 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from mmctx.data import cache
 from mmctx.data.asset_pack import AssetPack
+from mmctx.data.cache import STAMP
 from mmctx.data.datamodule import GeneratedDataMixin, MultimodalDataModule
-from mmctx.data.default_data import _lock  # the same flock-beside-the-folder protocol
 from mmctx.data.tokenization import TextTokenizer
 
 __all__ = [
@@ -124,7 +123,7 @@ LONG_RANGE_OBJECTS: tuple[str, ...] = ("dog", "cow", "apple", "cake", "bus", "pl
 #: The word that marks the key sentence ``the key is <colour> .`` and appears nowhere else.
 KEY_WORD = "key"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-STAMP = "manifest_info.json"
+_DATASET = "mmctx-long-range"
 _OUR_ENTRIES = {"images", "classes.json", "tokenizer.json", STAMP} | {f"{s}.jsonl" for s in SPLITS}
 #: Probability that a distractor sentence is a colour fact (else a filler).
 _FACT_PROB = 0.3
@@ -317,38 +316,8 @@ def _params(
     return params
 
 
-def _read_stamp(root: Path) -> dict | None:
-    try:
-        return json.loads((root / STAMP).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
 def _stamp_matches(root: Path, params: dict[str, int]) -> bool:
-    stamp = _read_stamp(root)
-    return (
-        stamp is not None
-        and stamp.get("version") == LONG_RANGE_VERSION
-        and stamp.get("params") == params
-        and stamp.get("assets") == AssetPack().fingerprint()
-        and all((root / f"{s}.jsonl").is_file() for s in SPLITS)
-    )
-
-
-def _check_replaceable(root: Path) -> None:
-    """Refuse to replace a folder that is not a long-range data set of ours."""
-    if not root.exists():
-        return
-    if not root.is_dir():
-        raise FileExistsError(f"{root} exists and is not a folder")
-    entries = {p.name for p in root.iterdir()}
-    stamp = _read_stamp(root)
-    ours = stamp is not None and stamp.get("dataset") == "mmctx-long-range"
-    if entries and not ours and not entries <= _OUR_ENTRIES:
-        raise FileExistsError(
-            f"{root} is not empty and is not an mmctx long-range data set (no {STAMP} of one); refusing to "
-            f"replace it (unexpected entries: {sorted(entries - _OUR_ENTRIES)[:5]})"
-        )
+    return cache.stamp_matches(root, LONG_RANGE_VERSION, params, AssetPack().fingerprint(), [f"{s}.jsonl" for s in SPLITS])
 
 
 def generate_long_range_dataset(
@@ -386,19 +355,15 @@ def generate_long_range_dataset(
     """
     root = Path(root).expanduser().resolve()
     params = _params(num_train, num_val, num_test, min_tokens, max_tokens, image_size, seed, train_min_tokens)
-    with _lock(root):
+    with cache.lock(root):
         return _generate_locked(root, params)
 
 
 def _generate_locked(root: Path, params: dict[str, int]) -> Path:
     start = time.perf_counter()
-    _check_replaceable(root)
-    for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by killed runs
-        shutil.rmtree(stale, ignore_errors=True)
     pack = AssetPack()
     pictograms = {name: pack.pictogram(name) for name in LONG_RANGE_OBJECTS}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+    with cache.build_atomically(root, _DATASET, _OUR_ENTRIES) as tmp:
         (tmp / "images").mkdir()
         counts, beyond = {}, {}
         for split in SPLITS:
@@ -435,7 +400,7 @@ def _generate_locked(root: Path, params: dict[str, int]) -> Path:
         (tmp / "classes.json").write_text(json.dumps(LONG_RANGE_CLASSES) + "\n")
         long_range_tokenizer().save(tmp)
         stamp = {
-            "dataset": "mmctx-long-range",
+            "dataset": _DATASET,
             "version": LONG_RANGE_VERSION,
             "params": params,
             "assets": pack.fingerprint(),
@@ -447,16 +412,6 @@ def _generate_locked(root: Path, params: dict[str, int]) -> Path:
             "seconds": round(time.perf_counter() - start, 3),
         }
         (tmp / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")  # last: marks complete
-        old = None
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-old-", dir=root.parent))
-            root.rename(old / "data")
-        tmp.rename(root)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("generated %s (%s) in %.1f s", root, counts, stamp["seconds"])
     return root
 
@@ -478,12 +433,7 @@ def ensure_long_range_dataset(
     """
     root = Path(root).expanduser().resolve()
     params = _params(num_train, num_val, num_test, min_tokens, max_tokens, image_size, seed, train_min_tokens)
-    if _stamp_matches(root, params):  # fast path, no lock
-        return root
-    with _lock(root):
-        if _stamp_matches(root, params):  # another process generated it meanwhile
-            return root
-        return _generate_locked(root, params)
+    return cache.ensure(root, lambda: _stamp_matches(root, params), lambda: _generate_locked(root, params))
 
 
 def fact_beyond_fraction(rows: Sequence[dict], limit: int = 512) -> float:
@@ -603,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         train_min_tokens=args.train_min_tokens,
     )
-    stamp = _read_stamp(root) or {}
+    stamp = cache.read_stamp(root) or {}
     print(f"long-range data set at {root}: {stamp.get('counts')} samples; key sentence beyond token 512: "
           f"{stamp.get('fact_beyond_512')}; accuracy cap of truncation to 512: {stamp.get('truncation_cap_512')}")
 
