@@ -61,7 +61,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmctx.data.collate import collate_multimodal
-from mmctx.data.datamodule import SplitLoadersMixin
+from mmctx.data.datamodule import SplitLoadersMixin, TokenizerSizesMixin
 from mmctx.data.manifest import IMAGENET_MEAN, IMAGENET_STD, ManifestError
 from mmctx.data.tokenization import TextTokenizer, load_tokenizer
 from mmctx.types import MultimodalBatch
@@ -415,7 +415,7 @@ class CocoCaptionCollate:
         return f"CocoCaptionCollate(pad_id={self.pad_id})"
 
 
-class CocoCaptionDataModule(SplitLoadersMixin, LightningDataModule):
+class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
     """Image captioning data from COCO-style caption files (train / val / test / predict).
 
     Training yields one sample per caption; validation, test and predict one per image with
@@ -489,26 +489,6 @@ class CocoCaptionDataModule(SplitLoadersMixin, LightningDataModule):
                 (c for im in images for c in im.captions), min_frequency=min_word_frequency
             )
         self.datasets: dict[str, CocoCaptionDataset] = {}
-
-    @property
-    def vocab_size(self) -> int:
-        """Tokenizer vocabulary size (V)."""
-        return self.tokenizer.vocab_size
-
-    @property
-    def pad_id(self) -> int:
-        """Tokenizer padding id."""
-        return self.tokenizer.pad_id
-
-    @property
-    def bos_id(self) -> int | None:
-        """Tokenizer begin-of-sequence id."""
-        return self.tokenizer.bos_id
-
-    @property
-    def eos_id(self) -> int | None:
-        """Tokenizer end-of-sequence id."""
-        return self.tokenizer.eos_id
 
     def _dataset(self, split: str) -> CocoCaptionDataset:
         if split not in self.datasets:

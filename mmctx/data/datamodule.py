@@ -27,7 +27,7 @@ from mmctx.data.manifest import ManifestDataset, ManifestError
 from mmctx.data.samplers import GlobalBatchSampler
 from mmctx.data.tokenization import TextTokenizer, load_tokenizer
 
-__all__ = ["DefaultDataModule", "MultimodalDataModule", "SplitLoadersMixin"]
+__all__ = ["DefaultDataModule", "MultimodalDataModule", "SplitLoadersMixin", "TokenizerSizesMixin"]
 
 _STAGES = ("train", "val", "test", "predict")
 _STAGE_SPLIT = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
@@ -96,7 +96,34 @@ class SplitLoadersMixin:
         return self._loader("predict")
 
 
-class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
+class TokenizerSizesMixin:
+    """The sizes a data module's ``tokenizer`` knows, as the properties the ``mmctx`` CLI
+    fills into the model (``vocab_size`` and the special-token ids)."""
+
+    tokenizer: TextTokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer vocabulary size (V)."""
+        return self.tokenizer.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        """Tokenizer padding id."""
+        return self.tokenizer.pad_id
+
+    @property
+    def bos_id(self) -> int | None:
+        """Tokenizer begin-of-sequence id (for text decoders)."""
+        return self.tokenizer.bos_id
+
+    @property
+    def eos_id(self) -> int | None:
+        """Tokenizer end-of-sequence id (for text decoders)."""
+        return self.tokenizer.eos_id
+
+
+class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
     """Train/val/test/predict data from JSONL manifests (see :class:`ManifestDataset`).
 
     Batches are :class:`~mmctx.types.MultimodalBatch` (see
@@ -232,26 +259,6 @@ class MultimodalDataModule(SplitLoadersMixin, LightningDataModule):
     def num_classes(self) -> int:
         """Number of classes (K)."""
         return len(self.classes)
-
-    @property
-    def vocab_size(self) -> int:
-        """Tokenizer vocabulary size (V)."""
-        return self.tokenizer.vocab_size
-
-    @property
-    def pad_id(self) -> int:
-        """Tokenizer padding id."""
-        return self.tokenizer.pad_id
-
-    @property
-    def bos_id(self) -> int | None:
-        """Tokenizer begin-of-sequence id (for text decoders)."""
-        return self.tokenizer.bos_id
-
-    @property
-    def eos_id(self) -> int | None:
-        """Tokenizer end-of-sequence id (for text decoders)."""
-        return self.tokenizer.eos_id
 
     def _resolve_classes(self) -> list[str]:
         if self.label_field is None:
