@@ -23,7 +23,7 @@ from mmctx.data.default_data import (
     default_data_root,
     ensure_default_dataset,
 )
-from mmctx.data.manifest import ManifestDataset, ManifestError
+from mmctx.data.manifest import ManifestDataset, ManifestError, check_bad_input_policy
 from mmctx.data.samplers import GlobalBatchSampler
 from mmctx.data.tokenization import TextTokenizer, load_tokenizer
 
@@ -212,10 +212,7 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be one of ['raise', 'skip'], got {on_error!r}")
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        check_bad_input_policy(on_error, max_bad_fraction)
         self.manifests: dict[str, Path | None] = {
             "train": Path(train_manifest) if train_manifest else None,
             "val": Path(val_manifest) if val_manifest else None,
@@ -364,6 +361,19 @@ class GeneratedDataMixin:
     def _generate(self) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _split_manifests(root: Path, num_val: int, num_test: int) -> dict[str, str | None]:
+        """The manifest arguments of :class:`MultimodalDataModule` for a generated folder:
+        ``train.jsonl``, ``val.jsonl`` / ``test.jsonl`` when those splits have samples, and
+        the test split for ``predict``."""
+        test = str(root / "test.jsonl") if num_test > 0 else None
+        return {
+            "train_manifest": str(root / "train.jsonl"),
+            "val_manifest": str(root / "val.jsonl") if num_val > 0 else None,
+            "test_manifest": test,
+            "predict_manifest": test,
+        }
+
     def _ensure(self) -> None:
         if not self._ensured:
             self._generate()
@@ -443,10 +453,7 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
     ) -> None:
         self.root = Path(root).expanduser() if root else default_data_root()
         super().__init__(
-            train_manifest=str(self.root / "train.jsonl"),
-            val_manifest=str(self.root / "val.jsonl") if num_val > 0 else None,
-            test_manifest=str(self.root / "test.jsonl") if num_test > 0 else None,
-            predict_manifest=str(self.root / "test.jsonl") if num_test > 0 else None,
+            **self._split_manifests(self.root, num_val, num_test),
             modalities=modalities,
             tokenizer=tokenizer,
             classes=list(DEFAULT_CLASSES) if label_field is not None else [],

@@ -504,10 +504,7 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
             raise ValueError(f"LongRangeDataModule: modalities must be among ['image', 'text'], got {list(modalities)}")
         self.root = Path(root).expanduser() if root else long_range_data_root()
         super().__init__(
-            train_manifest=str(self.root / "train.jsonl"),
-            val_manifest=str(self.root / "val.jsonl") if num_val > 0 else None,
-            test_manifest=str(self.root / "test.jsonl") if num_test > 0 else None,
-            predict_manifest=str(self.root / "test.jsonl") if num_test > 0 else None,
+            **self._split_manifests(self.root, num_val, num_test),
             modalities=modalities,
             classes=list(LONG_RANGE_CLASSES),
             batch_size=batch_size,

@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 from mmctx.data.tokenization import TextTokenizer
 from mmctx.types import MODALITIES
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ManifestDataset", "ManifestError"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ManifestDataset", "ManifestError", "check_bad_input_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,16 @@ _ON_ERROR = ("raise", "skip")
 _PROGRESS_MIN_ROWS = 200
 #: How many skipped rows the warning and the errors quote.
 _EXAMPLES = 5
+
+
+def check_bad_input_policy(on_error: str, max_bad_fraction: float) -> None:
+    """Raise ValueError naming the argument unless ``on_error`` is "raise" or "skip" and
+    ``max_bad_fraction`` is in [0, 1] (shared by the data set and the data modules, which
+    check at construction, before any data set is built)."""
+    if on_error not in _ON_ERROR:
+        raise ValueError(f"on_error must be one of {list(_ON_ERROR)}, got {on_error!r}")
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
 
 
 class ManifestError(ValueError):
@@ -233,10 +243,7 @@ class ManifestDataset(Dataset):
             raise ValueError(
                 "image_size, sample_rate, max_audio_seconds and max_text_len must be positive"
             )
-        if on_error not in _ON_ERROR:
-            raise ValueError(f"on_error must be one of {list(_ON_ERROR)}, got {on_error!r}")
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        check_bad_input_policy(on_error, max_bad_fraction)
         if min_image_size < 1 or max_image_pixels < 1:
             raise ValueError(
                 f"min_image_size and max_image_pixels must be positive, got {min_image_size} "
