@@ -147,10 +147,11 @@ class MultiHeadAttention(nn.Module):
         """
         check_shape("MultiHeadAttention x", x, ("B", "N", self.dim))
         if self.window is not None:
-            if context is not None or kv is not None or attn_mask is not None or is_causal or query_offset:
+            cross_or_cached = context is not None or kv is not None or context_positions is not None
+            if cross_or_cached or attn_mask is not None or is_causal or query_offset:
                 raise ValueError(
                     f"MultiHeadAttention: built with window={self.window}, it is bidirectional self-attention only "
-                    "(no context, kv, attn_mask, is_causal or query_offset)"
+                    "(no context, context_positions, kv, attn_mask, is_causal or query_offset)"
                 )
             return self._windowed(x, key_mask, positions)
         B, N, _ = x.shape
