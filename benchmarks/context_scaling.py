@@ -1,9 +1,10 @@
 """Context-encoder scaling: sliding-window attention (blocked backend) vs full attention.
 
 For N = 1K, 4K, 16K, 64K tokens (batch 1, D=256, 4 heads, window ±256, 2 layers by default)
-it measures one forward + backward pass of :class:`mmctx.context.SlidingWindowContextEncoder`
-and of :class:`mmctx.context.ContextEncoder` (full attention), then doubles N for the sliding
-encoder until one training step no longer fits the memory budget (default 20 GiB).
+it measures one forward + backward pass of :class:`mmctx.context.ContextEncoder` with a
+window (``window=256``, blocked backend) and without one (full attention), then doubles N for
+the sliding-window encoder until one training step no longer fits the memory budget (default
+20 GiB).
 
 What is measured, honestly:
 
@@ -44,14 +45,12 @@ def child(args: argparse.Namespace) -> None:
     """Measure one (method, N) in this process and print a JSON line."""
     import torch
 
-    from mmctx.context import ContextEncoder, SlidingWindowContextEncoder
+    from mmctx.context import ContextEncoder
     from mmctx.types import ExtendedContext
 
     torch.manual_seed(0)
-    if args.method == "sliding":
-        model = SlidingWindowContextEncoder(args.dim, args.layers, args.heads, window=args.window, backend="blocked")
-    else:
-        model = ContextEncoder(args.dim, args.layers, args.heads)
+    window = args.window if args.method == "sliding" else None  # None: full attention
+    model = ContextEncoder(args.dim, args.layers, args.heads, window=window, backend="blocked")
 
     def step(n: int) -> float:
         x = torch.randn(1, n, args.dim)

@@ -13,7 +13,20 @@ import torch
 from mmctx.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+LONG_CONTEXT = REPO / "configs" / "long_context"
+#: every experiment config; a long-context variant runs merged with LONG_CONTEXT / "base.yaml"
+CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted(set(LONG_CONTEXT.glob("*.yaml")) - {LONG_CONTEXT / "base.yaml"})
+
+
+def config_id(config: Path) -> str:
+    """``default``, ``long_context/memory``: the config's path under configs/, without .yaml."""
+    return config.relative_to(REPO / "configs").with_suffix("").as_posix()
+
+
+def config_args(config: Path) -> list[str]:
+    """The --config arguments that run ``config``: a long-context variant after its base."""
+    stack = [LONG_CONTEXT / "base.yaml", config] if config.parent == LONG_CONTEXT else [config]
+    return [f"--config={c}" for c in stack]
 
 
 def data_overrides(root: Path) -> list[str]:
@@ -45,21 +58,20 @@ CONFIG_DATA_OVERRIDES: dict[str, object] = {
     "finetune_from_pretrain": lambda root, tmp: [*data_overrides(root), "--trainer.callbacks.path=null"],
     # a one-step teacher checkpoint (tests/trainers/test_distillation.py checks the loss and the frozen teacher)
     "distill": lambda root, tmp: [*data_overrides(root), f"--model.init_args.teacher_checkpoint={_teacher_checkpoint(root, tmp)}"],
-    # a tiny long-range data set (documents of 600-800 tokens), one entry per long_context config
-    **{stem: lambda root, tmp: [f"--data.root={tmp / 'long_range'}", "--data.num_train=8", "--data.num_val=4",
-                                "--data.num_test=4", "--data.min_tokens=600", "--data.max_tokens=800",
-                                "--data.batch_size=4"]
-       for stem in ("long_context", "long_context_truncate", "long_context_windowed", "long_context_memory",
-                    "long_context_hierarchical")},
+    # a tiny long-range data set (documents of 600-800 tokens), one entry per long_context variant
+    **{config_id(c): lambda root, tmp: [f"--data.root={tmp / 'long_range'}", "--data.num_train=8", "--data.num_val=4",
+                                        "--data.num_test=4", "--data.min_tokens=600", "--data.max_tokens=800",
+                                        "--data.batch_size=4"]
+       for c in CONFIGS if c.parent == LONG_CONTEXT},
 }
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[config_id(c) for c in CONFIGS])
 def test_every_config_runs_a_fast_dev_run(config, default_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    make = CONFIG_DATA_OVERRIDES.get(config.stem)
+    make = CONFIG_DATA_OVERRIDES.get(config_id(config))
     overrides = make(default_root, tmp_path) if make else data_overrides(default_root)
-    main(["fit", f"--config={config}", "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
+    main(["fit", *config_args(config), "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
           *overrides])
 
 

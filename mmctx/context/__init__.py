@@ -1,17 +1,23 @@
-"""Long-context machinery over the extended context."""
+"""Long-context machinery, by the stage it runs at:
 
-from mmctx.context.encoder import ContextEncoder
-from mmctx.context.hierarchical import HierarchicalEncoder
-from mmctx.context.memory import RecurrentMemoryEncoder
-from mmctx.context.sliding import SlidingWindowContextEncoder
-from mmctx.context.stacked import StackedEncoder
-from mmctx.context.windowed import WindowedEncoder
+* :mod:`mmctx.context.wrappers` — BEFORE the fusion: wrap a modality encoder
+  (``(data, mask) -> Tokens``) so it serves long inputs: :class:`OverlappingWindowEncoder`
+  (overlapping windows, smoothed merge), :class:`HierarchicalEncoder` (chunks → summaries →
+  second level), :class:`StackedEncoder` (an encoder, then a context encoder over its tokens);
+* :mod:`mmctx.context.fused` — AFTER the fusion: re-encode the fused
+  :class:`~mmctx.types.ExtendedContext`: :class:`ContextEncoder` (full or sliding-window
+  attention with global tokens), :class:`RecurrentMemoryEncoder` (segments + memory tokens).
+
+Every name is importable from here (``mmctx.context.ContextEncoder``), as configs write it.
+"""
+
+from mmctx.context.fused import ContextEncoder, RecurrentMemoryEncoder
+from mmctx.context.wrappers import HierarchicalEncoder, OverlappingWindowEncoder, StackedEncoder
 
 __all__ = [
-    "ContextEncoder",
-    "SlidingWindowContextEncoder",
-    "RecurrentMemoryEncoder",
-    "WindowedEncoder",
+    "OverlappingWindowEncoder",
     "HierarchicalEncoder",
     "StackedEncoder",
+    "ContextEncoder",
+    "RecurrentMemoryEncoder",
 ]

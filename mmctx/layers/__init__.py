@@ -1,13 +1,8 @@
-"""Building blocks: attention over SDPA, RoPE, transformer blocks, masks and positions."""
+"""Building blocks: attention over SDPA (full or banded), RoPE, transformer blocks, masks and positions."""
 
 from mmctx.layers.attention import MultiHeadAttention
+from mmctx.layers.banded_attention import banded_attention, sliding_window_mask
 from mmctx.layers.block import FeedForward, TransformerBlock, TransformerEncoder
-from mmctx.layers.local_attention import (
-    SlidingWindowAttention,
-    SlidingWindowBlock,
-    SlidingWindowEncoder,
-    sliding_window_mask,
-)
 from mmctx.layers.masks import attention_mask, lengths_to_mask, masked_mean
 from mmctx.layers.positions import sincos_1d, sincos_2d
 from mmctx.layers.rope import RotaryEmbedding
@@ -23,8 +18,6 @@ __all__ = [
     "masked_mean",
     "sincos_1d",
     "sincos_2d",
-    "SlidingWindowAttention",
-    "SlidingWindowBlock",
-    "SlidingWindowEncoder",
+    "banded_attention",
     "sliding_window_mask",
 ]

@@ -32,6 +32,9 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm block: self-attention, optional cross-attention, feed-forward, each residual.
 
+    The self-attention is full, or banded with a ``window`` (see
+    :class:`~mmctx.layers.MultiHeadAttention`); the cross-attention is always full.
+
     Args:
         dim: model width D.
         num_heads: attention heads H.
@@ -40,6 +43,9 @@ class TransformerBlock(nn.Module):
         cross_attention: add a cross-attention sub-layer into a context.
         context_dim: width of that context (default ``dim``).
         rope: RoPE positions in the self-attention.
+        window: self-attention band half-width, or None for full attention.
+        num_global: leading positions with global self-attention (needs a ``window``).
+        backend: ``"blocked"`` or ``"flex"``, for a windowed self-attention.
     """
 
     def __init__(
@@ -51,10 +57,15 @@ class TransformerBlock(nn.Module):
         cross_attention: bool = False,
         context_dim: int | None = None,
         rope: bool = True,
+        window: int | None = None,
+        num_global: int = 0,
+        backend: str = "blocked",
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout, rope=rope)
+        self.attn = MultiHeadAttention(
+            dim, num_heads, dropout=dropout, rope=rope, window=window, num_global=num_global, backend=backend
+        )
         self.cross_norm = nn.LayerNorm(dim) if cross_attention else None
         self.cross_attn = (
             MultiHeadAttention(dim, num_heads, dropout=dropout, context_dim=context_dim) if cross_attention else None
@@ -91,6 +102,12 @@ class TransformerBlock(nn.Module):
 class TransformerEncoder(nn.Module):
     """A stack of :class:`TransformerBlock` (bidirectional) with a final LayerNorm.
 
+    With a ``window`` every block attends a ±``window`` band (plus ``num_global`` global
+    positions): O(N·w) per layer instead of O(N²), and the receptive field grows by
+    ``window`` per layer (global positions relay information across any distance). With
+    ``window >= N - 1`` it computes exactly what the full-attention encoder of the same
+    weights computes.
+
     Args:
         dim: model width D.
         num_layers: number of blocks.
@@ -98,14 +115,29 @@ class TransformerEncoder(nn.Module):
         mlp_ratio: feed-forward width as a multiple of ``dim``.
         dropout: dropout probability.
         rope: RoPE positions in self-attention.
+        window: self-attention band half-width, or None for full attention.
+        num_global: leading positions with global self-attention (needs a ``window``).
+        backend: ``"blocked"`` or ``"flex"``, for windowed self-attention.
     """
 
     def __init__(
-        self, dim: int, num_layers: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, rope: bool = True
+        self,
+        dim: int,
+        num_layers: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        rope: bool = True,
+        window: int | None = None,
+        num_global: int = 0,
+        backend: str = "blocked",
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, num_heads, mlp_ratio, dropout, rope=rope) for _ in range(num_layers)
+            TransformerBlock(
+                dim, num_heads, mlp_ratio, dropout, rope=rope, window=window, num_global=num_global, backend=backend
+            )
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(dim)
 

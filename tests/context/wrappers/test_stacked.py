@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmctx.context import RecurrentMemoryEncoder, SlidingWindowContextEncoder, StackedEncoder
+from mmctx.context import ContextEncoder, RecurrentMemoryEncoder, StackedEncoder
 from mmctx.encoders import TextTransformerEncoder
 from mmctx.types import ExtendedContext, Tokens
 
@@ -23,7 +23,7 @@ def build(kind: str) -> StackedEncoder:
     torch.manual_seed(0)
     embed = TextTransformerEncoder(20, dim=16, num_layers=0, max_seq_len=64)
     if kind == "sliding":
-        context = SlidingWindowContextEncoder(16, num_layers=2, num_heads=2, window=4, num_global_tokens=2)
+        context = ContextEncoder(16, num_layers=2, num_heads=2, window=4, num_global_tokens=2)
     else:
         context = RecurrentMemoryEncoder(16, num_layers=1, num_heads=2, segment_len=8, num_memory=2, bptt_segments=2)
     return StackedEncoder(embed, context)
@@ -47,9 +47,9 @@ def test_shapes_padding_invariance_and_gradients(kind: str) -> None:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_sliding_context_encoder_takes_tokens_and_extended_context_alike() -> None:
+def test_windowed_context_encoder_takes_tokens_and_extended_context_alike() -> None:
     torch.manual_seed(0)
-    enc = SlidingWindowContextEncoder(16, num_layers=1, num_heads=2, window=3, num_global_tokens=1).eval()
+    enc = ContextEncoder(16, num_layers=1, num_heads=2, window=3, num_global_tokens=1).eval()
     x = torch.randn(2, 12, 16)
     mask = torch.ones(2, 12, dtype=torch.bool)
     mask[0, 8:] = False
@@ -64,7 +64,7 @@ def test_sliding_context_encoder_takes_tokens_and_extended_context_alike() -> No
 def test_widths_must_agree() -> None:
     embed = TextTransformerEncoder(20, dim=16, num_layers=0)
     with pytest.raises(ValueError, match="context.dim=8 but encoder.out_dim=16"):
-        StackedEncoder(embed, SlidingWindowContextEncoder(8, num_layers=1, num_heads=2, window=2))
+        StackedEncoder(embed, ContextEncoder(8, num_layers=1, num_heads=2, window=2))
 
 
 @pytest.mark.slow
@@ -95,7 +95,7 @@ def test_stacked_sliding_encoder_learns_to_find_the_key_sentence() -> None:
     torch.manual_seed(0)
     text = StackedEncoder(
         TextTransformerEncoder(tok.vocab_size, dim=16, num_layers=0, max_seq_len=256),
-        SlidingWindowContextEncoder(16, num_layers=1, num_heads=2, window=4, mlp_ratio=2.0),
+        ContextEncoder(16, num_layers=1, num_heads=2, window=4, mlp_ratio=2.0),
     )
     model = FusionModel({"text": text}, ConcatFusion({"text": 16}, 16), ClassifierHead(16, 4, pooling="attention", num_heads=2))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)

@@ -1,12 +1,13 @@
-"""The sliding-window context encoder: ContextEncoder's interface at O(N·w)."""
+"""ContextEncoder over the fused context: full attention, and with a window (O(N·w)) plus
+learned global tokens."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmctx.context import ContextEncoder, SlidingWindowContextEncoder
-from mmctx.types import ExtendedContext
+from mmctx.context import ContextEncoder
+from mmctx.types import ExtendedContext, Tokens
 
 
 def make_context(N: int = 30, B: int = 3, D: int = 16, seed: int = 0) -> ExtendedContext:
@@ -19,10 +20,12 @@ def make_context(N: int = 30, B: int = 3, D: int = 16, seed: int = 0) -> Extende
     return ExtendedContext(torch.randn(B, N, D, generator=g), mask, modality, ("text", "audio"))
 
 
-def test_wide_window_without_global_tokens_equals_context_encoder():
+@pytest.mark.parametrize("num_global_tokens", [0, 2])
+def test_wide_window_equals_full_attention(num_global_tokens):
     torch.manual_seed(0)
-    full = ContextEncoder(16, num_layers=2, num_heads=4).eval()
-    local = SlidingWindowContextEncoder(16, num_layers=2, num_heads=4, window=64).eval()
+    full = ContextEncoder(16, num_layers=2, num_heads=4, num_global_tokens=num_global_tokens).eval()
+    local = ContextEncoder(16, num_layers=2, num_heads=4, window=64, num_global_tokens=num_global_tokens).eval()
+    assert local.state_dict().keys() == full.state_dict().keys()
     local.load_state_dict(full.state_dict())
     ctx = make_context()
     out, ref = local(ctx), full(ctx)
@@ -30,9 +33,10 @@ def test_wide_window_without_global_tokens_equals_context_encoder():
     assert torch.equal(out.mask, ctx.mask) and torch.equal(out.modality, ctx.modality) and out.names == ctx.names
 
 
-def test_global_tokens_shapes_gradients_and_padding_invariance():
+@pytest.mark.parametrize("window", [None, 4], ids=["full", "window4"])
+def test_global_tokens_shapes_gradients_and_padding_invariance(window):
     torch.manual_seed(0)
-    enc = SlidingWindowContextEncoder(16, num_layers=2, num_heads=2, window=4, num_global_tokens=2)
+    enc = ContextEncoder(16, num_layers=2, num_heads=2, window=window, num_global_tokens=2)
     ctx = make_context()
     out = enc(ctx)
     assert out.x.shape == ctx.x.shape and torch.isfinite(out.x).all()
@@ -47,7 +51,7 @@ def test_global_tokens_shapes_gradients_and_padding_invariance():
 @pytest.mark.parametrize("num_global", [0, 1])
 def test_information_travels_a_window_per_layer_or_anywhere_through_global_tokens(num_global):
     torch.manual_seed(0)
-    enc = SlidingWindowContextEncoder(16, num_layers=2, num_heads=2, window=3, num_global_tokens=num_global).eval()
+    enc = ContextEncoder(16, num_layers=2, num_heads=2, window=3, num_global_tokens=num_global).eval()
     ctx = make_context(N=40, B=1)
     x2 = ctx.x.clone()
     x2[0, 20] += torch.randn(16)
@@ -59,9 +63,26 @@ def test_information_travels_a_window_per_layer_or_anywhere_through_global_token
         assert changed.all()  # layer 1: the global token reads token 20; layer 2: every token reads it
 
 
+def test_full_attention_reads_everything_and_takes_one_modality_tokens():
+    torch.manual_seed(0)
+    enc = ContextEncoder(16, num_layers=1, num_heads=2).eval()
+    ctx = make_context(N=40, B=1)
+    x2 = ctx.x.clone()
+    x2[0, 20] += torch.randn(16)
+    changed = (enc(ctx).x - enc(ExtendedContext(x2, ctx.mask, ctx.modality, ctx.names)).x).abs().amax(-1)[0] > 1e-6
+    assert changed.all()
+    tokens = enc(Tokens(ctx.x, ctx.mask))
+    assert isinstance(tokens, Tokens)
+    torch.testing.assert_close(tokens.x, enc(ctx).x)
+
+
 def test_bad_inputs():
-    enc = SlidingWindowContextEncoder(16, window=4)
+    enc = ContextEncoder(16, window=4)
     with pytest.raises(ValueError, match="context.x"):
         enc(make_context(D=8))
     with pytest.raises(ValueError, match="num_global_tokens"):
-        SlidingWindowContextEncoder(16, num_global_tokens=-1)
+        ContextEncoder(16, num_global_tokens=-1)
+    with pytest.raises(TypeError, match="ExtendedContext or Tokens"):
+        enc(make_context().x)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        ContextEncoder(16, window=0)

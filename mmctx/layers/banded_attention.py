@@ -1,4 +1,8 @@
-"""Sliding-window (banded) self-attention with global tokens: cost O(N·w), not O(N²).
+"""Banded (sliding-window) self-attention kernels with global tokens: cost O(N·w), not O(N²).
+
+The functional core of :class:`~mmctx.layers.MultiHeadAttention` built with ``window=w``:
+it projects and rotates queries, keys and values as for full attention, then calls
+:func:`banded_attention` instead of one dense SDPA call.
 
 Query ``i`` attends key ``j`` when ``|i - j| <= window``; the first ``num_global`` positions
 are *global*: they attend every key and every query attends them (Longformer, Beltagy et
@@ -24,13 +28,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from mmctx.layers.block import FeedForward
-from mmctx.layers.rope import RotaryEmbedding
-from mmctx.types import check_shape
-
-__all__ = ["SlidingWindowAttention", "SlidingWindowBlock", "SlidingWindowEncoder", "sliding_window_mask"]
+__all__ = ["BACKENDS", "banded_attention", "sliding_window_mask"]
 
 BACKENDS: tuple[str, ...] = ("blocked", "flex")
 _FLEX_BLOCK = 128  # flex_attention's tile size
@@ -39,7 +39,7 @@ _FLEX_BLOCK = 128  # flex_attention's tile size
 def sliding_window_mask(
     num_tokens: int, window: int, num_global: int = 0, device: torch.device | None = None
 ) -> Tensor:
-    """The dense (N, N) boolean pattern of :class:`SlidingWindowAttention` (True = may attend).
+    """The dense (N, N) boolean pattern of :func:`banded_attention` (True = may attend).
 
     For tests and small N only: it is exactly what the block-local backends compute without
     ever building it.
@@ -67,97 +67,27 @@ def _rows_without_keys(key_mask: Tensor, window: int, num_global: int) -> Tensor
     return has == 0
 
 
-class SlidingWindowAttention(nn.Module):
-    """Multi-head self-attention restricted to a ±``window`` band plus global tokens.
+def banded_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_mask: Tensor | None,
+    window: int,
+    num_global: int = 0,
+    dropout_p: float = 0.0,
+    backend: str = "blocked",
+) -> Tensor:
+    """Self-attention of ``q`` over ``k, v`` restricted to a ±``window`` band plus global tokens.
 
-    The parameters are named as in :class:`~mmctx.layers.MultiHeadAttention` (``q_proj``,
-    ``kv_proj``, ``out_proj``), so a state dict moves between the two; with ``window >= N - 1``
-    both compute the same function.
-
-    Args:
-        dim: model width D; must be divisible by ``num_heads``.
-        num_heads: attention heads H.
-        window: each query attends keys within ±``window`` positions (``>= 1``).
-        num_global: the first ``num_global`` positions attend everywhere and are attended by all.
-        dropout: attention-probability dropout (training only; ``"blocked"`` backend only).
-        rope: rotate queries and keys by their positions (RoPE).
-        rope_base: RoPE wavelength base.
-        bias: whether the projections have a bias.
-        backend: ``"blocked"`` (compile-free block-local SDPA) or ``"flex"`` (compiled
-            ``flex_attention``).
+    Shapes:
+        q, k, v: (B, H, N, d), already projected and rotated
+        key_mask: (B, N) bool, True at real keys, or None (padding is never attended)
+        returns: (B, H, N, d); query rows with no real key in their band (nor a global key)
+            are zeros, not NaN
     """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window: int,
-        num_global: int = 0,
-        dropout: float = 0.0,
-        rope: bool = True,
-        rope_base: float = 10000.0,
-        bias: bool = True,
-        backend: str = "blocked",
-    ) -> None:
-        super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"SlidingWindowAttention: dim={dim} is not divisible by num_heads={num_heads}")
-        if window < 1:
-            raise ValueError(f"SlidingWindowAttention: window must be >= 1, got {window}")
-        if num_global < 0:
-            raise ValueError(f"SlidingWindowAttention: num_global must be >= 0, got {num_global}")
-        if backend not in BACKENDS:
-            raise ValueError(f"SlidingWindowAttention: backend must be one of {list(BACKENDS)}, got {backend!r}")
-        if backend == "flex" and dropout > 0:
-            raise ValueError("SlidingWindowAttention: the 'flex' backend has no attention dropout; use dropout=0.0")
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.window = window
-        self.num_global = num_global
-        self.dropout = dropout
-        self.backend = backend
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.kv_proj = nn.Linear(dim, 2 * dim, bias=bias)
-        self.out_proj = nn.Linear(dim, dim, bias=bias)
-        self.rope = RotaryEmbedding(self.head_dim, rope_base) if rope else None
-
-    def forward(self, x: Tensor, key_mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
-        """Banded self-attention over ``x``.
-
-        Shapes:
-            x: (B, N, D)
-            key_mask: (B, N) bool, True at real positions (padding is never attended)
-            positions: (N,) or (B, N) RoPE positions (default 0..N-1); the band itself is
-                always over sequence indices
-            returns: (B, N, D); query rows with no real key in their band (nor global key)
-                return zeros, not NaN
-        """
-        check_shape("SlidingWindowAttention x", x, ("B", "N", self.dim))
-        B, N, _ = x.shape
-        if key_mask is not None:
-            check_shape("SlidingWindowAttention key_mask", key_mask, (B, N))
-            if key_mask.dtype != torch.bool:
-                raise ValueError(f"SlidingWindowAttention key_mask: expected torch.bool, got {key_mask.dtype}")
-        if positions is not None and positions.shape not in ((N,), (B, N)):
-            raise ValueError(
-                f"SlidingWindowAttention positions: expected shape ({N},) or ({B}, {N}), got {tuple(positions.shape)}"
-            )
-        q = self.q_proj(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, D/H)
-        k, v = self.kv_proj(x).view(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 2×(B, H, N, D/H)
-        if self.rope is not None:
-            pos = positions if positions is not None else torch.arange(N, device=x.device)
-            q, k = self.rope(q, pos), self.rope(k, pos)
-        dropout_p = self.dropout if self.training else 0.0
-        if self.backend == "flex" and _flex_can_run(q):
-            out = _flex_attention(q, k, v, key_mask, self.window, self.num_global)
-        else:
-            out = _blocked_attention(q, k, v, key_mask, self.window, self.num_global, dropout_p)
-        out = out.transpose(1, 2).reshape(B, N, self.dim)  # (B, N, D)
-        return self.out_proj(out)
-
-    def extra_repr(self) -> str:
-        return f"window={self.window}, num_global={self.num_global}, backend={self.backend!r}"
+    if backend == "flex" and _flex_can_run(q):
+        return _flex_attention(q, k, v, key_mask, window, num_global)
+    return _blocked_attention(q, k, v, key_mask, window, num_global, dropout_p)
 
 
 def _sdpa_no_nan(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> Tensor:
@@ -270,9 +200,9 @@ def _flex_can_run(q: Tensor) -> bool:
         return True
     if not _WARNED_FLEX_CPU_GRAD:
         warnings.warn(
-            "SlidingWindowAttention: flex_attention cannot backpropagate on CPU (pytorch/pytorch#169224); "
+            "MultiHeadAttention: flex_attention cannot backpropagate on CPU (pytorch/pytorch#169224); "
             "using the 'blocked' backend for calls that need gradients",
-            stacklevel=3,
+            stacklevel=4,
         )
         _WARNED_FLEX_CPU_GRAD = True
     return False
@@ -342,94 +272,3 @@ def _flex_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, wi
         empty = _rows_without_keys(key_mask, window, num_global)  # (B, N)
         out = out.masked_fill(empty[:, None, :, None], 0.0)
     return out
-
-
-class SlidingWindowBlock(nn.Module):
-    """Pre-norm block: sliding-window self-attention and feed-forward, each residual.
-
-    Parameter names match :class:`~mmctx.layers.TransformerBlock` (without cross-attention),
-    so a full-attention block's state dict loads into it.
-
-    Args:
-        dim: model width D.
-        num_heads: attention heads H.
-        window: attention band half-width (±``window`` positions).
-        num_global: leading positions with global attention.
-        mlp_ratio: feed-forward width as a multiple of ``dim``.
-        dropout: dropout in attention and feed-forward.
-        rope: RoPE positions in the self-attention.
-        backend: ``"blocked"`` or ``"flex"`` (see :class:`SlidingWindowAttention`).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window: int,
-        num_global: int = 0,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        rope: bool = True,
-        backend: str = "blocked",
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = SlidingWindowAttention(dim, num_heads, window, num_global, dropout, rope=rope, backend=backend)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, int(dim * mlp_ratio), dropout)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
-        """Shapes:
-            x: (B, N, D)
-            mask: (B, N) bool key-padding mask of ``x``
-            positions: (N,) or (B, N) RoPE positions
-            returns: (B, N, D)
-        """
-        x = x + self.drop(self.attn(self.norm1(x), key_mask=mask, positions=positions))
-        return x + self.ff(self.norm2(x))
-
-
-class SlidingWindowEncoder(nn.Module):
-    """A stack of :class:`SlidingWindowBlock` with a final LayerNorm: O(N·w) per layer.
-
-    A drop-in for :class:`~mmctx.layers.TransformerEncoder` (same ``forward`` signature and
-    parameter names); with ``window >= N - 1`` they compute the same function. The receptive
-    field grows by ``window`` per layer (global tokens relay information across any distance).
-
-    Args:
-        dim: model width D.
-        num_layers: number of blocks.
-        num_heads: attention heads H.
-        window: attention band half-width (±``window`` positions).
-        num_global: leading positions with global attention.
-        mlp_ratio: feed-forward width as a multiple of ``dim``.
-        dropout: dropout probability.
-        rope: RoPE positions in self-attention.
-        backend: ``"blocked"`` or ``"flex"``.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_layers: int,
-        num_heads: int,
-        window: int,
-        num_global: int = 0,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        rope: bool = True,
-        backend: str = "blocked",
-    ) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            SlidingWindowBlock(dim, num_heads, window, num_global, mlp_ratio, dropout, rope, backend)
-            for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
-        """Shapes: x (B, N, D), mask (B, N) bool, positions (N,) or (B, N) → (B, N, D)."""
-        for block in self.blocks:
-            x = block(x, mask=mask, positions=positions)
-        return self.norm(x)

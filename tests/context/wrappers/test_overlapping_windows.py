@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mmctx.context import WindowedEncoder
+from mmctx.context import OverlappingWindowEncoder
 from mmctx.encoders import RNNAudioEncoder, TextTransformerEncoder
 from mmctx.layers import lengths_to_mask
 from mmctx.types import Tokens
@@ -60,7 +60,7 @@ class FrameEncoder(nn.Module):
 def test_window_covering_the_input_equals_plain_encoding_exactly(window, max_window_tokens):
     enc = text_encoder()
     data, mask = text_batch([20, 13, 0, 7])
-    windowed = WindowedEncoder(enc, window=window, stride=window - 2, max_window_tokens=max_window_tokens)
+    windowed = OverlappingWindowEncoder(enc, window=window, stride=window - 2, max_window_tokens=max_window_tokens)
     out, ref = windowed(data, mask), enc(data, mask)
     assert torch.equal(out.x, ref.x) and torch.equal(out.mask, ref.mask)
 
@@ -72,7 +72,7 @@ def test_any_length_gives_one_token_per_position(T, smoothing):
     lengths = [T, max(T - 5, 1), 0, max(T // 2, 1)]
     data, mask = text_batch(lengths, T)
     mask[0, T // 3 : T // 2] = False  # a hole: non-prefix masks work for one-token-per-position encoders
-    out = WindowedEncoder(enc, window=8, stride=5, smoothing=smoothing)(data, mask)
+    out = OverlappingWindowEncoder(enc, window=8, stride=5, smoothing=smoothing)(data, mask)
     assert out.x.shape == (4, T, 16)
     assert torch.equal(out.mask, mask)
     assert torch.isfinite(out.x).all() and (out.x[~mask] == 0).all()
@@ -87,7 +87,7 @@ def test_context_free_encoder_is_reproduced_exactly_for_any_windows():
     ref = enc(data, mask)
     for window, stride in [(8, 5), (10, 3), (7, 7), (16, 1)]:
         for smoothing in ("linear", "mean", "none"):
-            out = WindowedEncoder(enc, window, stride, smoothing)(data, mask)
+            out = OverlappingWindowEncoder(enc, window, stride, smoothing)(data, mask)
             torch.testing.assert_close(out.x, ref.x, atol=1e-6, rtol=0)
             assert torch.equal(out.mask, ref.mask)
 
@@ -95,7 +95,7 @@ def test_context_free_encoder_is_reproduced_exactly_for_any_windows():
 def test_frame_rate_encoder_windows_map_exactly_to_the_tokens_of_the_whole_input():
     torch.manual_seed(0)
     enc = FrameEncoder()
-    wrapped = WindowedEncoder(enc, window=40, stride=24)
+    wrapped = OverlappingWindowEncoder(enc, window=40, stride=24)
     assert wrapped.units_per_token == 4
     lengths = [203, 123, 0, 9, 7, 40]  # 7 samples: too short for one token
     g = torch.Generator().manual_seed(0)
@@ -105,9 +105,9 @@ def test_frame_rate_encoder_windows_map_exactly_to_the_tokens_of_the_whole_input
     assert torch.equal(out.mask, ref.mask)
     torch.testing.assert_close(out.x, ref.x, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="multiple of the encoder's token step 4"):
-        WindowedEncoder(enc, window=40, stride=22)
+        OverlappingWindowEncoder(enc, window=40, stride=22)
     with pytest.raises(ValueError, match="increase the overlap"):
-        WindowedEncoder(enc, window=16, stride=16)
+        OverlappingWindowEncoder(enc, window=16, stride=16)
 
 
 def test_audio_encoder_windows():
@@ -115,12 +115,12 @@ def test_audio_encoder_windows():
     enc = RNNAudioEncoder(n_mels=16, n_fft=400, hop_length=160, conv_channels=4, hidden_dim=8, num_layers=1, out_dim=8).eval()
     lengths = torch.tensor([9000, 5100, 0, 1400])
     data, mask = torch.randn(4, 9000), lengths_to_mask(lengths, 9000)
-    whole = WindowedEncoder(enc, window=9600, stride=1280)
+    whole = OverlappingWindowEncoder(enc, window=9600, stride=1280)
     assert whole.units_per_token == 4 * 160
     ref = enc(data, mask)
     out = whole(data, mask)
     assert torch.equal(out.x, ref.x) and torch.equal(out.mask, ref.mask)
-    windowed = WindowedEncoder(enc, window=3200, stride=1280)
+    windowed = OverlappingWindowEncoder(enc, window=3200, stride=1280)
     out = windowed(data, mask)
     assert out.x.shape == ref.x.shape and torch.equal(out.mask, ref.mask)  # same tokens, same places
     assert torch.isfinite(out.x).all() and (out.x[~out.mask] == 0).all()
@@ -161,7 +161,7 @@ def test_linear_smoothing_removes_the_jump_at_window_boundaries():
     assert neighbour == pytest.approx(0.1, abs=1e-4)
     step = {}
     for smoothing in ("linear", "mean", "none"):
-        merged = WindowedEncoder(enc, window=40, stride=20, smoothing=smoothing)(data, mask).x[0, :, 0]
+        merged = OverlappingWindowEncoder(enc, window=40, stride=20, smoothing=smoothing)(data, mask).x[0, :, 0]
         step[smoothing] = _max_step(merged)
     assert step["none"] == pytest.approx(1.9, abs=1e-3)  # the boundary effect is real and measured
     assert step["mean"] > 0.9
@@ -177,7 +177,7 @@ def test_linear_smoothing_with_the_text_encoder_stays_close_to_one_pass_encoding
     enc = text_encoder(max_seq_len=256)
     data, mask = text_batch([160], seed=3)
     full = enc(data, mask).x[0].detach()
-    merged = WindowedEncoder(enc, window=32, stride=20)(data, mask).x[0].detach()
+    merged = OverlappingWindowEncoder(enc, window=32, stride=20)(data, mask).x[0].detach()
     neighbour = (full[1:] - full[:-1]).norm(dim=-1)
     err = (merged - full).norm(dim=-1)
     assert err.max() < 0.25 * neighbour.median()
@@ -188,7 +188,7 @@ def test_padding_and_other_samples_never_change_a_sample():
     enc = text_encoder()
     data, mask = text_batch([57, 23, 0, 9], 64)
     for kwargs in (dict(window=16, stride=10), dict(window=8, stride=6, max_window_tokens=24)):
-        wrapped = WindowedEncoder(enc, **kwargs)
+        wrapped = OverlappingWindowEncoder(enc, **kwargs)
         out = wrapped(data, mask)
         for b, length in enumerate([57, 23, 0, 9]):
             if length == 0:
@@ -200,7 +200,7 @@ def test_padding_and_other_samples_never_change_a_sample():
 
 
 def test_dynamic_window_rule():
-    wrapped = WindowedEncoder(text_encoder(), window=8, stride=6, max_window_tokens=32)  # overlap 2
+    wrapped = OverlappingWindowEncoder(text_encoder(), window=8, stride=6, max_window_tokens=32)  # overlap 2
     assert wrapped.window_for_length(20) == (32, 30)  # fits the budget: one window
     assert wrapped.window_for_length(100) == (27, 25)  # 4 even windows of <= 32 with overlap 2
     assert wrapped.window_for_length(33) == (18, 16)
@@ -213,7 +213,7 @@ def test_dynamic_window_rule():
 def test_gradients_reach_every_parameter():
     enc = text_encoder()
     data, mask = text_batch([30, 11])
-    out = WindowedEncoder(enc, window=12, stride=8, window_batch_size=3)(data, mask)
+    out = OverlappingWindowEncoder(enc, window=12, stride=8, window_batch_size=3)(data, mask)
     (out.x * torch.randn(out.x.shape)).sum().backward()
     for name, p in enc.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -222,19 +222,19 @@ def test_gradients_reach_every_parameter():
 def test_bad_arguments_name_the_culprit():
     enc = text_encoder(max_seq_len=16)
     with pytest.raises(ValueError, match="stride must be in"):
-        WindowedEncoder(enc, window=8, stride=9)
+        OverlappingWindowEncoder(enc, window=8, stride=9)
     with pytest.raises(ValueError, match="smoothing"):
-        WindowedEncoder(enc, window=8, stride=4, smoothing="cosine")
+        OverlappingWindowEncoder(enc, window=8, stride=4, smoothing="cosine")
     with pytest.raises(ValueError, match="max_seq_len=16"):
-        WindowedEncoder(enc, window=32, stride=16)
+        OverlappingWindowEncoder(enc, window=32, stride=16)
     with pytest.raises(ValueError, match="max_window_tokens=4"):
-        WindowedEncoder(enc, window=8, stride=4, max_window_tokens=4)
+        OverlappingWindowEncoder(enc, window=8, stride=4, max_window_tokens=4)
     with pytest.raises(ValueError, match="out_dim"):
-        WindowedEncoder(nn.Linear(2, 2), window=8, stride=4)
-    wrapped = WindowedEncoder(enc, window=8, stride=4)
-    with pytest.raises(ValueError, match="WindowedEncoder data"):
+        OverlappingWindowEncoder(nn.Linear(2, 2), window=8, stride=4)
+    wrapped = OverlappingWindowEncoder(enc, window=8, stride=4)
+    with pytest.raises(ValueError, match="OverlappingWindowEncoder data"):
         wrapped(torch.zeros(2, 3, 4, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="WindowedEncoder mask"):
+    with pytest.raises(ValueError, match="OverlappingWindowEncoder mask"):
         wrapped(torch.zeros(2, 30, dtype=torch.long), torch.ones(2, 30))
 
     class WithCls(PointwiseEncoder):
@@ -243,4 +243,4 @@ def test_bad_arguments_name_the_culprit():
             return Tokens(torch.cat([tok.x[:, :1], tok.x], 1), torch.cat([mask[:, :1], mask], 1))
 
     with pytest.raises(ValueError, match="gave 9 tokens for a window of 8"):
-        WindowedEncoder(WithCls(), window=8, stride=4)(*text_batch([20]))
+        OverlappingWindowEncoder(WithCls(), window=8, stride=4)(*text_batch([20]))

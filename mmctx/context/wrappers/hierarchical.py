@@ -22,8 +22,8 @@ class HierarchicalEncoder(nn.Module):
     every chunk that holds real input is encoded by ``encoder`` (all chunks of the batch in
     one call, or ``chunk_batch_size`` at a time); each chunk's tokens are pooled to
     ``summary_tokens`` vectors; ``second_level`` (e.g. a
-    :class:`~mmctx.layers.TransformerEncoder` or
-    :class:`~mmctx.layers.SlidingWindowEncoder` of width ``encoder.out_dim``) then lets the
+    :class:`~mmctx.layers.TransformerEncoder`, full or with a ``window``, of width
+    ``encoder.out_dim``) then lets the
     C·S summaries of a sample attend to each other, in chunk order (its RoPE positions are the
     summary indices). The result is a :class:`Tokens` of C·S tokens per sample — the sequence
     is compressed ``chunk_size / S`` times — which a fusion takes like any encoder's output,

@@ -1,4 +1,6 @@
-"""Sliding-window attention equals full attention with the equivalent banded mask."""
+"""Windowed (banded) attention: MultiHeadAttention / TransformerEncoder with ``window=w``
+equal full attention with the equivalent banded mask, and full attention itself when the
+band covers the sequence."""
 
 from __future__ import annotations
 
@@ -10,15 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmctx.layers import (
-    SlidingWindowAttention,
-    SlidingWindowEncoder,
-    TransformerEncoder,
-    sliding_window_mask,
-)
+from mmctx.layers import MultiHeadAttention, TransformerEncoder, sliding_window_mask
 
 
-def reference(attn: SlidingWindowAttention, x, key_mask, positions=None):
+def windowed(dim: int, num_heads: int, window: int, num_global: int = 0, **kw) -> MultiHeadAttention:
+    """Windowed self-attention with RoPE, as the sliding-window context encoder builds it."""
+    return MultiHeadAttention(dim, num_heads, rope=True, window=window, num_global=num_global, **kw)
+
+
+def reference(attn: MultiHeadAttention, x, key_mask, positions=None):
     """Dense attention written out with an explicit softmax and the (N, N) band mask."""
     B, N, D = x.shape
     H, Dh = attn.num_heads, attn.head_dim
@@ -55,10 +57,10 @@ def padded_mask(N: int) -> torch.Tensor:
 )
 def test_equals_dense_attention_with_band_mask(N, window, num_global):
     torch.manual_seed(0)
-    attn = SlidingWindowAttention(16, 4, window, num_global).eval()
+    attn = windowed(16, 4, window, num_global).eval()
     x = torch.randn(4, N, 16)
     mask = padded_mask(N)
-    out = attn(x, mask)
+    out = attn(x, key_mask=mask)
     ref = reference(attn, x, mask)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     assert torch.isfinite(out).all()
@@ -67,22 +69,22 @@ def test_equals_dense_attention_with_band_mask(N, window, num_global):
 
 def test_padding_rows_without_keys_in_their_band_are_zero_not_nan():
     torch.manual_seed(0)
-    attn = SlidingWindowAttention(8, 2, window=2, bias=False).eval()
+    attn = windowed(8, 2, window=2, bias=False).eval()
     mask = torch.zeros(1, 20, dtype=torch.bool)
     mask[0, :3] = True  # queries 6.. see no real key within ±2
-    out = attn(torch.randn(1, 20, 8), mask)
+    out = attn(torch.randn(1, 20, 8), key_mask=mask)
     assert torch.isfinite(out).all()
     assert (out[0, 6:] == 0).all() and (out[0, :5] != 0).any()
 
 
 def test_batch_positions_and_gradients_match_reference():
     torch.manual_seed(0)
-    attn = SlidingWindowAttention(16, 2, window=4, num_global=2)
+    attn = windowed(16, 2, window=4, num_global=2)
     x = torch.randn(2, 19, 16, requires_grad=True)
     mask = torch.ones(2, 19, dtype=torch.bool)
     mask[1, 15:] = False
     positions = torch.stack([torch.arange(19), torch.arange(19) + 100])  # (B, N) RoPE positions
-    out = attn(x, mask, positions)
+    out = attn(x, key_mask=mask, positions=positions)
     ref = reference(attn, x, mask, positions)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     weights = torch.randn(out.shape)
@@ -96,8 +98,8 @@ def test_batch_positions_and_gradients_match_reference():
 
 def test_dropout_in_training_keeps_outputs_finite():
     torch.manual_seed(0)
-    attn = SlidingWindowAttention(16, 2, window=3, num_global=1, dropout=0.5).train()
-    out = attn(torch.randn(2, 17, 16), padded_mask(17)[:2])
+    attn = windowed(16, 2, window=3, num_global=1, dropout=0.5).train()
+    out = attn(torch.randn(2, 17, 16), key_mask=padded_mask(17)[:2])
     assert torch.isfinite(out).all()
 
 
@@ -112,27 +114,45 @@ def test_never_builds_an_n_by_n_mask(monkeypatch):
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     N, w, G = 2048, 16, 2
-    attn = SlidingWindowAttention(16, 2, window=w, num_global=G).eval()
-    attn(torch.randn(1, N, 16), torch.ones(1, N, dtype=torch.bool))
+    attn = windowed(16, 2, window=w, num_global=G).eval()
+    attn(torch.randn(1, N, 16), key_mask=torch.ones(1, N, dtype=torch.bool))
     global_call, local_call = seen
     assert global_call[0][2] == G  # G global queries × N keys
     assert local_call[0][2] == w and local_call[1][2] == 3 * w + G  # (B·N/w, H, w, 3w+G)
     assert math.prod(local_call[2]) == (N - G + w - 1) // w * w * (3 * w + G)  # O(N·w) mask
 
 
+@pytest.mark.parametrize("rope", [False, True])
+def test_attention_with_wide_window_equals_full_attention(rope):
+    torch.manual_seed(0)
+    full = MultiHeadAttention(16, 4, rope=rope).eval()
+    local = MultiHeadAttention(16, 4, rope=rope, window=20).eval()
+    local.load_state_dict(full.state_dict())  # same parameter names with and without a window
+    x = torch.randn(4, 21, 16)
+    mask = padded_mask(21)
+    positions = torch.arange(21) + 7
+    torch.testing.assert_close(local(x, key_mask=mask, positions=positions), full(x, key_mask=mask, positions=positions),
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_encoder_with_wide_window_equals_full_attention_encoder():
     torch.manual_seed(0)
     full = TransformerEncoder(16, 2, 4).eval()
-    local = SlidingWindowEncoder(16, 2, 4, window=64).eval()
-    local.load_state_dict(full.state_dict())  # same parameter names
+    local = TransformerEncoder(16, 2, 4, window=64).eval()
+    assert local.state_dict().keys() == full.state_dict().keys()
+    local.load_state_dict(full.state_dict())  # same parameter names with and without a window
     x = torch.randn(3, 21, 16)
     mask = padded_mask(21)[:3]
     torch.testing.assert_close(local(x, mask), full(x, mask), atol=1e-5, rtol=1e-5)
+    # a narrow window is a different function
+    narrow = TransformerEncoder(16, 2, 4, window=2).eval()
+    narrow.load_state_dict(full.state_dict())
+    assert not torch.allclose(narrow(x, mask)[mask], full(x, mask)[mask], atol=1e-3)
 
 
 def test_one_layer_receptive_field_is_the_window():
     torch.manual_seed(0)
-    enc = SlidingWindowEncoder(16, 1, 2, window=3).eval()
+    enc = TransformerEncoder(16, 1, 2, window=3).eval()
     x = torch.randn(1, 30, 16)
     y = x.clone()
     y[0, 15] += torch.randn(16)  # (a constant shift would vanish in LayerNorm)
@@ -142,18 +162,28 @@ def test_one_layer_receptive_field_is_the_window():
 
 def test_bad_arguments_name_the_culprit():
     with pytest.raises(ValueError, match="window must be >= 1"):
-        SlidingWindowAttention(16, 2, window=0)
+        windowed(16, 2, window=0)
     with pytest.raises(ValueError, match="backend must be one of"):
-        SlidingWindowAttention(16, 2, window=4, backend="dense")
+        windowed(16, 2, window=4, backend="dense")
     with pytest.raises(ValueError, match="not divisible"):
-        SlidingWindowAttention(10, 4, window=4)
+        windowed(10, 4, window=4)
     with pytest.raises(ValueError, match="flex"):
-        SlidingWindowAttention(16, 2, window=4, dropout=0.1, backend="flex")
-    attn = SlidingWindowAttention(16, 2, window=4)
-    with pytest.raises(ValueError, match="SlidingWindowAttention x"):
+        windowed(16, 2, window=4, dropout=0.1, backend="flex")
+    with pytest.raises(ValueError, match="apply to windowed attention"):
+        MultiHeadAttention(16, 2, num_global=2)
+    with pytest.raises(ValueError, match="apply to windowed attention"):
+        MultiHeadAttention(16, 2, backend="flex")
+    with pytest.raises(ValueError, match="attends its own input"):
+        MultiHeadAttention(16, 2, context_dim=8, window=4)
+    attn = windowed(16, 2, window=4)
+    with pytest.raises(ValueError, match="MultiHeadAttention x"):
         attn(torch.randn(2, 5, 12))
-    with pytest.raises(ValueError, match="SlidingWindowAttention key_mask"):
-        attn(torch.randn(2, 5, 16), torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="MultiHeadAttention key_mask"):
+        attn(torch.randn(2, 5, 16), key_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="self-attention only"):
+        attn(torch.randn(2, 5, 16), context=torch.randn(2, 3, 16))
+    with pytest.raises(ValueError, match="self-attention only"):
+        attn(torch.randn(2, 5, 16), is_causal=True)
     with pytest.raises(ValueError, match="positions"):
         attn(torch.randn(2, 5, 16), positions=torch.arange(4))
 
@@ -163,8 +193,8 @@ def test_flex_backend_matches_blocked_backend():
     """Compiled flex_attention (inference on CPU; ~15-30 s to compile) computes the same band."""
     pytest.importorskip("torch.nn.attention.flex_attention")
     torch.manual_seed(0)
-    blocked = SlidingWindowAttention(32, 2, window=40, num_global=3).eval()
-    flex = SlidingWindowAttention(32, 2, window=40, num_global=3, backend="flex").eval()
+    blocked = windowed(32, 2, window=40, num_global=3).eval()
+    flex = windowed(32, 2, window=40, num_global=3, backend="flex").eval()
     flex.load_state_dict(blocked.state_dict())
     N = 300  # not a multiple of flex's 128-token tiles
     x = torch.randn(2, N, 32)
@@ -173,16 +203,16 @@ def test_flex_backend_matches_blocked_backend():
     start = time.perf_counter()
     try:
         with torch.no_grad():
-            out = flex(x, mask)
+            out = flex(x, key_mask=mask)
     except Exception as err:  # pragma: no cover - depends on the compiler toolchain
         pytest.skip(f"torch.compile(flex_attention) does not work here: {err}")
     with torch.no_grad():
-        ref = blocked(x, mask)
+        ref = blocked(x, key_mask=mask)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     assert time.perf_counter() - start < 300
     # on CPU a call that needs gradients falls back to the blocked backend (no flex backward)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        out_grad = flex(x, mask)
+        out_grad = flex(x, key_mask=mask)
     out_grad.sum().backward()
     torch.testing.assert_close(out_grad.detach(), ref, atol=1e-5, rtol=1e-5)

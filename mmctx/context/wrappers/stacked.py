@@ -12,15 +12,16 @@ __all__ = ["StackedEncoder"]
 class StackedEncoder(nn.Module):
     """``context(encoder(data, mask))``: a long-context module run over one modality's tokens.
 
-    The context encoders of :mod:`mmctx.context` (:class:`SlidingWindowContextEncoder`,
-    :class:`RecurrentMemoryEncoder`, :class:`ContextEncoder`) normally re-encode the fused
-    context, after the fusion. Wrapped here they re-encode one modality's tokens *before*
-    the fusion, so e.g. a long text is contextualised with banded attention or segment
-    memory and a fusion (cross-attention from the image) then reads every one of its
-    tokens. With a cheap token encoder (a ``TextTransformerEncoder`` with ``num_layers=0``,
-    i.e. embeddings only, and a ``max_seq_len`` as long as the documents), the cost stays
-    linear in the length. The result is itself an encoder (``forward(data, mask) ->
-    Tokens``, ``out_dim``), so it goes wherever one does in a YAML config.
+    The context encoders of :mod:`mmctx.context.fused` (:class:`~mmctx.context.ContextEncoder`,
+    full or with a sliding window, and :class:`~mmctx.context.RecurrentMemoryEncoder`)
+    normally re-encode the fused context, after the fusion. Wrapped here they re-encode one
+    modality's tokens *before* the fusion, so e.g. a long text is contextualised with banded
+    attention or segment memory and a fusion (cross-attention from the image) then reads
+    every one of its tokens. With a cheap token encoder (a ``TextTransformerEncoder`` with
+    ``num_layers=0``, i.e. embeddings only, and a ``max_seq_len`` as long as the documents),
+    the cost stays linear in the length. The result is itself an encoder
+    (``forward(data, mask) -> Tokens``, ``out_dim``), so it goes wherever one does in a YAML
+    config.
 
     Args:
         encoder: the token encoder (encoder contract: ``forward(data, mask) -> Tokens``,

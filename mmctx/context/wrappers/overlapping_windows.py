@@ -9,12 +9,12 @@ from torch import Tensor, nn
 
 from mmctx.types import Tokens, check_shape
 
-__all__ = ["WindowedEncoder"]
+__all__ = ["OverlappingWindowEncoder"]
 
 SMOOTHING: tuple[str, ...] = ("linear", "mean", "none")
 
 
-class WindowedEncoder(nn.Module):
+class OverlappingWindowEncoder(nn.Module):
     """Wrap a sequence encoder so that it encodes inputs of any length as overlapping windows.
 
     The input (B, T) is cut into windows ``[k·stride, k·stride + window)`` (window and stride in
@@ -86,24 +86,24 @@ class WindowedEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if window < 1:
-            raise ValueError(f"WindowedEncoder: window must be >= 1, got {window}")
+            raise ValueError(f"OverlappingWindowEncoder: window must be >= 1, got {window}")
         if not 1 <= stride <= window:
-            raise ValueError(f"WindowedEncoder: stride must be in [1, window={window}], got {stride}")
+            raise ValueError(f"OverlappingWindowEncoder: stride must be in [1, window={window}], got {stride}")
         if smoothing not in SMOOTHING:
-            raise ValueError(f"WindowedEncoder: smoothing must be one of {list(SMOOTHING)}, got {smoothing!r}")
+            raise ValueError(f"OverlappingWindowEncoder: smoothing must be one of {list(SMOOTHING)}, got {smoothing!r}")
         if max_window_tokens is not None and max_window_tokens < window:
             raise ValueError(
-                f"WindowedEncoder: max_window_tokens={max_window_tokens} must be >= window={window}"
+                f"OverlappingWindowEncoder: max_window_tokens={max_window_tokens} must be >= window={window}"
             )
         if window_batch_size is not None and window_batch_size < 1:
-            raise ValueError(f"WindowedEncoder: window_batch_size must be >= 1, got {window_batch_size}")
+            raise ValueError(f"OverlappingWindowEncoder: window_batch_size must be >= 1, got {window_batch_size}")
         if not hasattr(encoder, "out_dim"):
-            raise ValueError(f"WindowedEncoder: encoder {type(encoder).__name__} has no out_dim (encoder contract)")
+            raise ValueError(f"OverlappingWindowEncoder: encoder {type(encoder).__name__} has no out_dim (encoder contract)")
         max_len = getattr(encoder, "max_seq_len", None)
         longest = max_window_tokens if max_window_tokens is not None else window
         if max_len is not None and longest > max_len:
             raise ValueError(
-                f"WindowedEncoder: windows of up to {longest} exceed the encoder's max_seq_len={max_len}"
+                f"OverlappingWindowEncoder: windows of up to {longest} exceed the encoder's max_seq_len={max_len}"
             )
         self.encoder = encoder
         self.window = window
@@ -129,21 +129,21 @@ class WindowedEncoder(nn.Module):
         steps = lengths[1:][counts[1:] > counts[:-1]]  # lengths where one more token appears
         if (counts[1:] - counts[:-1]).max() > 1 or steps.numel() < 2:
             raise ValueError(
-                f"WindowedEncoder: window={self.window} is too short to measure the encoder's token step "
+                f"OverlappingWindowEncoder: window={self.window} is too short to measure the encoder's token step "
                 f"(it gives {int(counts[-1])} tokens); use a longer window"
             )
         gaps = steps[1:] - steps[:-1]
         r = int(gaps[0])
         if not bool((gaps == r).all()):
-            raise ValueError("WindowedEncoder: the encoder's output_lengths does not grow by one token every r units")
+            raise ValueError("OverlappingWindowEncoder: the encoder's output_lengths does not grow by one token every r units")
         if self.stride % r != 0:
             raise ValueError(
-                f"WindowedEncoder: stride={self.stride} must be a multiple of the encoder's token step {r} "
+                f"OverlappingWindowEncoder: stride={self.stride} must be a multiple of the encoder's token step {r} "
                 "input units, so that window tokens align with the tokens of the whole input"
             )
         if int(counts[-1]) < self.stride // r:
             raise ValueError(
-                f"WindowedEncoder: a window of {self.window} gives {int(counts[-1])} tokens but a stride advances "
+                f"OverlappingWindowEncoder: a window of {self.window} gives {int(counts[-1])} tokens but a stride advances "
                 f"{self.stride // r}; increase the overlap (window - stride) to cover the receptive field"
             )
         return r
@@ -173,10 +173,10 @@ class WindowedEncoder(nn.Module):
                 encoders (mask equal to ``mask``), else ``max(output_lengths(T), 1)``;
                 padding rows are zeros
         """
-        check_shape("WindowedEncoder data", data, ("B", "T"))
-        check_shape("WindowedEncoder mask", mask, tuple(data.shape))
+        check_shape("OverlappingWindowEncoder data", data, ("B", "T"))
+        check_shape("OverlappingWindowEncoder mask", mask, tuple(data.shape))
         if mask.dtype != torch.bool:
-            raise ValueError(f"WindowedEncoder mask: expected torch.bool, got {mask.dtype}")
+            raise ValueError(f"OverlappingWindowEncoder mask: expected torch.bool, got {mask.dtype}")
         ends = self._ends(mask)  # (B,)
         if self.max_window_tokens is None:
             return self._encode(data, mask, ends, self.window, self.stride)
@@ -205,7 +205,7 @@ class WindowedEncoder(nn.Module):
         if self.units_per_token > 1 and not bool((mask.sum(dim=1) == ends).all()):
             b = int((mask.sum(dim=1) != ends).nonzero()[0])
             raise ValueError(
-                f"WindowedEncoder mask: row {b} is not a prefix (real values first, then padding), which an "
+                f"OverlappingWindowEncoder mask: row {b} is not a prefix (real values first, then padding), which an "
                 f"encoder with output_lengths needs (mask shape {tuple(mask.shape)})"
             )
         return ends
@@ -250,7 +250,7 @@ class WindowedEncoder(nn.Module):
         expected_n = window if r == 1 else max(int(self._num_tokens(torch.tensor(window))), 1)
         if n != expected_n:
             raise ValueError(
-                f"WindowedEncoder: the encoder gave {n} tokens for a window of {window} input units, expected "
+                f"OverlappingWindowEncoder: the encoder gave {n} tokens for a window of {window} input units, expected "
                 f"{expected_n} (one per position, or output_lengths(window))"
             )
 
@@ -268,7 +268,7 @@ class WindowedEncoder(nn.Module):
         expected = mask if r == 1 else torch.arange(N, device=device)[None, :] < self._num_tokens(ends)[:, None]
         if not torch.equal(out_mask, expected):
             raise ValueError(
-                "WindowedEncoder: the merged windows do not cover exactly the real positions; the encoder must give "
+                "OverlappingWindowEncoder: the merged windows do not cover exactly the real positions; the encoder must give "
                 "one token per real input position (or follow its output_lengths)"
             )
         return Tokens(x.masked_fill(~out_mask[..., None], 0.0), out_mask)

@@ -7,7 +7,7 @@ import torch
 
 from mmctx.context import HierarchicalEncoder
 from mmctx.encoders import RNNAudioEncoder, TextTransformerEncoder
-from mmctx.layers import SlidingWindowEncoder, TransformerEncoder, lengths_to_mask
+from mmctx.layers import TransformerEncoder, lengths_to_mask
 
 VOCAB = 40
 
@@ -59,7 +59,7 @@ def test_padding_never_changes_a_sample():
 def test_sliding_window_second_level_and_no_second_level():
     torch.manual_seed(0)
     enc = TextTransformerEncoder(VOCAB, dim=16, num_layers=1, num_heads=2, max_seq_len=8)
-    model = HierarchicalEncoder(enc, 8, 1, SlidingWindowEncoder(16, 1, 2, window=2)).eval()
+    model = HierarchicalEncoder(enc, 8, 1, TransformerEncoder(16, 1, 2, window=2)).eval()
     data, mask = batch((64, 30), 64)
     assert model(data, mask).x.shape == (2, 8, 16)
     plain = HierarchicalEncoder(enc, 8, 1, None, pooling="mean").eval()

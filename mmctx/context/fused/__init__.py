@@ -1,0 +1,11 @@
+"""Context encoders: run AFTER the fusion, over the fused :class:`~mmctx.types.ExtendedContext`
+(``context -> context``, same type and shapes), between the fusion and the head.
+
+They take one modality's :class:`~mmctx.types.Tokens` too, so a
+:class:`~mmctx.context.StackedEncoder` can run one over a single modality before the fusion.
+"""
+
+from mmctx.context.fused.context_encoder import ContextEncoder
+from mmctx.context.fused.memory import RecurrentMemoryEncoder
+
+__all__ = ["ContextEncoder", "RecurrentMemoryEncoder"]

@@ -1,0 +1,10 @@
+"""Encoder wrappers: run BEFORE the fusion. Each wraps a modality encoder so it serves inputs
+longer than its window, and is itself a modality encoder (``forward(data, mask) -> Tokens``,
+``out_dim``) that goes wherever one does (``FusionModel(encoders={...})``, YAML).
+"""
+
+from mmctx.context.wrappers.hierarchical import HierarchicalEncoder
+from mmctx.context.wrappers.overlapping_windows import OverlappingWindowEncoder
+from mmctx.context.wrappers.stacked import StackedEncoder
+
+__all__ = ["OverlappingWindowEncoder", "HierarchicalEncoder", "StackedEncoder"]
