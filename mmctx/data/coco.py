@@ -23,7 +23,8 @@ Batches are the same :class:`~mmctx.types.MultimodalBatch` as the manifest data'
 :func:`~mmctx.data.collate.collate_multimodal`): ``inputs["image"]``, ``targets["caption"]``
 and ``targets["caption_mask"]``, ``meta["caption_text"]``, plus ``meta["references"]``.
 
-Any image-captioning config trains on such files by swapping its data module, e.g.::
+Any image-captioning config trains on such files by swapping its data module for
+:class:`~mmctx.data.datamodules.CocoCaptionDataModule`, e.g.::
 
     mmctx fit --config configs/caption_image.yaml --data=mmctx.data.CocoCaptionDataModule \
         --data.train_file=flickr8k/train.json --data.val_file=flickr8k/val.json \

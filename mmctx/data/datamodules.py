@@ -384,9 +384,9 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
 
     The tokenizer: ``tokenizer`` (a ``tokenizer.json`` or a local ``transformers``
     folder), or, when None, a word-level one built from the training captions by
-    :func:`~mmctx.data.tokenization.train_word_tokenizer` (deterministic, so a later ``mmctx test`` rebuilds the same
-    one; the captioning task also saves it in the run folder, where a later config can
-    point ``tokenizer`` at it).
+    :func:`~mmctx.data.tokenization.train_word_tokenizer` (deterministic, so a later
+    ``mmctx test`` rebuilds the same one; the captioning task also saves it in the run
+    folder, where a later config can point ``tokenizer`` at it).
 
     Args:
         train_file: caption file of the training split (also the tokenizer's source).
@@ -627,16 +627,19 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
 
 
 class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
-    """The long-range retrieval task (see :mod:`mmctx.data.builtin.long_range`), generated on first use.
+    """The long-range retrieval task (see :mod:`mmctx.data.builtin.long_range`), generated
+    on first use.
 
     Batches: ``inputs["image"]`` (B, 3, H, W) and ``inputs["text"]`` (B, T) with its mask
     (B, T), T the longest document of the batch (at most ``max_text_len``);
-    ``targets["label"]`` (B,), an index into :data:`~mmctx.data.builtin.long_range.LONG_RANGE_CLASSES` (16 classes).
+    ``targets["label"]`` (B,), an index into
+    :data:`~mmctx.data.builtin.long_range.LONG_RANGE_CLASSES` (16 classes).
     ``max_text_len`` is the truncation switch: 512 keeps the first 512 tokens of every
     document (the baseline), a value >= ``max_tokens`` keeps all.
 
     Args:
-        root: data folder; ``None`` is :func:`~mmctx.data.builtin.long_range.long_range_data_root`.
+        root: data folder; ``None`` is
+            :func:`~mmctx.data.builtin.long_range.long_range_data_root`.
         num_train: training samples to generate.
         num_val: validation samples to generate.
         num_test: test samples to generate (also used for ``predict``).
