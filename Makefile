@@ -29,7 +29,7 @@ install: $(VENV)/.stamp-install
 install-dev: $(VENV)/.stamp-dev
 
 data: install
-	$(PY) -m mmctx.data.default_data
+	$(PY) -m mmctx.data.builtin.scenes
 
 demo: data
 	$(MMCTX) fit --config $(CONFIG)

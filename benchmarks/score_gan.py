@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmctx.data import DefaultDataModule
-from mmctx.data.asset_pack import AssetPack
+from mmctx.data.builtin.asset_pack import AssetPack
 from mmctx.trainers import GANTask
 from mmctx.types import ModalityInput
 

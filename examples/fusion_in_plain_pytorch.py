@@ -22,6 +22,7 @@ from mmctx.data import (
     ManifestDataset,
     MultimodalCollate,
     default_data_root,
+    default_tokenizer_path,
     ensure_default_dataset,
     load_tokenizer,
 )
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> float:
     root = ensure_default_dataset(
         args.root or default_data_root(), num_train=args.num_train, num_val=args.num_val, num_test=args.num_test
     )
-    tokenizer = load_tokenizer()
+    tokenizer = load_tokenizer(default_tokenizer_path())
     train = ManifestDataset(root / "train.jsonl", ["image", "audio"], tokenizer, classes=list(DEFAULT_CLASSES))
     loader = DataLoader(
         train, batch_size=args.batch_size, shuffle=True, collate_fn=MultimodalCollate(tokenizer.pad_id),

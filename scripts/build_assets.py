@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Build the committed asset pack ``mmctx/data/assets/default/`` (run once; output committed).
+"""Build the committed asset pack ``mmctx/data/builtin/assets/default/`` (run once; output committed).
 
-The pack is everything the embedded default data set (:mod:`mmctx.data.default_data`) needs,
+The pack is everything the embedded default data set (:mod:`mmctx.data.builtin.scenes`) needs,
 so that nothing at run time needs apt, a font or a speech synthesiser:
 
 - ``pictograms/<name>.png``: 32 Noto Color Emoji glyphs (4 categories x 8 objects), 72x72
@@ -17,7 +17,7 @@ so that nothing at run time needs apt, a font or a speech synthesiser:
 Needs (build time only) Debian ``fonts-noto-color-emoji`` and ``espeak-ng``, and PyPI
 ``fonttools`` (``pip install -e .[assets]``). Usage::
 
-    python scripts/build_assets.py [--out mmctx/data/assets/default]
+    python scripts/build_assets.py [--out mmctx/data/builtin/assets/default]
 
 The script is deterministic and idempotent: it builds into a temporary folder beside the
 output and swaps it in, so a rerun with the same tools gives byte-identical files.
@@ -54,7 +54,7 @@ TRIM_DB = 35.0  # frames quieter than peak frame RMS - TRIM_DB are silence
 TRIM_FRAME = 160  # 10 ms at 16 kHz
 TRIM_MARGIN_FRAMES = 1
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "mmctx" / "data" / "assets" / "default"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "mmctx" / "data" / "builtin" / "assets" / "default"
 
 #: category -> [(name, plural, emoji)]
 OBJECTS: dict[str, list[tuple[str, str, str]]] = {
@@ -262,7 +262,7 @@ A word-level vocabulary written by `scripts/build_assets.py`; Apache-2.0 like mm
 ```
 apt-get install espeak-ng fonts-noto-color-emoji
 pip install -e .[assets]          # fonttools
-python scripts/build_assets.py    # writes mmctx/data/assets/default/
+python scripts/build_assets.py    # writes mmctx/data/builtin/assets/default/
 ```
 
 The build is deterministic: rerunning it with the same font and espeak-ng gives identical

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from mmctx.data.default_data import default_data_root, ensure_default_dataset
+from mmctx.data.builtin.scenes import default_data_root, ensure_default_dataset
 
 SCALE = 2.5
 TEXT_HEIGHT = 48

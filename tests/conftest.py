@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmctx.data.default_data import generate_default_dataset
+from mmctx.data.builtin.scenes import generate_default_dataset
 
 #: Sizes of the session's small default data set (seed 0).
 SMALL = {"num_train": 40, "num_val": 10, "num_test": 10, "seed": 0}

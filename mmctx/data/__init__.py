@@ -1,153 +1,64 @@
-"""Data: manifest data sets, collation, tokenization, data modules and the default data set.
+"""Data: loading the user's data, the built-in generated data sets, and the data modules.
 
-Names are imported lazily (PEP 562), so ``import mmctx.data`` stays light and only
-:class:`MultimodalDataModule` / :class:`DefaultDataModule` pull in Lightning.
+- generic loading: JSONL manifests (:mod:`~mmctx.data.manifest`), COCO-style caption
+  files (:mod:`~mmctx.data.coco`), media decoding (:mod:`~mmctx.data.media`), collation,
+  tokenization, augmentation, samplers and loaders;
+- :mod:`mmctx.data.builtin`: the generated data sets (pictogram scenes, long-range task),
+  the asset pack and the cache protocol; they build on the generic code, never the reverse;
+- :mod:`~mmctx.data.datamodules`: every Lightning data module (the only Lightning import).
+
+Names are imported lazily (PEP 562), so ``import mmctx.data`` stays light and only the data
+modules pull in Lightning.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from mmctx.data._lazy import lazy_exports
 
-__all__ = [
-    # asset_pack
-    "AssetPack",
-    "ObjectInfo",
-    "default_asset_dir",
-    # augment
-    "Augmentation",
-    "AudioAugment",
-    "AugmentedDataset",
-    "EpochDataLoader",
-    "ImageAugment",
-    "TextAugment",
-    # coco
-    "CocoCaptionCollate",
-    "CocoCaptionDataModule",
-    "CocoCaptionDataset",
-    "CocoImage",
-    "image_folder",
-    "read_coco_captions",
-    "train_word_tokenizer",
-    # collate
-    "MultimodalCollate",
-    "collate_multimodal",
-    # datamodule
-    "DefaultDataModule",
-    "MultimodalDataModule",
-    # default_data
-    "DEFAULT_CLASSES",
-    "default_data_root",
-    "ensure_default_dataset",
-    "generate_default_dataset",
-    # long_range
-    "LONG_RANGE_CLASSES",
-    "LongRangeDataModule",
-    "ensure_long_range_dataset",
-    "generate_long_range_dataset",
-    "long_range_data_root",
-    "long_range_tokenizer",
-    # manifest
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "ManifestDataset",
-    "ManifestError",
-    # samplers
-    "GlobalBatchSampler",
-    # tokenization
-    "TextTokenizer",
-    "default_tokenizer_path",
-    "load_tokenizer",
-]
-
-_SOURCES: dict[str, str] = {
-    "AssetPack": "asset_pack",
-    "ObjectInfo": "asset_pack",
-    "default_asset_dir": "asset_pack",
-    "Augmentation": "augment",
-    "AudioAugment": "augment",
-    "AugmentedDataset": "augment",
-    "EpochDataLoader": "augment",
-    "ImageAugment": "augment",
-    "TextAugment": "augment",
+#: Public name → module that defines it (relative to this package); listed once.
+_EXPORTS: dict[str, str] = {
+    # generic loading
+    "IMAGENET_MEAN": "media",
+    "IMAGENET_STD": "media",
+    "ManifestDataset": "manifest",
+    "ManifestError": "manifest",
     "CocoCaptionCollate": "coco",
-    "CocoCaptionDataModule": "coco",
     "CocoCaptionDataset": "coco",
     "CocoImage": "coco",
     "image_folder": "coco",
     "read_coco_captions": "coco",
-    "train_word_tokenizer": "coco",
     "MultimodalCollate": "collate",
     "collate_multimodal": "collate",
-    "DefaultDataModule": "datamodule",
-    "MultimodalDataModule": "datamodule",
-    "DEFAULT_CLASSES": "default_data",
-    "default_data_root": "default_data",
-    "ensure_default_dataset": "default_data",
-    "generate_default_dataset": "default_data",
-    "LONG_RANGE_CLASSES": "long_range",
-    "LongRangeDataModule": "long_range",
-    "ensure_long_range_dataset": "long_range",
-    "generate_long_range_dataset": "long_range",
-    "long_range_data_root": "long_range",
-    "long_range_tokenizer": "long_range",
-    "IMAGENET_MEAN": "manifest",
-    "IMAGENET_STD": "manifest",
-    "ManifestDataset": "manifest",
-    "ManifestError": "manifest",
-    "GlobalBatchSampler": "samplers",
     "TextTokenizer": "tokenization",
-    "default_tokenizer_path": "tokenization",
     "load_tokenizer": "tokenization",
+    "train_word_tokenizer": "tokenization",
+    "Augmentation": "augment",
+    "AudioAugment": "augment",
+    "AugmentedDataset": "augment",
+    "ImageAugment": "augment",
+    "TextAugment": "augment",
+    "EpochDataLoader": "loaders",
+    "GlobalBatchSampler": "samplers",
+    # Lightning data modules
+    "CocoCaptionDataModule": "datamodules",
+    "DefaultDataModule": "datamodules",
+    "LongRangeDataModule": "datamodules",
+    "MultimodalDataModule": "datamodules",
+    # built-in generated data sets
+    "AssetPack": "builtin.asset_pack",
+    "ObjectInfo": "builtin.asset_pack",
+    "default_asset_dir": "builtin.asset_pack",
+    "default_tokenizer_path": "builtin.asset_pack",
+    "DEFAULT_CLASSES": "builtin.scenes",
+    "default_data_root": "builtin.scenes",
+    "ensure_default_dataset": "builtin.scenes",
+    "generate_default_dataset": "builtin.scenes",
+    "LONG_RANGE_CLASSES": "builtin.long_range",
+    "ensure_long_range_dataset": "builtin.long_range",
+    "generate_long_range_dataset": "builtin.long_range",
+    "long_range_data_root": "builtin.long_range",
+    "long_range_tokenizer": "builtin.long_range",
 }
 
-if TYPE_CHECKING:
-    from mmctx.data.asset_pack import AssetPack, ObjectInfo, default_asset_dir
-    from mmctx.data.augment import (
-        Augmentation,
-        AudioAugment,
-        AugmentedDataset,
-        EpochDataLoader,
-        ImageAugment,
-        TextAugment,
-    )
-    from mmctx.data.coco import (
-        CocoCaptionCollate,
-        CocoCaptionDataModule,
-        CocoCaptionDataset,
-        CocoImage,
-        image_folder,
-        read_coco_captions,
-        train_word_tokenizer,
-    )
-    from mmctx.data.collate import MultimodalCollate, collate_multimodal
-    from mmctx.data.datamodule import DefaultDataModule, MultimodalDataModule
-    from mmctx.data.default_data import (
-        DEFAULT_CLASSES,
-        default_data_root,
-        ensure_default_dataset,
-        generate_default_dataset,
-    )
-    from mmctx.data.long_range import (
-        LONG_RANGE_CLASSES,
-        LongRangeDataModule,
-        ensure_long_range_dataset,
-        generate_long_range_dataset,
-        long_range_data_root,
-        long_range_tokenizer,
-    )
-    from mmctx.data.manifest import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, ManifestError
-    from mmctx.data.samplers import GlobalBatchSampler
-    from mmctx.data.tokenization import TextTokenizer, default_tokenizer_path, load_tokenizer
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -19,8 +19,8 @@ Randomness: sample ``i`` in pass ``e`` over the training data is augmented under
 ``f(seed, e, i)`` (torch's RNG forked, so nothing else is disturbed). The result is the same
 whatever the number of DataLoader workers or the order in which they load, differs from
 epoch to epoch, and repeats exactly in a rerun. The pass counter lives in shared memory and
-is advanced by :class:`EpochDataLoader` each time an epoch's iteration starts (it restarts
-at 0 in a resumed run).
+is advanced by :class:`~mmctx.data.loaders.EpochDataLoader` each time an epoch's iteration
+starts (it restarts at 0 in a resumed run).
 
 Horizontal flips are **off by default and wrong for captions of the default data**: its
 captions list the objects left to right, so mirroring the picture changes the caption unless
@@ -37,15 +37,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from mmctx.data.manifest import IMAGENET_MEAN, IMAGENET_STD
+from mmctx.data.media import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "Augmentation",
     "AudioAugment",
     "AugmentedDataset",
-    "EpochDataLoader",
     "ImageAugment",
     "TextAugment",
 ]
@@ -300,21 +299,3 @@ class AugmentedDataset(Dataset):
             if aug.audio is not None and "audio" in item:
                 item["audio"] = aug.audio(item["audio"])
         return item
-
-
-class EpochDataLoader(DataLoader):
-    """A DataLoader that tells its :class:`AugmentedDataset` (possibly under a ``Subset``)
-    which pass over the data starts, each time it is iterated: the sampler's ``epoch`` when
-    it has one (:class:`~mmctx.data.samplers.GlobalBatchSampler`, so a resumed run draws the
-    same augmentations), else the number of earlier passes."""
-
-    def __iter__(self):
-        dataset = self.dataset
-        while not hasattr(dataset, "set_epoch") and hasattr(dataset, "dataset"):
-            dataset = dataset.dataset  # e.g. a Subset of the augmented data set
-        if hasattr(dataset, "set_epoch"):
-            passes = getattr(self, "_mmctx_passes", 0)
-            # the sampler's epoch (set by Lightning, also after a resume) when it has one
-            dataset.set_epoch(getattr(self.sampler, "epoch", passes))
-            self._mmctx_passes = passes + 1
-        return super().__iter__()

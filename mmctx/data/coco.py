@@ -23,7 +23,8 @@ Batches are the same :class:`~mmctx.types.MultimodalBatch` as the manifest data'
 :func:`~mmctx.data.collate.collate_multimodal`): ``inputs["image"]``, ``targets["caption"]``
 and ``targets["caption_mask"]``, ``meta["caption_text"]``, plus ``meta["references"]``.
 
-Any image-captioning config trains on such files by swapping its data module, e.g.::
+Any image-captioning config trains on such files by swapping its data module for
+:class:`~mmctx.data.datamodules.CocoCaptionDataModule`, e.g.::
 
     mmctx fit --config configs/caption_image.yaml --data=mmctx.data.CocoCaptionDataModule \
         --data.train_file=flickr8k/train.json --data.val_file=flickr8k/val.json \
@@ -48,40 +49,34 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmctx.data.collate import collate_multimodal
-from mmctx.data.datamodule import SplitLoadersMixin, TokenizerSizesMixin
-from mmctx.data.manifest import IMAGENET_MEAN, IMAGENET_STD, ManifestError
-from mmctx.data.tokenization import TextTokenizer, load_tokenizer
+from mmctx.data.manifest import ManifestError
+from mmctx.data.media import composite_on_white, image_transform
+from mmctx.data.tokenization import TextTokenizer
 from mmctx.types import MultimodalBatch
 
 __all__ = [
     "CocoImage",
     "CocoCaptionCollate",
-    "CocoCaptionDataModule",
     "CocoCaptionDataset",
     "image_folder",
     "read_coco_captions",
-    "train_word_tokenizer",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Image files :func:`image_folder` picks up.
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-#: Special tokens of :func:`train_word_tokenizer`, ids 0..3 in this order.
-_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
 
 @dataclass(frozen=True)
@@ -218,43 +213,6 @@ def image_folder(folder: str | Path) -> list[CocoImage]:
     return [CocoImage(p.name, p.name, p, (), i, ()) for i, p in enumerate(files)]
 
 
-def train_word_tokenizer(
-    texts: Iterable[str], min_frequency: int = 1, max_size: int | None = None
-) -> TextTokenizer:
-    """A word-level ``tokenizers`` tokenizer whose vocabulary is the words of ``texts``.
-
-    Lower-cased, split on whitespace and punctuation (like the default data's tokenizer);
-    ``[PAD]`` 0, ``[UNK]`` 1, ``[BOS]`` 2, ``[EOS]`` 3, then the words seen at least
-    ``min_frequency`` times, most frequent first, ties in alphabetical order — the same
-    texts always give the same ids (``tokenizers``' own trainer does not promise that),
-    so a new process that rebuilds the tokenizer from the same file can read a checkpoint.
-
-    Args:
-        texts: the training captions.
-        min_frequency: rarer words become ``[UNK]``.
-        max_size: most words kept (specials excluded); None: all.
-    """
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordLevel
-
-    normalizer = normalizers.Lowercase()
-    pre = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation(behavior="isolated")])
-    counts: Counter = Counter()
-    for text in texts:
-        counts.update(word for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
-    words = sorted((w for w, c in counts.items() if c >= min_frequency and w not in _SPECIAL_TOKENS),
-                   key=lambda w: (-counts[w], w))
-    if max_size is not None:
-        words = words[:max_size]
-    vocab = {token: i for i, token in enumerate(_SPECIAL_TOKENS)}
-    vocab.update({w: len(_SPECIAL_TOKENS) + i for i, w in enumerate(words)})
-    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizer
-    backend.pre_tokenizer = pre
-    backend.add_special_tokens(list(_SPECIAL_TOKENS))
-    return TextTokenizer(backend, source=f"<word-level, {len(vocab)} tokens>")
-
-
 class CocoCaptionDataset(Dataset):
     """Samples of a COCO-style caption file, as dicts like :class:`~mmctx.data.ManifestDataset`'s.
 
@@ -322,17 +280,7 @@ class CocoCaptionDataset(Dataset):
             else [(i, None) for i in range(len(self.images))]
         )
         self._warned = False
-
-        from torchvision.transforms import v2
-
-        self._image_transform = v2.Compose(
-            [
-                v2.ToImage(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Resize((image_size, image_size), antialias=True),
-                v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)),
-            ]
-        )
+        self._image_transform = image_transform(image_size)
 
     @property
     def references(self) -> list[list[str]]:
@@ -381,10 +329,7 @@ class CocoCaptionDataset(Dataset):
         try:
             with Image.open(image.path) as im:
                 im.load()
-                if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                    rgba = im.convert("RGBA")
-                    im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-                rgb = im.convert("RGB")
+                rgb = composite_on_white(im)
         except Exception as err:  # PIL raises OSError, ValueError, DecompressionBombError...
             raise ManifestError(
                 f"{self.path}: images[{image.index}] (id {image.id}): cannot read image {image.path}: "
@@ -413,116 +358,3 @@ class CocoCaptionCollate:
 
     def __repr__(self) -> str:
         return f"CocoCaptionCollate(pad_id={self.pad_id})"
-
-
-class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
-    """Image captioning data from COCO-style caption files (train / val / test / predict).
-
-    Training yields one sample per caption; validation, test and predict one per image with
-    all its captions as references (see the module docstring). ``vocab_size``, ``pad_id``,
-    ``bos_id`` and ``eos_id`` are known after ``__init__``, so the CLI fills them into the
-    model.
-
-    The tokenizer: ``tokenizer`` (a ``tokenizer.json`` or a local ``transformers``
-    folder), or, when None, a word-level one built from the training captions by
-    :func:`train_word_tokenizer` (deterministic, so a later ``mmctx test`` rebuilds the same
-    one; the captioning task also saves it in the run folder, where a later config can
-    point ``tokenizer`` at it).
-
-    Args:
-        train_file: caption file of the training split (also the tokenizer's source).
-        val_file: caption file of the validation split (optional).
-        test_file: caption file of the test split (optional).
-        predict_path: what ``predict`` captions: a caption file (its images need no
-            captions) or a folder of images; default: the test file.
-        image_dir: folder the ``file_name`` entries are relative to; None: each caption
-            file's own folder.
-        tokenizer: tokenizer path, or None to build one from the training captions.
-        min_word_frequency: words rarer than this in the training captions become
-            ``[UNK]`` (built tokenizer only).
-        batch_size: samples per batch.
-        num_workers: DataLoader worker processes (persistent when > 0).
-        image_size: side of the square images fed to the model, in pixels.
-        max_text_len: longer captions (BOS and EOS included) are truncated.
-        seed: seed of the training shuffle.
-    """
-
-    def __init__(
-        self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_path: str | None = None,
-        image_dir: str | None = None,
-        tokenizer: str | None = None,
-        min_word_frequency: int = 5,
-        batch_size: int = 64,
-        num_workers: int = 2,
-        image_size: int = 224,
-        max_text_len: int = 32,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
-        self.files: dict[str, Path | None] = {
-            "train": Path(train_file) if train_file else None,
-            "val": Path(val_file) if val_file else None,
-            "test": Path(test_file) if test_file else None,
-            "predict": Path(predict_path) if predict_path else (Path(test_file) if test_file else None),
-        }
-        self.image_dir = image_dir
-        self.modalities = ["image"]
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.image_size = image_size
-        self.max_text_len = max_text_len
-        self.seed = seed
-        if tokenizer is not None:
-            self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
-        else:
-            if self.files["train"] is None:
-                raise ValueError("CocoCaptionDataModule: without train_file, pass a tokenizer path")
-            images = read_coco_captions(self.files["train"], image_dir, check_files=False)
-            self.tokenizer = train_word_tokenizer(
-                (c for im in images for c in im.captions), min_frequency=min_word_frequency
-            )
-        self.datasets: dict[str, CocoCaptionDataset] = {}
-
-    def _dataset(self, split: str) -> CocoCaptionDataset:
-        if split not in self.datasets:
-            path = self.files[split]
-            if path is None:
-                arg = "predict_path" if split == "predict" else f"{split}_file"
-                raise ValueError(f"CocoCaptionDataModule: {arg} is not set: cannot build the {split} data")
-            self.datasets[split] = CocoCaptionDataset(
-                path,
-                self.tokenizer,
-                image_dir=self.image_dir,
-                per_caption=split == "train",
-                require_captions=split != "predict",
-                image_size=self.image_size,
-                max_text_len=self.max_text_len,
-            )
-        return self.datasets[split]
-
-    def setup(self, stage: str | None = None) -> None:
-        """Read and validate the caption files the stage needs."""
-        splits = {
-            None: [s for s in self.files if self.files[s] is not None],
-            "fit": ["train", "val"] if self.files["val"] else ["train"],
-            "validate": ["val"],
-            "test": ["test"],
-            "predict": ["predict"],
-        }
-        if stage not in splits:
-            raise ValueError(f"unknown stage {stage!r}")
-        for split in splits[stage]:
-            self._dataset(split)
-
-    def _collate(self) -> CocoCaptionCollate:
-        return CocoCaptionCollate(self.pad_id)
-
-    def _has_split(self, split: str) -> bool:
-        return self.files[split] is not None

@@ -26,6 +26,10 @@ Bad input follows ``on_error``:
 
 Every :class:`ManifestError` carries a short, stable ``kind`` (the reason), ``line`` and
 ``field``.
+
+The data set is two parts: parsing and validating the rows (:class:`ManifestDataset`, at
+construction) and loading one row's sample (:class:`ManifestSampleLoader`, in
+``__getitem__``); the files are decoded and checked by :mod:`mmctx.data.media`.
 """
 
 from __future__ import annotations
@@ -33,29 +37,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import soundfile as sf
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmctx.data.media import MediaError, downmix, image_transform, read_audio, read_image, resample
 from mmctx.data.tokenization import TextTokenizer
 from mmctx.types import MODALITIES
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ManifestDataset", "ManifestError", "check_bad_input_policy"]
+__all__ = ["ManifestDataset", "ManifestError", "ManifestSampleLoader", "check_bad_input_policy"]
 
 log = logging.getLogger(__name__)
-
-#: Images are normalised with ImageNet statistics: ``(x - mean) / std`` per channel.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _ON_ERROR = ("raise", "skip")
 #: The check pass of ``on_error="skip"`` shows a progress bar above this many rows.
@@ -135,8 +134,9 @@ class ManifestDataset(Dataset):
 
     - ``"image"``: (3, H, W) float, RGB resized to ``image_size`` x ``image_size`` (aspect
       ratio not kept; transparent pixels composited on white), scaled to [0, 1] and then
-      normalised with :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`. JPEGs are decoded at a
-      reduced scale (PIL's ``draft``, a power of two no smaller than ``image_size``).
+      normalised with ImageNet statistics (:data:`~mmctx.data.media.IMAGENET_MEAN`,
+      ``IMAGENET_STD``). JPEGs are decoded at a reduced scale (PIL's ``draft``, a power of
+      two no smaller than ``image_size``).
     - ``"audio"``: (S,) float32 waveform at ``sample_rate`` Hz: channels averaged (downmix,
       logged once per channel count), other sample rates resampled with
       ``torchaudio.functional.resample`` (logged once per source rate), truncated to
@@ -221,40 +221,10 @@ class ManifestDataset(Dataset):
     ) -> None:
         super().__init__()
         self.manifest = Path(manifest)
+        self.root = self.manifest.parent
         self.modalities = tuple(modalities)
-        unknown = [m for m in self.modalities if m not in MODALITIES]
-        if unknown or not self.modalities:
-            raise ValueError(
-                f"modalities must be a non-empty subset of {list(MODALITIES)}, got "
-                f"{list(self.modalities)}"
-            )
-        if ("text" in self.modalities or caption_field is not None) and tokenizer is None:
-            raise ValueError(f"{self.manifest}: a tokenizer is needed to load text")
-        if (
-            caption_field is not None
-            and tokenizer is not None
-            and (tokenizer.bos_id is None or tokenizer.eos_id is None)
-        ):
-            raise ValueError(
-                f"caption_field={caption_field!r} needs a tokenizer with BOS and EOS tokens; "
-                f"{tokenizer!r} lacks one"
-            )
-        if image_size < 1 or sample_rate < 1 or max_audio_seconds <= 0 or max_text_len < 1:
-            raise ValueError(
-                "image_size, sample_rate, max_audio_seconds and max_text_len must be positive"
-            )
-        check_bad_input_policy(on_error, max_bad_fraction)
-        if min_image_size < 1 or max_image_pixels < 1:
-            raise ValueError(
-                f"min_image_size and max_image_pixels must be positive, got {min_image_size} "
-                f"and {max_image_pixels}"
-            )
         self.tokenizer = tokenizer
         self.label_field = label_field
-        self.image_size = image_size
-        self.sample_rate = sample_rate
-        self.max_audio_seconds = max_audio_seconds
-        self.max_audio_samples = int(round(max_audio_seconds * sample_rate))
         self.max_text_len = max_text_len
         self.text_field = text_field
         self.image_field = image_field
@@ -263,25 +233,76 @@ class ManifestDataset(Dataset):
         self.allow_outside_root = allow_outside_root
         self.on_error = on_error
         self.max_bad_fraction = max_bad_fraction
-        self.min_image_size = min_image_size
-        self.max_image_pixels = max_image_pixels
-        self.root = self.manifest.parent
-        self._warned: set[str] = set()
         #: reason kind -> messages of the rows dropped for it, in file order ("skip" only).
         self.skipped: dict[str, list[str]] = {}
         self._skipped_errors: list[ManifestError] = []
-
-        if classes is not None:
-            if not all(isinstance(c, str) for c in classes):
-                raise TypeError(f"classes must be strings, got {classes!r}")
-            if len(set(classes)) != len(classes):
-                raise ValueError(f"duplicate names in classes: {classes!r}")
-        self._class_index = {name: i for i, name in enumerate(classes or [])}
+        _check_modalities(self.modalities, tokenizer, caption_field, self.manifest)
+        check_bad_input_policy(on_error, max_bad_fraction)
+        #: Loads one row's sample (decodes its files, tokenizes its texts).
+        self.loader = ManifestSampleLoader(
+            self.manifest,
+            tokenizer,
+            image_size=image_size,
+            sample_rate=sample_rate,
+            max_audio_seconds=max_audio_seconds,
+            max_text_len=max_text_len,
+            text_field=text_field,
+            image_field=image_field,
+            audio_field=audio_field,
+            caption_field=caption_field,
+            min_image_size=min_image_size,
+            max_image_pixels=max_image_pixels,
+        )
         self._given_classes = classes is not None
+        self._class_index = _class_index(classes)
 
         raw = self._read_rows()
         #: Non-blank lines of the manifest (the denominator of ``max_bad_fraction``).
         self.total_rows = len(raw)
+        checked = self._validate_rows(raw)
+        if self.on_error == "skip":
+            checked = self._check_files(checked)
+            self._finish_skipping()
+        self.rows: list[_Row] = self._index_labels(checked, classes)
+        self._check_consistency()
+
+    # ------------------------------------------------------------------ loader settings
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square output images, in pixels."""
+        return self.loader.image_size
+
+    @property
+    def sample_rate(self) -> int:
+        """Output audio sample rate, in Hz."""
+        return self.loader.sample_rate
+
+    @property
+    def max_audio_seconds(self) -> float:
+        """Longer audio is truncated to this length."""
+        return self.loader.max_audio_seconds
+
+    @property
+    def min_image_size(self) -> int:
+        """Smallest allowed image side, in pixels."""
+        return self.loader.min_image_size
+
+    @property
+    def max_image_pixels(self) -> int:
+        """Largest allowed image width x height."""
+        return self.loader.max_image_pixels
+
+    # ------------------------------------------------------------------ validation
+
+    def _error(self, line: int, field: str | None, reason: str, kind: str) -> ManifestError:
+        return _row_error(self.manifest, line, field, reason, kind)
+
+    def _validate_rows(
+        self, raw: list[tuple[int, dict[str, Any] | ManifestError]]
+    ) -> list[tuple[_Row, str | None]]:
+        """Each parsed row validated (:meth:`_validate`), with its label name; bad rows are
+        rejected (:meth:`_reject`)."""
         seen_ids: dict[str, int] = {}
         checked: list[tuple[_Row, str | None]] = []
         for line, obj in raw:
@@ -292,43 +313,23 @@ class ManifestDataset(Dataset):
                 checked.append(self._validate(line, obj, seen_ids))
             except ManifestError as error:
                 self._reject(error)
-        if self.on_error == "skip":
-            checked = self._check_files(checked)
-            self._finish_skipping()
+        return checked
 
+    def _index_labels(
+        self, checked: list[tuple[_Row, str | None]], classes: list[str] | None
+    ) -> list[_Row]:
+        """Set :attr:`classes` (given, or the sorted labels of the kept rows) and turn each
+        row's label name into its class index."""
         names = [name for _, name in checked]
         if classes is not None:
             self.classes: list[str] = list(classes)
         else:
             self.classes = _sorted_labels({n for n in names if n is not None})
-            self._class_index = {name: i for i, name in enumerate(self.classes)}
-        self.rows: list[_Row] = [
+            self._class_index = _class_index(self.classes)
+        return [
             replace(row, label=None if name is None else self._class_index[name])
             for row, name in checked
         ]
-        self._check_consistency()
-
-        from torchvision.transforms import v2
-
-        self._image_transform = v2.Compose(
-            [
-                v2.ToImage(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Resize((image_size, image_size), antialias=True),
-                v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)),
-            ]
-        )
-
-    # ------------------------------------------------------------------ validation
-
-    def _error(self, line: int, field: str | None, reason: str, kind: str) -> ManifestError:
-        where = f"{self.manifest}:{line}"
-        return ManifestError(
-            f"{where}: field '{field}': {reason}" if field else f"{where}: {reason}",
-            kind=kind,
-            line=line,
-            field=field,
-        )
 
     def _reject(self, error: ManifestError) -> None:
         """Raise ``error`` (``on_error="raise"``) or record its row as skipped."""
@@ -475,7 +476,8 @@ class ManifestDataset(Dataset):
     def _check_files(
         self, checked: list[tuple[_Row, str | None]]
     ) -> list[tuple[_Row, str | None]]:
-        """Decode every file (and tokenize every text) of the rows once; drop failing rows."""
+        """Decode every file (and tokenize every text) of the rows once
+        (:meth:`ManifestSampleLoader.check`); drop failing rows."""
         from tqdm import tqdm
 
         kept = []
@@ -488,14 +490,7 @@ class ManifestDataset(Dataset):
         )
         for row, name in progress:
             try:
-                if row.image is not None:
-                    self._read_image(row).close()
-                if row.audio is not None:
-                    self._read_audio(row)
-                if row.text is not None:
-                    self._token_ids(row, self.text_field, row.text)
-                if row.caption is not None:
-                    self._token_ids(row, self.caption_field, row.caption)
+                self.loader.check(row)
             except ManifestError as error:
                 self._reject(error)
             else:
@@ -571,23 +566,140 @@ class ManifestDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        item: dict[str, Any] = {"id": row.id, "source": self.source(index)}
+        return self.loader(self.rows[index])
+
+
+def _row_error(manifest: Path, line: int, field: str | None, reason: str, kind: str) -> ManifestError:
+    where = f"{manifest}:{line}"
+    return ManifestError(
+        f"{where}: field '{field}': {reason}" if field else f"{where}: {reason}",
+        kind=kind,
+        line=line,
+        field=field,
+    )
+
+
+def _check_modalities(
+    modalities: tuple[str, ...], tokenizer: TextTokenizer | None, caption_field: str | None, manifest: Path
+) -> None:
+    """Raise ValueError unless ``modalities`` is a non-empty subset of the known ones and the
+    tokenizer can encode what is asked for (text needs one, captions need BOS and EOS)."""
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ValueError(
+            f"modalities must be a non-empty subset of {list(MODALITIES)}, got {list(modalities)}"
+        )
+    if ("text" in modalities or caption_field is not None) and tokenizer is None:
+        raise ValueError(f"{manifest}: a tokenizer is needed to load text")
+    if (
+        caption_field is not None
+        and tokenizer is not None
+        and (tokenizer.bos_id is None or tokenizer.eos_id is None)
+    ):
+        raise ValueError(
+            f"caption_field={caption_field!r} needs a tokenizer with BOS and EOS tokens; "
+            f"{tokenizer!r} lacks one"
+        )
+
+
+def _class_index(classes: list[str] | None) -> dict[str, int]:
+    """Class name -> index of the given ``classes`` (checked: strings, no duplicates)."""
+    if classes is not None:
+        if not all(isinstance(c, str) for c in classes):
+            raise TypeError(f"classes must be strings, got {classes!r}")
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"duplicate names in classes: {classes!r}")
+    return {name: i for i, name in enumerate(classes or [])}
+
+
+class ManifestSampleLoader:
+    """Loads the sample of one validated manifest row: decodes its files (through
+    :mod:`mmctx.data.media`) and tokenizes its texts, with the output sizes of
+    :class:`ManifestDataset` (see there for the item's fields and shapes). A bad file raises
+    :class:`ManifestError` naming the manifest line and field; truncation, downmixing and
+    resampling are logged once per manifest and reason.
+
+    Args:
+        manifest: the manifest's path (for messages).
+        tokenizer: tokenizer of the texts (None: the rows have none).
+        image_size, sample_rate, max_audio_seconds, max_text_len, text_field, image_field,
+            audio_field, caption_field, min_image_size, max_image_pixels: as for
+            :class:`ManifestDataset`.
+
+    Raises:
+        ValueError: for a size or limit that is not positive.
+    """
+
+    def __init__(
+        self,
+        manifest: Path,
+        tokenizer: TextTokenizer | None,
+        image_size: int = 64,
+        sample_rate: int = 16000,
+        max_audio_seconds: float = 10.0,
+        max_text_len: int = 64,
+        text_field: str = "text",
+        image_field: str = "image",
+        audio_field: str = "audio",
+        caption_field: str | None = None,
+        min_image_size: int = 8,
+        max_image_pixels: int = 50_000_000,
+    ) -> None:
+        if image_size < 1 or sample_rate < 1 or max_audio_seconds <= 0 or max_text_len < 1:
+            raise ValueError(
+                "image_size, sample_rate, max_audio_seconds and max_text_len must be positive"
+            )
+        if min_image_size < 1 or max_image_pixels < 1:
+            raise ValueError(
+                f"min_image_size and max_image_pixels must be positive, got {min_image_size} "
+                f"and {max_image_pixels}"
+            )
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+        self.sample_rate = sample_rate
+        self.max_audio_seconds = max_audio_seconds
+        self.max_audio_samples = int(round(max_audio_seconds * sample_rate))
+        self.max_text_len = max_text_len
+        self.text_field = text_field
+        self.image_field = image_field
+        self.audio_field = audio_field
+        self.caption_field = caption_field
+        self.min_image_size = min_image_size
+        self.max_image_pixels = max_image_pixels
+        self._warned: set[str] = set()
+        self._image_transform = image_transform(image_size)
+
+    def __call__(self, row: _Row) -> dict[str, Any]:
+        """The sample of ``row``: a dict of tensors (see :class:`ManifestDataset`)."""
+        item: dict[str, Any] = {"id": row.id, "source": f"{self.manifest.name}:{row.line}"}
         if row.image is not None:
-            item["image"] = self._load_image(row)
+            item["image"] = self._image_transform(self._read_image(row))  # (3, H, W)
         if row.audio is not None:
-            item["audio"] = self._load_audio(row)
+            item["audio"] = self._load_audio(row)  # (S,)
         if row.text is not None:
-            item["text"] = self._encode(row, self.text_field, row.text)
+            item["text"] = self._encode(row, self.text_field, row.text)  # (T,)
         if row.label is not None:
             item["label"] = row.label
         if row.caption is not None:
             assert self.tokenizer is not None and self.tokenizer.bos_id is not None
             ids = self._encode(row, self.caption_field, row.caption, reserve=2)
             bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
-            item["caption"] = torch.cat([torch.tensor([bos]), ids, torch.tensor([eos])])
+            item["caption"] = torch.cat([torch.tensor([bos]), ids, torch.tensor([eos])])  # (T,)
             item["caption_text"] = row.caption
         return item
+
+    def check(self, row: _Row) -> None:
+        """Decode every file of ``row`` and tokenize its texts once (no resizing,
+        resampling or truncation); raises the :class:`ManifestError` of the first problem."""
+        if row.image is not None:
+            self._read_image(row).close()
+        if row.audio is not None:
+            self._read_audio(row)
+        if row.text is not None:
+            self._token_ids(row, self.text_field, row.text)
+        if row.caption is not None:
+            self._token_ids(row, self.caption_field, row.caption)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -599,9 +711,9 @@ class ManifestDataset(Dataset):
         try:
             ids = self.tokenizer.encode(text)
         except ValueError as error:
-            raise self._error(row.line, field, str(error), "bad text") from error
+            raise _row_error(self.manifest, row.line, field, str(error), "bad text") from error
         if not ids:
-            raise self._error(row.line, field, f"text {text!r} gives no tokens", "no tokens")
+            raise _row_error(self.manifest, row.line, field, f"text {text!r} gives no tokens", "no tokens")
         return ids
 
     def _encode(self, row: _Row, field: str | None, text: str, reserve: int = 0) -> Tensor:
@@ -617,88 +729,23 @@ class ManifestDataset(Dataset):
         return torch.tensor(ids, dtype=torch.long)
 
     def _read_image(self, row: _Row) -> Image.Image:
-        """The row's image as RGB, after the size checks on the header (nothing decoded
-        before them)."""
+        """The row's image as RGB, after the size checks on the header."""
         assert row.image is not None
-        field = self.image_field
-
-        def unreadable(error: Exception) -> ManifestError:
-            reason = f"cannot read image {row.image}: {type(error).__name__}: {error}"
-            return self._error(row.line, field, reason, "unreadable image")
-
         try:
-            im = Image.open(row.image)  # reads the header only
-        except Image.DecompressionBombError as error:  # PIL's own limit (~179 Mpixels)
-            reason = f"image too large: {error}"
-            raise self._error(row.line, field, reason, "image too large") from error
-        except Exception as error:  # UnidentifiedImageError, OSError, ...
-            raise unreadable(error) from error
-        with im:
-            width, height = im.size
-            if min(width, height) < self.min_image_size:
-                raise self._error(
-                    row.line,
-                    field,
-                    f"image too small: {width}x{height} pixels, a side below min_image_size="
-                    f"{self.min_image_size}: {row.image}",
-                    "image too small",
-                )
-            if width * height > self.max_image_pixels:
-                raise self._error(
-                    row.line,
-                    field,
-                    f"image too large: {width}x{height} = {width * height} pixels > "
-                    f"max_image_pixels={self.max_image_pixels} (not decoded): {row.image}",
-                    "image too large",
-                )
-            try:
-                if im.format == "JPEG":  # decode at 1/2..1/8 scale if that still covers image_size
-                    im.draft("RGB", (self.image_size, self.image_size))
-                im.load()
-                if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                    rgba = im.convert("RGBA")
-                    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                    return Image.alpha_composite(canvas, rgba).convert("RGB")
-                return im.convert("RGB")
-            except Exception as error:  # PIL raises OSError (truncated), ValueError, SyntaxError...
-                raise unreadable(error) from error
-
-    def _load_image(self, row: _Row) -> Tensor:
-        return self._image_transform(self._read_image(row))  # (3, H, W)
+            return read_image(row.image, self.min_image_size, self.max_image_pixels, draft_size=self.image_size)
+        except MediaError as error:
+            raise _row_error(self.manifest, row.line, self.image_field, str(error), error.kind) from error
 
     def _read_audio(self, row: _Row) -> tuple[np.ndarray, int]:
         """The row's samples as (S, channels) float32 and their rate, after the checks."""
         assert row.audio is not None
-        field = self.audio_field
         try:
-            data, rate = sf.read(row.audio, dtype="float32", always_2d=True)  # (S, channels)
-        except Exception as error:  # soundfile raises LibsndfileError/RuntimeError/TypeError
-            raise self._error(
-                row.line,
-                field,
-                f"cannot read audio {row.audio}: {type(error).__name__}: {error}",
-                "unreadable audio",
-            ) from error
-        cut = _wav_truncation(row.audio)
-        if cut is not None:  # libsndfile reads what is there without complaint
-            raise self._error(
-                row.line, field, f"truncated audio file {row.audio}: {cut}", "truncated audio"
-            )
-        if data.shape[0] == 0:
-            raise self._error(
-                row.line, field, f"audio has no samples: {row.audio}", "no audio samples"
-            )
-        finite = np.isfinite(data)
-        if not finite.all():
-            raise self._error(
-                row.line,
-                field,
-                f"audio has {int((~finite).sum())} NaN/Inf samples: {row.audio}",
-                "non-finite audio",
-            )
-        return data, int(rate)
+            return read_audio(row.audio)
+        except MediaError as error:
+            raise _row_error(self.manifest, row.line, self.audio_field, str(error), error.kind) from error
 
     def _load_audio(self, row: _Row) -> Tensor:
+        """Shapes: → (S,) float32 at ``sample_rate``, at most ``max_audio_samples`` long."""
         data, rate = self._read_audio(row)
         channels = data.shape[1]
         if channels > 1:
@@ -707,16 +754,14 @@ class ManifestDataset(Dataset):
                 f"{self.manifest}: audio downmixed {channels} channels to mono (first at line "
                 f"{row.line}); channels are averaged",
             )
-        wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))  # (S,) downmix
+        wave = downmix(data)  # (S,)
         if rate != self.sample_rate:
-            import torchaudio.functional as AF
-
             self._warn_once(
                 f"resample:{rate}",
                 f"{self.manifest}: audio resampled from {rate} Hz to {self.sample_rate} Hz "
                 f"(first at line {row.line})",
             )
-            wave = AF.resample(wave, rate, self.sample_rate)
+            wave = resample(wave, rate, self.sample_rate)
         if wave.shape[0] > self.max_audio_samples:
             self._warn_once(
                 "audio",
@@ -740,25 +785,3 @@ def _is_int_string(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _wav_truncation(path: Path) -> str | None:
-    """For a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds,
-    a description of the cut; else ``None`` (also for other formats, which their decoders
-    check). Sizes 0 and 0xFFFFFFFF mean "unknown" (streamed WAVs) and are accepted."""
-    with open(path, "rb") as handle:
-        head = handle.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        size = os.fstat(handle.fileno()).st_size
-        position = 12
-        while position + 8 <= size:
-            handle.seek(position)
-            chunk, length = struct.unpack("<4sI", handle.read(8))
-            if chunk == b"data":
-                available = size - position - 8
-                if length not in (0, 0xFFFFFFFF) and length > available:
-                    return f"the data chunk declares {length} bytes, the file holds {available}"
-                return None
-            position += 8 + length + (length & 1)  # chunks are padded to even sizes
-    return None

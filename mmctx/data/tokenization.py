@@ -2,18 +2,20 @@
 
 :func:`load_tokenizer` reads either a ``tokenizer.json`` (Hugging Face ``tokenizers``) or a
 local folder saved by ``transformers`` (``AutoTokenizer``, ``local_files_only=True``: never
-the hub). Both expose the same :class:`TextTokenizer` interface: ``encode``/``decode`` and
-the special ids a model needs (``pad_id``, ``bos_id``, ``eos_id``, ``unk_id``).
+the hub); :func:`train_word_tokenizer` builds a word-level one from texts. Both expose the
+same :class:`TextTokenizer` interface: ``encode``/``decode`` and the special ids a model
+needs (``pad_id``, ``bos_id``, ``eos_id``, ``unk_id``). The built-in asset pack's tokenizer
+is at :func:`mmctx.data.builtin.asset_pack.default_tokenizer_path`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mmctx.data.asset_pack import default_asset_dir
-
-__all__ = ["TextTokenizer", "default_tokenizer_path", "load_tokenizer"]
+__all__ = ["TextTokenizer", "load_tokenizer", "train_word_tokenizer"]
 
 # Candidate token strings for each special role, in order of preference.
 _SPECIALS: dict[str, tuple[str, ...]] = {
@@ -23,11 +25,8 @@ _SPECIALS: dict[str, tuple[str, ...]] = {
     "eos": ("[EOS]", "</s>", "<eos>", "<|endoftext|>", "[SEP]"),
     "mask": ("[MASK]", "<mask>"),
 }
-
-
-def default_tokenizer_path() -> Path:
-    """The word-level ``tokenizer.json`` of the default asset pack."""
-    return default_asset_dir() / "tokenizer.json"
+#: Special tokens of :func:`train_word_tokenizer`, ids 0..3 in this order.
+_WORD_SPECIALS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
 
 class TextTokenizer:
@@ -138,19 +137,19 @@ class TextTokenizer:
         )
 
 
-def load_tokenizer(path: str | Path | None = None) -> TextTokenizer:
+def load_tokenizer(path: str | Path) -> TextTokenizer:
     """Load a tokenizer from a local path; never touches the network.
 
     Args:
         path: a ``tokenizer.json`` file (``tokenizers``), or a folder holding either a
             ``transformers`` tokenizer (``tokenizer_config.json``; loaded with
             ``AutoTokenizer.from_pretrained(path, local_files_only=True)``) or a bare
-            ``tokenizer.json``. ``None`` is the default asset pack's tokenizer.
+            ``tokenizer.json``.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist or holds no tokenizer.
     """
-    path = Path(path) if path is not None else default_tokenizer_path()
+    path = Path(path)
     if path.is_file():
         from tokenizers import Tokenizer
 
@@ -171,3 +170,40 @@ def load_tokenizer(path: str | Path | None = None) -> TextTokenizer:
             "tokenizer.json (tokenizers)"
         )
     raise FileNotFoundError(f"tokenizer not found: {path}")
+
+
+def train_word_tokenizer(
+    texts: Iterable[str], min_frequency: int = 1, max_size: int | None = None
+) -> TextTokenizer:
+    """A word-level ``tokenizers`` tokenizer whose vocabulary is the words of ``texts``.
+
+    Lower-cased, split on whitespace and punctuation (like the default data's tokenizer);
+    ``[PAD]`` 0, ``[UNK]`` 1, ``[BOS]`` 2, ``[EOS]`` 3, then the words seen at least
+    ``min_frequency`` times, most frequent first, ties in alphabetical order — the same
+    texts always give the same ids (``tokenizers``' own trainer does not promise that),
+    so a new process that rebuilds the tokenizer from the same file can read a checkpoint.
+
+    Args:
+        texts: the training captions.
+        min_frequency: rarer words become ``[UNK]``.
+        max_size: most words kept (specials excluded); None: all.
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    normalizer = normalizers.Lowercase()
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation(behavior="isolated")])
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    words = sorted((w for w, c in counts.items() if c >= min_frequency and w not in _WORD_SPECIALS),
+                   key=lambda w: (-counts[w], w))
+    if max_size is not None:
+        words = words[:max_size]
+    vocab = {token: i for i, token in enumerate(_WORD_SPECIALS)}
+    vocab.update({w: len(_WORD_SPECIALS) + i for i, w in enumerate(words)})
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre
+    backend.add_special_tokens(list(_WORD_SPECIALS))
+    return TextTokenizer(backend, source=f"<word-level, {len(vocab)} tokens>")

@@ -1,4 +1,5 @@
-"""Fixtures of the data tests: a small default data set and small hand-made manifests."""
+"""Fixtures of the data tests: writers of small image, audio and manifest files (the small
+default data set is `default_root` in tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -10,11 +10,11 @@ import torch
 
 from mmctx.data import DefaultDataModule
 from mmctx.data.augment import Augmentation, AudioAugment, AugmentedDataset, ImageAugment, TextAugment
-from mmctx.data.default_data import DEFAULT_CLASSES
+from mmctx.data.builtin.asset_pack import default_tokenizer_path
+from mmctx.data.builtin.scenes import DEFAULT_CLASSES
 from mmctx.data.manifest import ManifestDataset
 from mmctx.data.tokenization import load_tokenizer
 
-SMALL = {"num_train": 40, "num_val": 10, "num_test": 10, "data_seed": 0}
 FULL = Augmentation(
     text=TextAugment(delete_prob=0.2, swap_prob=0.2, char_noise_prob=0.05),
     image=ImageAugment(crop_scale_min=0.7, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, rotation_degrees=10),
@@ -24,7 +24,7 @@ FULL = Augmentation(
 
 
 def dataset(root: Path) -> ManifestDataset:
-    return ManifestDataset(root / "train.jsonl", ["image", "audio", "text"], tokenizer=load_tokenizer(),
+    return ManifestDataset(root / "train.jsonl", ["image", "audio", "text"], tokenizer=load_tokenizer(default_tokenizer_path()),
                            classes=DEFAULT_CLASSES)
 
 
@@ -75,8 +75,8 @@ def _by_id(loader) -> dict[str, torch.Tensor]:
     return {i: img for batch in loader for i, img in zip(batch.ids, batch.inputs["image"].data)}
 
 
-def test_augmentation_is_for_training_only_and_epochs_differ(default_root):
-    kwargs = dict(root=str(default_root), **SMALL, batch_size=8, num_workers=0, modalities=["image", "audio"])
+def test_augmentation_is_for_training_only_and_epochs_differ(default_root, small_data):
+    kwargs = dict(root=str(default_root), **small_data, batch_size=8, num_workers=0, modalities=["image", "audio"])
     plain = DefaultDataModule(**kwargs)
     augmented = DefaultDataModule(**kwargs, augment=Augmentation(image=FULL.image, audio=FULL.audio))
     for dm in (plain, augmented):
@@ -98,8 +98,8 @@ def test_augmentation_is_for_training_only_and_epochs_differ(default_root):
 
 
 @pytest.mark.slow
-def test_augmentation_does_not_depend_on_the_number_of_workers(default_root):
-    kwargs = dict(root=str(default_root), **SMALL, batch_size=8, modalities=["image"],
+def test_augmentation_does_not_depend_on_the_number_of_workers(default_root, small_data):
+    kwargs = dict(root=str(default_root), **small_data, batch_size=8, modalities=["image"],
                   augment=Augmentation(image=FULL.image))
     results = []
     for workers in (0, 2):
@@ -112,9 +112,9 @@ def test_augmentation_does_not_depend_on_the_number_of_workers(default_root):
         assert all(torch.equal(a[k], b[k]) for k in a), f"epoch {epoch}"
 
 
-def test_label_fraction_takes_a_fixed_seeded_subset(default_root):
+def test_label_fraction_takes_a_fixed_seeded_subset(default_root, small_data):
     def train_ids(fraction: float, seed: int = 0) -> list[str]:
-        dm = DefaultDataModule(root=str(default_root), **SMALL, batch_size=8, num_workers=0,
+        dm = DefaultDataModule(root=str(default_root), **small_data, batch_size=8, num_workers=0,
                                modalities=["image"], label_fraction=fraction, seed=seed)
         dm.setup("fit")
         return sorted(i for batch in dm.train_dataloader() for i in batch.ids)

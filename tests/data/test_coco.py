@@ -1,5 +1,5 @@
 """COCO-style caption files: shapes of the samples and batches, multi-reference evaluation
-samples, the built tokenizer, and errors that name the file and the entry."""
+samples, the data module, and errors that name the file and the entry."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmctx.data.coco import (
-    CocoCaptionDataModule,
-    CocoCaptionDataset,
-    read_coco_captions,
-    train_word_tokenizer,
-)
+from mmctx.data import CocoCaptionDataModule
+from mmctx.data.coco import CocoCaptionDataset, read_coco_captions
 from mmctx.data.manifest import ManifestError
+from mmctx.data.tokenization import train_word_tokenizer
 
 CAPTIONS = {
     "a.png": ["A red square.", "a square that is red"],
@@ -96,15 +93,6 @@ def test_datamodule_batches_and_sizes(tmp_path):
     val = next(iter(dm.val_dataloader()))
     assert val.ids == ["a.png", "b.png", "c.png"]
     assert val.meta["references"] == list(CAPTIONS.values())
-
-
-def test_built_tokenizer_is_deterministic_and_respects_min_frequency():
-    texts = ["b a", "a c", "c b", "d"]
-    a, b = train_word_tokenizer(texts), train_word_tokenizer(list(reversed(texts)))
-    assert a.backend.get_vocab() == b.backend.get_vocab()
-    assert a.encode("a b c d") == [4, 5, 6, 7]  # counts tie at 2 for a, b, c → alphabetical
-    rare = train_word_tokenizer(texts, min_frequency=2)
-    assert rare.encode("d") == [rare.unk_id]
 
 
 def test_prediction_keeps_images_without_captions(tmp_path):

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import torch
 
+from mmctx.data.builtin.asset_pack import default_tokenizer_path
 from mmctx.data.collate import MultimodalCollate, collate_multimodal
-from mmctx.data.manifest import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset
+from mmctx.data.manifest import ManifestDataset
+from mmctx.data.media import IMAGENET_MEAN, IMAGENET_STD
 from mmctx.data.tokenization import TextTokenizer, load_tokenizer
 from mmctx.types import MultimodalBatch
 
@@ -21,7 +23,7 @@ ManifestWriter = Callable[[list], Path]
 
 @pytest.fixture
 def tokenizer() -> TextTokenizer:
-    return load_tokenizer()
+    return load_tokenizer(default_tokenizer_path())
 
 
 def dataset(

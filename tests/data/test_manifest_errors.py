@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mmctx.data.builtin.asset_pack import default_tokenizer_path
 from mmctx.data.manifest import ManifestDataset, ManifestError
 from mmctx.data.tokenization import load_tokenizer
 
@@ -19,7 +20,7 @@ CLASSES = ["0", "1", "2", "3"]
 def build(path: Path, **kwargs: Any) -> ManifestDataset:
     kwargs.setdefault("modalities", ["image", "audio", "text"])
     kwargs.setdefault("classes", CLASSES)
-    return ManifestDataset(path, tokenizer=load_tokenizer(), **kwargs)
+    return ManifestDataset(path, tokenizer=load_tokenizer(default_tokenizer_path()), **kwargs)
 
 
 def assert_names(error: pytest.ExceptionInfo, line: int, field: str | None) -> None:

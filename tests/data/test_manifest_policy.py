@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageFile
 
 from mmctx.data import MultimodalDataModule
+from mmctx.data.builtin.asset_pack import default_tokenizer_path
 from mmctx.data.manifest import ManifestDataset, ManifestError
 from mmctx.data.tokenization import load_tokenizer
 
@@ -102,7 +103,7 @@ def manifest(root: Path, bad: list[dict | str], good: int = 3, name: str = "trai
 def build(path: Path, **kwargs: Any) -> ManifestDataset:
     kwargs.setdefault("classes", CLASSES)
     kwargs.setdefault("max_image_pixels", PIXELS)
-    return ManifestDataset(path, MODALITIES, tokenizer=load_tokenizer(), **kwargs)
+    return ManifestDataset(path, MODALITIES, tokenizer=load_tokenizer(default_tokenizer_path()), **kwargs)
 
 
 # ---------------------------------------------------------------------- raise (default)

@@ -72,7 +72,7 @@ def test_stacked_sliding_encoder_learns_to_find_the_key_sentence() -> None:
     """End to end on the long-range task's text (short documents, text only): embeddings +
     a sliding-window layer + an attention-pooling head learn to read the colour of the one
     key sentence among distractor facts, far above chance (1 in 4)."""
-    from mmctx.data.long_range import LONG_RANGE_COLOURS, long_range_tokenizer, make_sample
+    from mmctx.data.builtin.long_range import LONG_RANGE_COLOURS, long_range_tokenizer, make_sample
     from mmctx.fusion import ConcatFusion
     from mmctx.heads import ClassifierHead
     from mmctx.models import FusionModel

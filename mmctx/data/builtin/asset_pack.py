@@ -1,4 +1,4 @@
-"""Read access to the committed asset pack ``mmctx/data/assets/default/``.
+"""Read access to the committed asset pack ``mmctx/data/builtin/assets/default/``.
 
 The pack (built once by ``scripts/build_assets.py``) holds 32 colour pictograms, their
 names, every vocabulary word spoken in 4 voices and a word-level tokenizer. This module
@@ -17,12 +17,17 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-__all__ = ["ObjectInfo", "AssetPack", "default_asset_dir"]
+__all__ = ["ObjectInfo", "AssetPack", "default_asset_dir", "default_tokenizer_path"]
 
 
 def default_asset_dir() -> Path:
     """Folder of the asset pack shipped inside the package."""
     return Path(__file__).resolve().parent / "assets" / "default"
+
+
+def default_tokenizer_path() -> Path:
+    """The word-level ``tokenizer.json`` of the default asset pack."""
+    return default_asset_dir() / "tokenizer.json"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,12 @@
-"""Lightning data modules over JSONL manifests, and over the embedded default data set.
+"""Every Lightning data module of mmctx (the only module of :mod:`mmctx.data` that imports
+Lightning).
+
+- over the user's data: :class:`MultimodalDataModule` (JSONL manifests, see
+  :mod:`mmctx.data.manifest`) and :class:`CocoCaptionDataModule` (COCO-style caption files,
+  see :mod:`mmctx.data.coco`);
+- over the built-in generated data sets (:mod:`mmctx.data.builtin`), generated on first use:
+  :class:`DefaultDataModule` (the pictogram scenes) and :class:`LongRangeDataModule` (the
+  long-range retrieval task).
 
 ``num_classes``, ``vocab_size``, ``pad_id`` and ``classes`` are known right after
 ``__init__`` (without building the data sets), so LightningCLI can link them into the model
@@ -16,18 +24,32 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from mmctx.data.augment import Augmentation, AugmentedDataset, EpochDataLoader
-from mmctx.data.collate import MultimodalCollate
-from mmctx.data.default_data import (
-    DEFAULT_CLASSES,
-    default_data_root,
-    ensure_default_dataset,
+from mmctx.data.augment import Augmentation, AugmentedDataset
+from mmctx.data.builtin.asset_pack import default_tokenizer_path
+from mmctx.data.builtin.long_range import (
+    LONG_RANGE_CLASSES,
+    ensure_long_range_dataset,
+    long_range_data_root,
+    long_range_params,
+    long_range_tokenizer,
 )
+from mmctx.data.builtin.scenes import DEFAULT_CLASSES, default_data_root, ensure_default_dataset
+from mmctx.data.coco import CocoCaptionCollate, CocoCaptionDataset, read_coco_captions
+from mmctx.data.collate import MultimodalCollate
+from mmctx.data.loaders import EpochDataLoader
 from mmctx.data.manifest import ManifestDataset, ManifestError, check_bad_input_policy
 from mmctx.data.samplers import GlobalBatchSampler
-from mmctx.data.tokenization import TextTokenizer, load_tokenizer
+from mmctx.data.tokenization import TextTokenizer, load_tokenizer, train_word_tokenizer
 
-__all__ = ["DefaultDataModule", "MultimodalDataModule", "SplitLoadersMixin", "TokenizerSizesMixin"]
+__all__ = [
+    "CocoCaptionDataModule",
+    "DefaultDataModule",
+    "GeneratedDataMixin",
+    "LongRangeDataModule",
+    "MultimodalDataModule",
+    "SplitLoadersMixin",
+    "TokenizerSizesMixin",
+]
 
 _STAGES = ("train", "val", "test", "predict")
 _STAGE_SPLIT = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
@@ -221,7 +243,9 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         }
         self.modalities = list(modalities)
         self.tokenizer_path = tokenizer
-        self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
+        self.tokenizer: TextTokenizer = load_tokenizer(
+            tokenizer if tokenizer is not None else default_tokenizer_path()
+        )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
@@ -350,6 +374,119 @@ def _read_classes_file(path: Path) -> list[str]:
     return classes
 
 
+class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
+    """Image captioning data from COCO-style caption files (train / val / test / predict).
+
+    Training yields one sample per caption; validation, test and predict one per image with
+    all its captions as references (see :mod:`mmctx.data.coco`). ``vocab_size``, ``pad_id``,
+    ``bos_id`` and ``eos_id`` are known after ``__init__``, so the CLI fills them into the
+    model.
+
+    The tokenizer: ``tokenizer`` (a ``tokenizer.json`` or a local ``transformers``
+    folder), or, when None, a word-level one built from the training captions by
+    :func:`~mmctx.data.tokenization.train_word_tokenizer` (deterministic, so a later
+    ``mmctx test`` rebuilds the same one; the captioning task also saves it in the run
+    folder, where a later config can point ``tokenizer`` at it).
+
+    Args:
+        train_file: caption file of the training split (also the tokenizer's source).
+        val_file: caption file of the validation split (optional).
+        test_file: caption file of the test split (optional).
+        predict_path: what ``predict`` captions: a caption file (its images need no
+            captions) or a folder of images; default: the test file.
+        image_dir: folder the ``file_name`` entries are relative to; None: each caption
+            file's own folder.
+        tokenizer: tokenizer path, or None to build one from the training captions.
+        min_word_frequency: words rarer than this in the training captions become
+            ``[UNK]`` (built tokenizer only).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes (persistent when > 0).
+        image_size: side of the square images fed to the model, in pixels.
+        max_text_len: longer captions (BOS and EOS included) are truncated.
+        seed: seed of the training shuffle.
+    """
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_path: str | None = None,
+        image_dir: str | None = None,
+        tokenizer: str | None = None,
+        min_word_frequency: int = 5,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        image_size: int = 224,
+        max_text_len: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        self.files: dict[str, Path | None] = {
+            "train": Path(train_file) if train_file else None,
+            "val": Path(val_file) if val_file else None,
+            "test": Path(test_file) if test_file else None,
+            "predict": Path(predict_path) if predict_path else (Path(test_file) if test_file else None),
+        }
+        self.image_dir = image_dir
+        self.modalities = ["image"]
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.max_text_len = max_text_len
+        self.seed = seed
+        if tokenizer is not None:
+            self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
+        else:
+            if self.files["train"] is None:
+                raise ValueError("CocoCaptionDataModule: without train_file, pass a tokenizer path")
+            images = read_coco_captions(self.files["train"], image_dir, check_files=False)
+            self.tokenizer = train_word_tokenizer(
+                (c for im in images for c in im.captions), min_frequency=min_word_frequency
+            )
+        self.datasets: dict[str, CocoCaptionDataset] = {}
+
+    def _dataset(self, split: str) -> CocoCaptionDataset:
+        if split not in self.datasets:
+            path = self.files[split]
+            if path is None:
+                arg = "predict_path" if split == "predict" else f"{split}_file"
+                raise ValueError(f"CocoCaptionDataModule: {arg} is not set: cannot build the {split} data")
+            self.datasets[split] = CocoCaptionDataset(
+                path,
+                self.tokenizer,
+                image_dir=self.image_dir,
+                per_caption=split == "train",
+                require_captions=split != "predict",
+                image_size=self.image_size,
+                max_text_len=self.max_text_len,
+            )
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and validate the caption files the stage needs."""
+        splits = {
+            None: [s for s in self.files if self.files[s] is not None],
+            "fit": ["train", "val"] if self.files["val"] else ["train"],
+            "validate": ["val"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }
+        if stage not in splits:
+            raise ValueError(f"unknown stage {stage!r}")
+        for split in splits[stage]:
+            self._dataset(split)
+
+    def _collate(self) -> CocoCaptionCollate:
+        return CocoCaptionCollate(self.pad_id)
+
+    def _has_split(self, split: str) -> bool:
+        return self.files[split] is not None
+
+
 class GeneratedDataMixin:
     """For data modules whose data set is generated locally on first use: ``prepare_data``
     (one process per node) and, lazily, the first data set built call ``_generate()`` once
@@ -392,13 +529,13 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
     """The embedded default data set ("what animals?"), generated on first use.
 
     The data set is generated (or found up to date) by
-    :func:`~mmctx.data.default_data.ensure_default_dataset` in ``prepare_data`` and again,
+    :func:`~mmctx.data.builtin.scenes.ensure_default_dataset` in ``prepare_data`` and again,
     lazily, before the data sets are built; ``__init__`` generates nothing. Its classes are
-    fixed (the 32 object names of :data:`~mmctx.data.default_data.DEFAULT_CLASSES`), so
+    fixed (the 32 object names of :data:`~mmctx.data.builtin.scenes.DEFAULT_CLASSES`), so
     ``num_classes`` is known at construction.
 
     Args:
-        root: data folder; ``None`` is :func:`~mmctx.data.default_data.default_data_root`.
+        root: data folder; ``None`` is :func:`~mmctx.data.builtin.scenes.default_data_root`.
         num_train: training samples to generate.
         num_val: validation samples to generate.
         num_test: test samples to generate (also used for ``predict``).
@@ -487,3 +624,84 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
 
     def _generate(self) -> None:
         ensure_default_dataset(self.root, **self.generation)
+
+
+class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
+    """The long-range retrieval task (see :mod:`mmctx.data.builtin.long_range`), generated
+    on first use.
+
+    Batches: ``inputs["image"]`` (B, 3, H, W) and ``inputs["text"]`` (B, T) with its mask
+    (B, T), T the longest document of the batch (at most ``max_text_len``);
+    ``targets["label"]`` (B,), an index into
+    :data:`~mmctx.data.builtin.long_range.LONG_RANGE_CLASSES` (16 classes).
+    ``max_text_len`` is the truncation switch: 512 keeps the first 512 tokens of every
+    document (the baseline), a value >= ``max_tokens`` keeps all.
+
+    Args:
+        root: data folder; ``None`` is
+            :func:`~mmctx.data.builtin.long_range.long_range_data_root`.
+        num_train: training samples to generate.
+        num_val: validation samples to generate.
+        num_test: test samples to generate (also used for ``predict``).
+        data_seed: generation seed (``seed`` only seeds the shuffle).
+        min_tokens: shortest document, in tokens.
+        max_tokens: longest document, in tokens.
+        modalities: which of "image", "text" to load (both for the task; either alone is
+            a baseline capped at 1 / 4: the category or the colour, never both).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        image_size: side of the generated (and loaded) images, in pixels.
+        max_text_len: documents are truncated to this many tokens (logged once).
+        seed: seed of the training shuffle.
+        train_min_tokens: shortest training document (log-uniform length mixture up to
+            ``max_tokens``; 0: training documents like val/test ones).
+        on_error, max_bad_fraction: the bad-row policy of :class:`MultimodalDataModule`
+            (the generated files are valid; this guards a damaged cache).
+    """
+
+    _save_base_hparams = False
+
+    def __init__(
+        self,
+        root: str | None = None,
+        num_train: int = 2000,
+        num_val: int = 250,
+        num_test: int = 500,
+        data_seed: int = 0,
+        min_tokens: int = 1536,
+        max_tokens: int = 3072,
+        modalities: list[str] = ["image", "text"],  # noqa: B006 - never mutated
+        batch_size: int = 16,
+        num_workers: int = 0,
+        image_size: int = 32,
+        max_text_len: int = 4096,
+        seed: int = 0,
+        train_min_tokens: int = 128,
+        on_error: Literal["raise", "skip"] = "raise",
+        max_bad_fraction: float = 0.05,
+    ) -> None:
+        unknown = [m for m in modalities if m not in ("image", "text")]
+        if unknown:
+            raise ValueError(f"LongRangeDataModule: modalities must be among ['image', 'text'], got {list(modalities)}")
+        self.root = Path(root).expanduser() if root else long_range_data_root()
+        super().__init__(
+            **self._split_manifests(self.root, num_val, num_test),
+            modalities=modalities,
+            classes=list(LONG_RANGE_CLASSES),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            image_size=image_size,
+            max_text_len=max_text_len,
+            seed=seed,
+            on_error=on_error,
+            max_bad_fraction=max_bad_fraction,
+        )
+        # the task's own vocabulary (fixed, so vocab_size is known without the data)
+        self.tokenizer = long_range_tokenizer()
+        self.generation = long_range_params(
+            num_train, num_val, num_test, min_tokens, max_tokens, image_size, data_seed, train_min_tokens
+        )
+        self.save_hyperparameters()  # this class's arguments only (see _save_base_hparams)
+
+    def _generate(self) -> None:
+        ensure_long_range_dataset(self.root, **self.generation)

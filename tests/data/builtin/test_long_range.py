@@ -12,15 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mmctx.data.asset_pack import AssetPack
-from mmctx.data.long_range import (
+from mmctx.data import LongRangeDataModule
+from mmctx.data.builtin.asset_pack import AssetPack
+from mmctx.data.builtin.long_range import (
     DISTRACTOR_COLOURS,
     KEY_WORD,
     LONG_RANGE_CATEGORIES,
     LONG_RANGE_CLASSES,
     LONG_RANGE_COLOURS,
     LONG_RANGE_OBJECTS,
-    LongRangeDataModule,
     ensure_long_range_dataset,
     fact_beyond_fraction,
     generate_long_range_dataset,

@@ -61,7 +61,7 @@ own ``random.Random`` seeded with a string of the seed, the split and ``i``), an
 like the default data: :func:`ensure_long_range_dataset` regenerates only when
 ``manifest_info.json`` records other parameters or another generator version.
 
-Run ``python -m mmctx.data.long_range [--root DIR]`` to generate it ahead of time.
+Run ``python -m mmctx.data.builtin.long_range [--root DIR]`` to generate it ahead of time.
 """
 
 from __future__ import annotations
@@ -76,16 +76,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from mmctx.data import cache
-from mmctx.data.asset_pack import AssetPack
-from mmctx.data.cache import STAMP
-from mmctx.data.datamodule import GeneratedDataMixin, MultimodalDataModule
-from mmctx.data.tokenization import TextTokenizer
+from mmctx.data.builtin import cache
+from mmctx.data.builtin.asset_pack import AssetPack
+from mmctx.data.builtin.cache import STAMP
+from mmctx.data.tokenization import TextTokenizer, train_word_tokenizer
 
 __all__ = [
     "DISTRACTOR_COLOURS",
@@ -95,12 +93,12 @@ __all__ = [
     "LONG_RANGE_COLOURS",
     "LONG_RANGE_OBJECTS",
     "LONG_RANGE_VERSION",
-    "LongRangeDataModule",
     "LongRangeSample",
     "ensure_long_range_dataset",
     "fact_beyond_fraction",
     "generate_long_range_dataset",
     "long_range_data_root",
+    "long_range_params",
     "long_range_tokenizer",
     "make_sample",
     "truncation_cap",
@@ -152,8 +150,6 @@ def long_range_tokenizer() -> TextTokenizer:
     ``[PAD]`` 0, ``[UNK]`` 1, ``[BOS]`` 2, ``[EOS]`` 3, then the words in alphabetical
     order, so the ids never depend on generated data (``vocab_size`` is known at once).
     """
-    from mmctx.data.coco import train_word_tokenizer
-
     return train_word_tokenizer([" ".join(_vocabulary(AssetPack()))])
 
 
@@ -279,7 +275,7 @@ def render_object(pictogram: Image.Image, image_size: int, rng: random.Random) -
 # ----------------------------------------------------------------------------- files
 
 
-def _params(
+def long_range_params(
     num_train: int,
     num_val: int,
     num_test: int,
@@ -289,6 +285,13 @@ def _params(
     seed: int,
     train_min_tokens: int,
 ) -> dict[str, int]:
+    """The generation parameters as recorded in the stamp, validated (arguments as for
+    :func:`generate_long_range_dataset`).
+
+    Raises:
+        TypeError: a parameter is not an int.
+        ValueError: a parameter is out of range.
+    """
     params = {
         "num_train": num_train,
         "num_val": num_val,
@@ -354,7 +357,7 @@ def generate_long_range_dataset(
         ``root`` as a ``Path``.
     """
     root = Path(root).expanduser().resolve()
-    params = _params(num_train, num_val, num_test, min_tokens, max_tokens, image_size, seed, train_min_tokens)
+    params = long_range_params(num_train, num_val, num_test, min_tokens, max_tokens, image_size, seed, train_min_tokens)
     with cache.lock(root):
         return _generate_locked(root, params)
 
@@ -432,7 +435,7 @@ def ensure_long_range_dataset(
     Arguments as for :func:`generate_long_range_dataset`.
     """
     root = Path(root).expanduser().resolve()
-    params = _params(num_train, num_val, num_test, min_tokens, max_tokens, image_size, seed, train_min_tokens)
+    params = long_range_params(num_train, num_val, num_test, min_tokens, max_tokens, image_size, seed, train_min_tokens)
     return cache.ensure(root, lambda: _stamp_matches(root, params), lambda: _generate_locked(root, params))
 
 
@@ -445,90 +448,9 @@ def fact_beyond_fraction(rows: Sequence[dict], limit: int = 512) -> float:
     return sum(int(r["fact_token"]) >= limit for r in rows) / len(rows)
 
 
-# ----------------------------------------------------------------------------- data module
-
-
-class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
-    """The long-range retrieval task (see the module docstring), generated on first use.
-
-    Batches: ``inputs["image"]`` (B, 3, H, W) and ``inputs["text"]`` (B, T) with its mask
-    (B, T), T the longest document of the batch (at most ``max_text_len``);
-    ``targets["label"]`` (B,), an index into :data:`LONG_RANGE_CLASSES` (16 classes).
-    ``max_text_len`` is the truncation switch: 512 keeps the first 512 tokens of every
-    document (the baseline), a value >= ``max_tokens`` keeps all.
-
-    Args:
-        root: data folder; ``None`` is :func:`long_range_data_root`.
-        num_train: training samples to generate.
-        num_val: validation samples to generate.
-        num_test: test samples to generate (also used for ``predict``).
-        data_seed: generation seed (``seed`` only seeds the shuffle).
-        min_tokens: shortest document, in tokens.
-        max_tokens: longest document, in tokens.
-        modalities: which of "image", "text" to load (both for the task; either alone is
-            a baseline capped at 1 / 4: the category or the colour, never both).
-        batch_size: samples per batch.
-        num_workers: DataLoader worker processes.
-        image_size: side of the generated (and loaded) images, in pixels.
-        max_text_len: documents are truncated to this many tokens (logged once).
-        seed: seed of the training shuffle.
-        train_min_tokens: shortest training document (log-uniform length mixture up to
-            ``max_tokens``; 0: training documents like val/test ones).
-        on_error, max_bad_fraction: the bad-row policy of :class:`MultimodalDataModule`
-            (the generated files are valid; this guards a damaged cache).
-    """
-
-    _save_base_hparams = False
-
-    def __init__(
-        self,
-        root: str | None = None,
-        num_train: int = 2000,
-        num_val: int = 250,
-        num_test: int = 500,
-        data_seed: int = 0,
-        min_tokens: int = 1536,
-        max_tokens: int = 3072,
-        modalities: list[str] = ["image", "text"],  # noqa: B006 - never mutated
-        batch_size: int = 16,
-        num_workers: int = 0,
-        image_size: int = 32,
-        max_text_len: int = 4096,
-        seed: int = 0,
-        train_min_tokens: int = 128,
-        on_error: Literal["raise", "skip"] = "raise",
-        max_bad_fraction: float = 0.05,
-    ) -> None:
-        unknown = [m for m in modalities if m not in ("image", "text")]
-        if unknown:
-            raise ValueError(f"LongRangeDataModule: modalities must be among ['image', 'text'], got {list(modalities)}")
-        self.root = Path(root).expanduser() if root else long_range_data_root()
-        super().__init__(
-            **self._split_manifests(self.root, num_val, num_test),
-            modalities=modalities,
-            classes=list(LONG_RANGE_CLASSES),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            image_size=image_size,
-            max_text_len=max_text_len,
-            seed=seed,
-            on_error=on_error,
-            max_bad_fraction=max_bad_fraction,
-        )
-        # the task's own vocabulary (fixed, so vocab_size is known without the data)
-        self.tokenizer = long_range_tokenizer()
-        self.generation = _params(
-            num_train, num_val, num_test, min_tokens, max_tokens, image_size, data_seed, train_min_tokens
-        )
-        self.save_hyperparameters()  # this class's arguments only (see _save_base_hparams)
-
-    def _generate(self) -> None:
-        ensure_long_range_dataset(self.root, **self.generation)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m mmctx.data.long_range``: generate the data set and print its statistics."""
-    parser = argparse.ArgumentParser(prog="python -m mmctx.data.long_range", description=__doc__.splitlines()[0])
+    """``python -m mmctx.data.builtin.long_range``: generate the data set and print its statistics."""
+    parser = argparse.ArgumentParser(prog="python -m mmctx.data.builtin.long_range", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=None, help="output folder (default: long_range_data_root())")
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-val", type=int, default=250)

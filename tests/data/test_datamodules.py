@@ -10,23 +10,21 @@ import pytest
 import torch
 
 from mmctx.data import DefaultDataModule, MultimodalDataModule, load_tokenizer
-from mmctx.data.default_data import DEFAULT_CLASSES
+from mmctx.data.builtin.asset_pack import default_tokenizer_path
+from mmctx.data.builtin.scenes import DEFAULT_CLASSES
 from mmctx.data.manifest import ManifestError
 from mmctx.types import MultimodalBatch
 
-SMALL = {"num_train": 40, "num_val": 10, "num_test": 10, "data_seed": 0}  # as in conftest.py
-
-
-def test_default_datamodule_loaders(default_root: Path) -> None:
+def test_default_datamodule_loaders(default_root: Path, small_data: dict[str, int]) -> None:
     dm = DefaultDataModule(
         root=str(default_root),
-        **SMALL,
+        **small_data,
         batch_size=16,
         num_workers=0,
         modalities=["image", "audio", "text"],
     )
     assert dm.num_classes == 32 and dm.classes == DEFAULT_CLASSES and dm.classes[:2] == ["dog", "cat"]
-    assert dm.vocab_size == load_tokenizer().vocab_size and dm.pad_id == 0
+    assert dm.vocab_size == load_tokenizer(default_tokenizer_path()).vocab_size and dm.pad_id == 0
     stamp = (default_root / "manifest_info.json").stat().st_mtime_ns
     dm.prepare_data()
     assert (default_root / "manifest_info.json").stat().st_mtime_ns == stamp  # up to date
@@ -49,11 +47,11 @@ def test_default_datamodule_loaders(default_root: Path) -> None:
         assert batch.targets["label"].min() >= 0 and batch.targets["label"].max() < 32
 
 
-def test_train_shuffle_is_seeded(default_root: Path) -> None:
+def test_train_shuffle_is_seeded(default_root: Path, small_data: dict[str, int]) -> None:
     def first_ids(seed: int) -> list[str]:
         dm = DefaultDataModule(
             root=str(default_root),
-            **SMALL,
+            **small_data,
             batch_size=8,
             num_workers=0,
             modalities=["text"],
@@ -66,8 +64,8 @@ def test_train_shuffle_is_seeded(default_root: Path) -> None:
     assert first_ids(0) != first_ids(1)
 
 
-def test_worker_processes(default_root: Path) -> None:
-    dm = DefaultDataModule(root=str(default_root), **SMALL, batch_size=10, num_workers=1)
+def test_worker_processes(default_root: Path, small_data: dict[str, int]) -> None:
+    dm = DefaultDataModule(root=str(default_root), **small_data, batch_size=10, num_workers=1)
     dm.setup("validate")
     loader = dm.val_dataloader()
     assert loader.persistent_workers
@@ -83,10 +81,10 @@ def test_init_generates_nothing(tmp_path: Path) -> None:
     assert len(dm.datasets["train"]) == 4
 
 
-def test_caption_task_fields(default_root: Path) -> None:
+def test_caption_task_fields(default_root: Path, small_data: dict[str, int]) -> None:
     dm = DefaultDataModule(
         root=str(default_root),
-        **SMALL,
+        **small_data,
         batch_size=4,
         num_workers=0,
         modalities=["audio"],
@@ -137,25 +135,36 @@ def test_bad_manifest_fails_at_setup(small_manifest: Callable[[list], Path]) -> 
         dm.setup("fit")
 
 
-def test_fits_with_lightning(default_root: Path) -> None:
+def test_fits_with_lightning(default_root: Path, small_data: dict[str, int]) -> None:
+    """A Lightning Trainer drives the data module: it trains on its batches (the weights move)
+    and validates on its validation split."""
     import lightning as L
+
+    seen: dict[str, list[int]] = {"train": [], "val": []}
 
     class Probe(L.LightningModule):
         def __init__(self, num_classes: int) -> None:
             super().__init__()
             self.linear = torch.nn.Linear(3, num_classes)
 
-        def training_step(self, batch: MultimodalBatch, index: int) -> torch.Tensor:
+        def _loss(self, batch: MultimodalBatch) -> torch.Tensor:
             features = batch.inputs["image"].data.mean(dim=(2, 3))  # (B, 3)
             return torch.nn.functional.cross_entropy(self.linear(features), batch.targets["label"])
 
+        def training_step(self, batch: MultimodalBatch, index: int) -> torch.Tensor:
+            seen["train"].append(len(batch))
+            return self._loss(batch)
+
         def validation_step(self, batch: MultimodalBatch, index: int) -> None:
-            self.log("val_loss", self.training_step(batch, index), batch_size=len(batch))
+            seen["val"].append(len(batch))
+            self.log("val_loss", self._loss(batch), batch_size=len(batch))
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    dm = DefaultDataModule(root=str(default_root), **SMALL, batch_size=8, num_workers=0)
+    dm = DefaultDataModule(root=str(default_root), **small_data, batch_size=8, num_workers=0)
+    model = Probe(dm.num_classes)
+    before = model.linear.weight.detach().clone()
     trainer = L.Trainer(
         fast_dev_run=2,
         accelerator="cpu",
@@ -163,13 +172,8 @@ def test_fits_with_lightning(default_root: Path) -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(Probe(dm.num_classes), datamodule=dm)
-
-
-def test_package_exports_resolve() -> None:
-    import mmctx.data
-
-    for name in mmctx.data.__all__:
-        assert getattr(mmctx.data, name) is not None, name
-    with pytest.raises(AttributeError):
-        mmctx.data.NotAName  # noqa: B018
+    trainer.fit(model, datamodule=dm)
+    assert trainer.state.finished and trainer.global_step == 2
+    assert seen == {"train": [8, 8], "val": [8, 2]}  # 2 training batches; the 10 validation samples
+    assert not torch.equal(model.linear.weight, before)  # the optimizer stepped on real batches
+    assert torch.isfinite(trainer.callback_metrics["val_loss"])

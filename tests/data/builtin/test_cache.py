@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mmctx.data.cache import STAMP, build_atomically, ensure, read_stamp, stamp_matches
+from mmctx.data.builtin.cache import STAMP, build_atomically, ensure, read_stamp, stamp_matches
 
 
 def write(root, dataset="d", version=1, params=None):

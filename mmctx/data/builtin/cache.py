@@ -1,6 +1,6 @@
 """Generated data sets cached on disk: a stamp file, a lock, and an atomic swap into place.
 
-Both generated data sets (:mod:`mmctx.data.default_data`, :mod:`mmctx.data.long_range`)
+Both generated data sets (:mod:`mmctx.data.builtin.scenes`, :mod:`mmctx.data.builtin.long_range`)
 follow one protocol:
 
 - ``root/manifest_info.json`` (the *stamp*) records the data set's name, its generator

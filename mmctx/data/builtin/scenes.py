@@ -1,6 +1,6 @@
 """The embedded default data set: "what animal is in the picture?".
 
-Generated locally from the committed asset pack (:mod:`mmctx.data.asset_pack`), with no apt
+Generated locally from the committed asset pack (:mod:`mmctx.data.builtin.asset_pack`), with no apt
 package and no network, so the default training job runs on a fresh machine.
 
 Each sample is a small scene of one to three pictograms from different categories (animals,
@@ -38,7 +38,7 @@ A manifest row::
 asset-pack voice of both spoken files. Images are ``image_size`` square RGB PNGs; audio is
 mono 16-bit FLAC at ``sample_rate``.
 
-Run ``python -m mmctx.data.default_data [--root DIR]`` to generate it ahead of time.
+Run ``python -m mmctx.data.builtin.scenes [--root DIR]`` to generate it ahead of time.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from mmctx.data import cache
-from mmctx.data.asset_pack import AssetPack
-from mmctx.data.cache import STAMP
+from mmctx.data.builtin import cache
+from mmctx.data.builtin.asset_pack import AssetPack
+from mmctx.data.builtin.cache import STAMP
 
 __all__ = [
     "DATASET_VERSION",
@@ -555,16 +555,16 @@ def _stamp_matches(root: Path, params: dict[str, int]) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m mmctx.data.default_data``: generate the default data set."""
+    """``python -m mmctx.data.builtin.scenes``: generate the default data set."""
     parser = argparse.ArgumentParser(
-        prog="python -m mmctx.data.default_data",
+        prog="python -m mmctx.data.builtin.scenes",
         description="Generate mmctx's embedded default data set ('what animals?').",
     )
     parser.add_argument(
         "--root",
         type=Path,
         default=None,
-        help="output folder (default: $MMCTX_DATA or ~/.cache/mmctx/default-v1)",
+        help=f"output folder (default: $MMCTX_DATA or ~/.cache/mmctx/default-v{DATASET_VERSION})",
     )
     parser.add_argument("--num-train", type=int, default=3000)
     parser.add_argument("--num-val", type=int, default=500)

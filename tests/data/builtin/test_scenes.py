@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from mmctx.data import default_data
-from mmctx.data.asset_pack import AssetPack
-from mmctx.data.default_data import (
+from mmctx.data.builtin import scenes
+from mmctx.data.builtin.asset_pack import AssetPack
+from mmctx.data.builtin.scenes import (
     CATEGORIES,
     DEFAULT_CLASSES,
     POSITIONS,
@@ -29,10 +29,7 @@ def read_rows(root: Path, split: str) -> list[dict]:
     return [json.loads(line) for line in (root / f"{split}.jsonl").read_text().splitlines()]
 
 
-SMALL = {"num_train": 40, "num_val": 10, "num_test": 10, "seed": 0}  # as in conftest.py
-
-
-def test_split_sizes_files_and_classes(default_root: Path) -> None:
+def test_split_sizes_files_and_classes(default_root: Path, small_sizes: dict[str, int]) -> None:
     for split, n in (("train", 40), ("val", 10), ("test", 10)):
         rows = read_rows(default_root, split)
         assert len(rows) == n
@@ -42,15 +39,15 @@ def test_split_sizes_files_and_classes(default_root: Path) -> None:
                 assert (default_root / row[field]).is_file()
     assert json.loads((default_root / "classes.json").read_text()) == DEFAULT_CLASSES
     stamp = json.loads((default_root / "manifest_info.json").read_text())
-    assert stamp["params"] == {**SMALL, "image_size": 64, "sample_rate": 16000}
+    assert stamp["params"] == {**small_sizes, "image_size": 64, "sample_rate": 16000}
     assert stamp["counts"] == {"train": 40, "val": 10, "test": 10}
 
 
 def test_same_seed_same_bytes_any_worker_count(
-    default_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    default_root: Path, small_sizes: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(default_data, "_MIN_PARALLEL", 0)  # force the 2-process pool
-    again = generate_default_dataset(tmp_path / "again", **SMALL, num_workers=2)
+    monkeypatch.setattr(scenes, "_MIN_PARALLEL", 0)  # force the 2-process pool
+    again = generate_default_dataset(tmp_path / "again", **small_sizes, num_workers=2)
     for split in SPLITS:
         assert (again / f"{split}.jsonl").read_bytes() == (
             default_root / f"{split}.jsonl"
@@ -63,8 +60,8 @@ def test_same_seed_same_bytes_any_worker_count(
             np.testing.assert_array_equal(a, b)
 
 
-def test_other_seed_other_data(default_root: Path, tmp_path: Path) -> None:
-    other = generate_default_dataset(tmp_path / "other", **{**SMALL, "seed": 1})
+def test_other_seed_other_data(default_root: Path, small_sizes: dict[str, int], tmp_path: Path) -> None:
+    other = generate_default_dataset(tmp_path / "other", **{**small_sizes, "seed": 1})
     assert (other / "train.jsonl").read_text() != (default_root / "train.jsonl").read_text()
 
 
@@ -175,6 +172,6 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path: Path) -> None:
 
 def test_default_root_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MMCTX_DATA", str(tmp_path / "x"))
-    assert default_data.default_data_root() == tmp_path / "x"
+    assert scenes.default_data_root() == tmp_path / "x"
     monkeypatch.delenv("MMCTX_DATA")
-    assert default_data.default_data_root().name == f"default-v{default_data.DATASET_VERSION}"
+    assert scenes.default_data_root().name == f"default-v{scenes.DATASET_VERSION}"
