@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class GatedFusion(Fusion):
         self.drop = nn.Dropout(dropout)
         self.last_weights: torch.Tensor | None = None
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
         # State dicts saved before the score's bias was removed carry ``gate.2.bias``; it only
         # shifted every modality's score by the same amount, so dropping it changes no output.
         state_dict.pop(f"{prefix}gate.2.bias", None)
