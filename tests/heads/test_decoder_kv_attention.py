@@ -8,14 +8,7 @@ import torch
 from mmctx.layers import MultiHeadAttention, attention_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second thread costs more in hand-offs than it saves, and on a busy
-    2-core machine (parallel jobs) it turns into waiting; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_precomputed_cross_kv_equals_context():
