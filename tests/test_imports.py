@@ -107,4 +107,6 @@ def test_the_probe_sees_lightning_where_it_is(tmp_path):
 
 
 def test_readme_import_line_works():
-    from mmctx.fusion import ConcatFusion, CrossAttentionFusion  # noqa: F401
+    from mmctx.fusion import ConcatFusion, CrossAttentionFusion, Fusion
+
+    assert issubclass(ConcatFusion, Fusion) and issubclass(CrossAttentionFusion, Fusion)
