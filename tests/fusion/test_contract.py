@@ -19,7 +19,7 @@ FUSIONS = {
         DIMS, 24, query_modality="text", num_heads=2, gated=False, append_context=True
     ),
     "gated": lambda: GatedFusion(DIMS, 24, hidden_dim=16),
-    "perceiver": lambda: PerceiverResampler(DIMS, 24, num_latents=3, num_layers=1, num_heads=2),
+    "perceiver": lambda: PerceiverResampler(DIMS, 24, num_latents=3, num_layers=2, num_heads=2),
 }
 
 
