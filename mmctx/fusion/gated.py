@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,9 +36,17 @@ class GatedFusion(Fusion):
         self.proj = nn.ModuleDict(
             {m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dim)) for m, d in input_dims.items()}
         )
-        self.gate = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 1))
+        # no bias on the score: the softmax over modalities is invariant to a shift shared by
+        # every modality, so such a bias would never get a gradient
+        self.gate = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 1, bias=False))
         self.drop = nn.Dropout(dropout)
         self.last_weights: torch.Tensor | None = None
+
+    def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # State dicts saved before the score's bias was removed carry ``gate.2.bias``; it only
+        # shifted every modality's score by the same amount, so dropping it changes no output.
+        state_dict.pop(f"{prefix}gate.2.bias", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, tokens: Mapping[str, Tokens]) -> ExtendedContext:
         """Fuse by a gated weighted sum.

@@ -8,32 +8,9 @@ import torch
 from mmctx.heads import DecoderCache, TextDecoder
 from mmctx.types import ExtendedContext
 
-PAD, BOS, EOS = 0, 1, 2
+PAD, BOS, EOS = 0, 1, 2  # the special ids of the decoders tests/heads/conftest.py builds
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second thread costs more in hand-offs than it saves, and on a busy
-    2-core machine (parallel jobs) it turns into waiting; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_decoder(seed: int = 0, **overrides) -> TextDecoder:
-    torch.manual_seed(seed)
-    args = dict(vocab_size=20, dim=32, num_layers=2, num_heads=4, max_seq_len=40, pad_id=PAD, bos_id=BOS, eos_id=EOS)
-    args.update(overrides)
-    return TextDecoder(**args).eval()
-
-
-def make_context(lengths=(5, 3, 7), d: int = 32, seed: int = 1) -> ExtendedContext:
-    g = torch.Generator().manual_seed(seed)
-    M = max(lengths)
-    x = torch.randn(len(lengths), M, d, generator=g)
-    mask = torch.arange(M)[None, :] < torch.tensor(lengths)[:, None]
-    return ExtendedContext(x, mask, torch.zeros(len(lengths), M, dtype=torch.long), ("image",))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def with_noisy_padding(c: ExtendedContext, value: float = 77.0) -> ExtendedContext:
@@ -48,20 +25,20 @@ def random_tokens(B: int, T: int, seed: int = 2, vocab: int = 20) -> torch.Tenso
 
 
 @pytest.mark.parametrize("tie", [True, False])
-def test_logits_shape_and_gradients_reach_every_parameter(tie):
-    dec = make_decoder(tie_embeddings=tie, dropout=0.1, context_dim=24).train()
+def test_logits_shape_and_gradients_reach_every_parameter(tie, make_context, make_decoder, assert_gradients):
+    dec = make_decoder(tie_embeddings=tie, dropout=0.1, context_dim=24).train().double()
     c = make_context(d=24)
+    c = ExtendedContext(c.x.double(), c.mask, c.modality, c.names)
     tokens = random_tokens(3, 6)
     logits = dec(tokens, c)
     assert logits.shape == (3, 6, 20)
-    targets = torch.randint(0, 20, (3, 6))
+    targets = torch.randint(0, 20, (3, 6), generator=torch.Generator().manual_seed(0))
     torch.nn.functional.cross_entropy(logits.reshape(-1, 20), targets.reshape(-1)).backward()
-    missing = [n for n, p in dec.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, missing
+    assert_gradients(dec)
     assert (dec.lm_head is None) == tie
 
 
-def test_padded_context_positions_never_change_logits_or_generation():
+def test_padded_context_positions_never_change_logits_or_generation(make_context, make_decoder):
     dec = make_decoder()
     c, noisy = make_context(), with_noisy_padding(make_context())
     tokens = random_tokens(3, 8)
@@ -75,7 +52,7 @@ def test_padded_context_positions_never_change_logits_or_generation():
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
-def test_batch_of_different_context_lengths_generates_as_each_sample_alone(strategy):
+def test_batch_of_different_context_lengths_generates_as_each_sample_alone(strategy, make_context, make_decoder):
     dec = make_decoder(seed=3)
     lengths = (5, 2, 7, 4)
     c = make_context(lengths, seed=4)
@@ -88,7 +65,7 @@ def test_batch_of_different_context_lengths_generates_as_each_sample_alone(strat
         assert (row[single.shape[0] :] == PAD).all()  # the batch only adds padding after EOS
 
 
-def test_token_padding_right_or_left_never_changes_real_positions():
+def test_token_padding_right_or_left_never_changes_real_positions(make_context, make_decoder):
     dec = make_decoder()
     c = make_context((4, 6))
     tokens = random_tokens(2, 5)
@@ -102,7 +79,7 @@ def test_token_padding_right_or_left_never_changes_real_positions():
 
 
 @pytest.mark.parametrize("prompt_len", [1, 3, 6])
-def test_cached_step_logits_equal_full_forward_for_prompt_then_single_tokens(prompt_len):
+def test_cached_step_logits_equal_full_forward_for_prompt_then_single_tokens(prompt_len, make_context, make_decoder):
     dec = make_decoder(seed=5)
     c = make_context(seed=6)
     tokens = random_tokens(3, 12, seed=7)
@@ -116,7 +93,7 @@ def test_cached_step_logits_equal_full_forward_for_prompt_then_single_tokens(pro
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=0)
 
 
-def test_cached_chunks_of_several_tokens_keep_causal_alignment():
+def test_cached_chunks_of_several_tokens_keep_causal_alignment(make_context, make_decoder):
     # a short query (3 tokens) against a longer cache: the fused SDPA is_causal would align it
     # top-left and let the first new token see the later ones
     dec = make_decoder(seed=8)
@@ -129,7 +106,7 @@ def test_cached_chunks_of_several_tokens_keep_causal_alignment():
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
-def test_cached_and_uncached_generation_see_identical_logits_at_every_step(strategy):
+def test_cached_and_uncached_generation_see_identical_logits_at_every_step(strategy, make_context, make_decoder):
     dec = make_decoder(seed=11)
     c = make_context(seed=12)
     records: dict[bool, list[torch.Tensor]] = {True: [], False: []}
@@ -154,21 +131,41 @@ def test_cached_and_uncached_generation_see_identical_logits_at_every_step(strat
         torch.testing.assert_close(logits_a, logits_b, atol=1e-5, rtol=0)
 
 
-def test_generate_output_format_and_inference_mode():
-    dec = make_decoder(seed=13)
+def steer_eos(dec: TextDecoder, rows_per_sample: int = 1) -> None:
+    """Rig an untied decoder's logits so both endings occur: sample 0 says EOS from its 4th
+    token on, sample 2 can never say it, sample 1 is left to the model."""
+    calls = []
+
+    def hook(module, inputs, logits):  # (N, t, V) or (N, V), N = samples × rows_per_sample
+        logits = logits.clone()
+        if len(calls) >= 3:
+            logits[:rows_per_sample, ..., EOS] = 1e4
+        logits[2 * rows_per_sample : 3 * rows_per_sample, ..., EOS] = -1e4
+        calls.append(1)
+        return logits
+
+    dec.lm_head.register_forward_hook(hook)
+
+
+def test_generate_output_format_and_inference_mode(make_context, make_decoder):
+    dec = make_decoder(seed=13, tie_embeddings=False)
+    steer_eos(dec)
     c = make_context()
     with torch.inference_mode():
         out = dec.generate(c, 30)
-    assert out.dtype == torch.long and out.shape[0] == 3 and 1 <= out.shape[1] <= 30
+    assert out.dtype == torch.long and out.shape == (3, 30)  # sample 2 never ends
     assert not (out == BOS).any()
-    for row in out.tolist():
+    rows = out.tolist()
+    assert rows[0].index(EOS) == 3 and rows[0][4:] == [PAD] * 26  # an ended sample is padded
+    assert EOS not in rows[2] and PAD not in rows[2]  # an open one is not
+    for row in rows:  # and sample 1, whichever it is
         if EOS in row:
             assert all(t == PAD for t in row[row.index(EOS) + 1 :])
         else:
-            assert PAD not in row and len(row) == out.shape[1]
+            assert PAD not in row
 
 
-def test_generation_without_eos_has_exact_length_and_empty_context_rows_are_finite():
+def test_generation_without_eos_has_exact_length_and_empty_context_rows_are_finite(make_context, make_decoder):
     dec = make_decoder(seed=14, eos_id=None)
     c = make_context((4, 3))
     c.mask[1] = False  # a sample with no context at all: cross-attention reads nothing
@@ -177,12 +174,16 @@ def test_generation_without_eos_has_exact_length_and_empty_context_rows_are_fini
     assert torch.isfinite(dec(random_tokens(2, 4), c)).all()
 
 
-def test_pad_falls_back_to_eos_when_tokenizer_has_no_pad():
-    dec = make_decoder(seed=15, pad_id=None)
+def test_pad_falls_back_to_eos_when_tokenizer_has_no_pad(make_context, make_decoder):
+    dec = make_decoder(seed=15, pad_id=None, tie_embeddings=False)
+    steer_eos(dec, rows_per_sample=2)
     out = dec.generate(make_context(), 25, strategy="beam", num_beams=2)
-    for row in out.tolist():
+    assert out.shape == (3, 25)
+    rows = out.tolist()
+    assert EOS in rows[0] and EOS not in rows[2]
+    for row in rows:
         if EOS in row:
-            assert all(t == EOS for t in row[row.index(EOS) :])
+            assert row.index(EOS) < 25 - 1 and all(t == EOS for t in row[row.index(EOS) :])
 
 
 def test_constructor_errors():
@@ -200,7 +201,7 @@ def test_constructor_errors():
         TextDecoder(20, dim=30, num_heads=4)
 
 
-def test_input_errors_name_the_argument():
+def test_input_errors_name_the_argument(make_context, make_decoder):
     dec = make_decoder()
     c = make_context()
     with pytest.raises(ValueError, match="TextDecoder tokens"):

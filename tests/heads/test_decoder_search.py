@@ -11,32 +11,9 @@ from mmctx.heads import TextDecoder
 from mmctx.heads.generation import apply_repetition_penalty, ban_repeated_ngrams, filter_top_k, filter_top_p
 from mmctx.types import ExtendedContext
 
-PAD, BOS, EOS = 0, 1, 2
+PAD, BOS, EOS = 0, 1, 2  # the special ids of the decoders tests/heads/conftest.py builds
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second thread costs more in hand-offs than it saves, and on a busy
-    2-core machine (parallel jobs) it turns into waiting; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_decoder(seed: int = 0, **overrides) -> TextDecoder:
-    torch.manual_seed(seed)
-    args = dict(vocab_size=20, dim=32, num_layers=2, num_heads=4, max_seq_len=40, pad_id=PAD, bos_id=BOS, eos_id=EOS)
-    args.update(overrides)
-    return TextDecoder(**args).eval()
-
-
-def make_context(lengths=(5, 3, 7), d: int = 32, seed: int = 1) -> ExtendedContext:
-    g = torch.Generator().manual_seed(seed)
-    M = max(lengths)
-    x = torch.randn(len(lengths), M, d, generator=g)
-    mask = torch.arange(M)[None, :] < torch.tensor(lengths)[:, None]
-    return ExtendedContext(x, mask, torch.zeros(len(lengths), M, dtype=torch.long))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fit(dec: TextDecoder, context: ExtendedContext, sequences: list[list[int]], steps: int, lr: float = 3e-3) -> float:
@@ -67,7 +44,7 @@ def strip(row: list[int]) -> list[int]:
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("options", [{}, {"no_repeat_ngram_size": 2, "repetition_penalty": 1.5}])
-def test_beam_search_with_one_beam_equals_greedy(seed, options):
+def test_beam_search_with_one_beam_equals_greedy(seed, options, make_context, make_decoder):
     dec = make_decoder(seed)
     c = make_context(seed=seed + 10)
     greedy = dec.generate(c, 20, **options)
@@ -76,7 +53,7 @@ def test_beam_search_with_one_beam_equals_greedy(seed, options):
 
 
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
-def test_beam_search_scores_at_least_as_well_as_greedy(length_penalty):
+def test_beam_search_scores_at_least_as_well_as_greedy(length_penalty, make_context, make_decoder):
     margins = []
     for seed in range(6):
         dec = make_decoder(seed, vocab_size=12)
@@ -91,7 +68,7 @@ def test_beam_search_scores_at_least_as_well_as_greedy(length_penalty):
     assert (margins > 1e-3).any()  # it does find better sequences, not only greedy's
 
 
-def test_exhaustive_beam_search_finds_the_most_likely_sequence():
+def test_exhaustive_beam_search_finds_the_most_likely_sequence(make_context, make_decoder):
     # 4 usable tokens (BOS banned, no EOS), 3 steps, 16 beams: every prefix survives
     dec = make_decoder(7, vocab_size=5, eos_id=None, pad_id=None)
     c = make_context((3, 5), seed=3)
@@ -111,7 +88,7 @@ def test_exhaustive_beam_search_finds_the_most_likely_sequence():
 # ---------------------------------------------------------------- sampling
 
 
-def test_sampling_with_top_k_one_or_tiny_top_p_equals_greedy():
+def test_sampling_with_top_k_one_or_tiny_top_p_equals_greedy(make_context, make_decoder):
     dec = make_decoder(2)
     c = make_context(seed=5)
     greedy = dec.generate(c, 20)
@@ -120,7 +97,7 @@ def test_sampling_with_top_k_one_or_tiny_top_p_equals_greedy():
     assert torch.equal(dec.generate(c, 20, strategy="sample", top_p=1e-6, temperature=2.0, generator=g), greedy)
 
 
-def test_same_seed_same_samples_and_temperature_matters():
+def test_same_seed_same_samples_and_temperature_matters(make_context, make_decoder):
     dec = make_decoder(3)
     c = make_context(seed=6)
 
@@ -157,7 +134,7 @@ def test_repetition_penalty_and_ngram_ban_on_hand_computed_inputs():
 # ---------------------------------------------------------------- overfitting
 
 
-def test_decoder_overfits_six_captions_and_generation_reproduces_them():
+def test_decoder_overfits_six_captions_and_generation_reproduces_them(make_context, make_decoder):
     sequences = [[3, 4, 5], [6, 7, 8, 9], [5, 4, 3, 10], [11, 3, 12], [13, 14, 15, 16, 17], [9, 9, 4]]
     c = make_context((4, 6, 3, 5, 6, 2), seed=30)
     dec = make_decoder(31, dropout=0.0)
@@ -171,7 +148,7 @@ def test_decoder_overfits_six_captions_and_generation_reproduces_them():
 
 
 @pytest.fixture(scope="module")
-def repeater() -> tuple[TextDecoder, ExtendedContext]:
+def repeater(make_context, make_decoder) -> tuple[TextDecoder, ExtendedContext]:
     """A decoder trained to say "a b a b a b" (a=3, b=4): biased to repeat."""
     c = make_context((3, 5), seed=40)
     dec = make_decoder(41)

@@ -1,3 +1,6 @@
+"""FusionModel: encoders + fusion (+ context encoder) + head, end to end: logits, gradients,
+width checks, missing modalities."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,6 +13,8 @@ from mmctx.heads import ClassifierHead
 from mmctx.models import FusionModel
 from mmctx.types import ModalityInput, MultimodalBatch
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_encoders() -> dict:
     return {
@@ -19,15 +24,19 @@ def tiny_encoders() -> dict:
     }
 
 
-def tiny_batch(b: int = 3) -> MultimodalBatch:
+def tiny_batch(b: int = 3, dtype: torch.dtype = torch.float32) -> MultimodalBatch:
     g = torch.Generator().manual_seed(0)
     text_mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4]).bool()[:b]
     audio_len = torch.tensor([4000, 3000, 2500])[:b]
     return MultimodalBatch(
         inputs={
             "text": ModalityInput(torch.randint(5, 20, (b, 6), generator=g) * text_mask, text_mask),
-            "image": ModalityInput(torch.rand(b, 3, 32, 32, generator=g), torch.tensor([True, False, True])[:b]),
-            "audio": ModalityInput(torch.randn(b, 4000, generator=g) * 0.1, torch.arange(4000)[None] < audio_len[:, None]),
+            "image": ModalityInput(
+                torch.rand(b, 3, 32, 32, generator=g, dtype=dtype), torch.tensor([True, False, True])[:b]
+            ),
+            "audio": ModalityInput(
+                torch.randn(b, 4000, generator=g, dtype=dtype) * 0.1, torch.arange(4000)[None] < audio_len[:, None]
+            ),
         },
         targets={"label": torch.tensor([0, 1, 2])[:b]},
         ids=["a", "b", "c"][:b],
@@ -41,9 +50,35 @@ FUSIONS = {
 }
 
 
+def open_step_zero_blocks(model: torch.nn.Module) -> None:
+    """Give a value to the parameters that block a branch's gradient at step 0 only: the gated
+    cross-attention's tanh gates (0: closed) and timm's zero-initialised last BatchNorm scale
+    of each residual branch."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("_gate"):
+                p.fill_(0.5)
+            elif name.endswith("weight") and (p == 0).all():
+                p.fill_(1.0)
+
+
+#: Parameters that cannot get a gradient by construction, per fusion: pattern → why.
+DEAD_PARAMETERS: dict[str, dict[str, str]] = {
+    "gated": {
+        # GatedFusion's context is one token: the context encoder's self-attention and the
+        # head's attention pooling each attend over a single key, whose softmax weight is 1
+        # whatever the query
+        "context_encoder.*.attn.q_proj.*": "attention over a one-token context ignores its queries",
+        "head.attn.q_proj.*": "attention over a one-token context ignores its queries",
+        "head.query": "attention over a one-token context ignores its queries",
+    },
+}
+
+
 @pytest.mark.parametrize("fusion", sorted(FUSIONS))
 @pytest.mark.parametrize("context_encoder", [False, True])
-def test_end_to_end_logits_and_gradients(fusion, context_encoder):
+def test_end_to_end_logits_and_gradients(fusion, context_encoder, assert_gradients):
+    dead = {k: v for k, v in DEAD_PARAMETERS.get(fusion, {}).items() if context_encoder or "context_encoder" not in k}
     torch.manual_seed(0)
     model = FusionModel(
         tiny_encoders(),
@@ -54,10 +89,27 @@ def test_end_to_end_logits_and_gradients(fusion, context_encoder):
     batch = tiny_batch()
     logits = model(batch)
     assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+    open_step_zero_blocks(model)
+    model.double()
+    logits = model(tiny_batch(dtype=torch.float64))
     torch.nn.functional.cross_entropy(logits, batch.targets["label"]).backward()
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    # gated cross-attention starts closed (tanh(0)=0), so only the gates get a gradient at step 0
-    assert not no_grad, no_grad
+    assert_gradients(model, dead)
+
+
+def test_closed_cross_attention_gates_are_what_gets_the_gradient_at_step_zero():
+    """tanh(0) = 0 closes the gated branches: at step 0 their gates get a gradient (so training
+    opens them) and nothing behind a gate does."""
+    torch.manual_seed(0)
+    model = FusionModel(tiny_encoders(), FUSIONS["cross"](), ClassifierHead(16, num_classes=3))
+    batch = tiny_batch()
+    torch.nn.functional.cross_entropy(model(batch), batch.targets["label"]).backward()
+    fusion = dict(model.fusion.named_parameters())
+    gates = {n for n in fusion if n.endswith("_gate")}
+    assert gates and all(fusion[n].grad.abs().item() > 1e-6 for n in gates)
+    # the blocks' attention and feed-forward, and the projections of the modalities they read
+    behind = [n for n in fusion if n.startswith(("blocks.", "proj.image", "proj.audio")) and n not in gates]
+    leaked = [n for n in behind if fusion[n].grad is not None and fusion[n].grad.any()]
+    assert behind and not leaked, leaked
 
 
 def test_mismatched_widths_are_named():
