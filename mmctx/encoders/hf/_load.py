@@ -98,4 +98,7 @@ def enable_gradient_checkpointing(owner: str, backbone: nn.Module) -> None:
     """Turn on ``transformers``' gradient checkpointing (non-reentrant, so frozen inputs still work)."""
     if not getattr(backbone, "supports_gradient_checkpointing", False):
         raise ValueError(f"{owner}: {type(backbone).__name__} does not support gradient checkpointing")
-    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5
+        backbone.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
