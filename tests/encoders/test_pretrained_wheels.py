@@ -67,7 +67,9 @@ def test_efficientnet_lite0_by_order_names_real_photos(monkeypatch: pytest.Monke
 
     categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]  # ImageNet class names, no download
     transform = image_transform(enc.preprocessing)
-    expected = {"grace_hopper": {"military uniform", "suit", "bow tie", "Windsor tie"}}
+    # Grace Hopper in her navy uniform with a bow tie: measured top-5 bow tie 0.31, academic gown,
+    # mortarboard, suit, military uniform
+    expected = {"grace_hopper": ({"bow tie", "military uniform", "suit", "Windsor tie"}, "military uniform")}
     photos = _photos()
     if not photos:
         pytest.skip("no real photograph found in the installed wheels (matplotlib's sample data)")
@@ -77,7 +79,8 @@ def test_efficientnet_lite0_by_order_names_real_photos(monkeypatch: pytest.Monke
         with torch.no_grad():
             probs = classifier(image).softmax(-1)[0]
         top5 = [categories[i] for i in probs.topk(5).indices.tolist()]
-        assert top5[0] in expected[name], f"{name}: top-5 {top5}"
+        top1s, in_top5 = expected[name]
+        assert top5[0] in top1s and in_top5 in top5, f"{name}: top-5 {top5}"
 
 
 RESEMBLYZER = _wheel_file("resemblyzer", "pretrained.pt")
