@@ -52,6 +52,23 @@ class RNNAudioEncoder(nn.Module):
         out_dim: token width D.
         dropout: dropout on the RNN input, between RNN layers and on the RNN output.
         residual: add ``skip(h)``, a linear map of the RNN's input, to the output.
+        rnn_input_dim: width of the RNN's input (the projection of the convolution
+            features); None: ``hidden_dim``.
+        pretrained_rnn: a local file whose ``rnn.*`` or ``lstm.*`` tensors (optionally
+            under ``"model_state"``) initialise the RNN; read with ``weights_only=True``.
+            Every RNN tensor must be there with its shape, else an error lists them.
+
+    Starting from a pretrained recurrent speech network: Resemblyzer's speaker encoder
+    (``pip install --no-deps resemblyzer``; its ``resemblyzer/pretrained.pt``) is a 3-layer
+    LSTM 40 → 256, which this RNN matches exactly with ``rnn_type="lstm",
+    bidirectional=False, num_layers=3, hidden_dim=256, rnn_input_dim=40`` (and
+    ``n_mels=40`` at 16 kHz with ``n_fft=400, hop_length=160``: its 25 ms / 10 ms front end).
+    This is an *initialisation* of the recurrent weights, not Resemblyzer's encoder: that
+    LSTM read raw (not log) 40-band mel power at 100 frames/s, after volume normalisation;
+    here it reads a learned projection of the normalised log-mel frames after the ×4
+    convolutional subsampling (25 frames/s), so its first layer sees other features until
+    the projection learns to feed it. Reproducing its front end exactly would mean
+    dropping the convolutions and the log — another encoder, not an option of this one.
 
     Attributes:
         out_dim: the token width D.
@@ -72,6 +89,8 @@ class RNNAudioEncoder(nn.Module):
         out_dim: int = 128,
         dropout: float = 0.0,
         residual: bool = True,
+        rnn_input_dim: int | None = None,
+        pretrained_rnn: str | None = None,
     ) -> None:
         super().__init__()
         import torchaudio  # imported here so that `import mmctx.encoders` does not pay for torchaudio
@@ -99,9 +118,10 @@ class RNNAudioEncoder(nn.Module):
             nn.Conv1d(conv_channels, conv_channels, kernel_size=3, stride=2),
             nn.ReLU(),
         )
-        self.input_proj = nn.Linear(conv_channels, hidden_dim)
+        rnn_input_dim = hidden_dim if rnn_input_dim is None else rnn_input_dim
+        self.input_proj = nn.Linear(conv_channels, rnn_input_dim)
         self.rnn = _RNN_TYPES[rnn_type](
-            hidden_dim,
+            rnn_input_dim,
             hidden_dim,
             num_layers=num_layers,
             batch_first=True,
@@ -110,7 +130,9 @@ class RNNAudioEncoder(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
         self.out_proj = nn.Linear(hidden_dim * (2 if bidirectional else 1), out_dim)
-        self.skip = nn.Linear(hidden_dim, out_dim) if residual else None
+        self.skip = nn.Linear(rnn_input_dim, out_dim) if residual else None
+        if pretrained_rnn is not None:
+            self.rnn.load_state_dict(_rnn_state_dict(pretrained_rnn, self.rnn))
         # one output frame needs 3 conv-1 frames, i.e. 7 STFT frames
         self.min_samples = n_fft + 6 * hop_length
 
@@ -155,16 +177,16 @@ class RNNAudioEncoder(nn.Module):
         """Log-mel frames → the RNN's input (subsampled ×4 along time).
 
         Shapes:
-            feats: (P, F, M) → (P, N, hidden) with N = ((F - 3) // 2 + 1 - 3) // 2 + 1
+            feats: (P, F, M) → (P, N, rnn_input_dim) with N = ((F - 3) // 2 + 1 - 3) // 2 + 1
         """
         h = self.conv(feats.transpose(1, 2).to(self.conv[0].weight.dtype))  # (P, C, N)
-        return self.drop(self.input_proj(h.transpose(1, 2)))  # (P, N, hidden)
+        return self.drop(self.input_proj(h.transpose(1, 2)))  # (P, N, rnn_input_dim)
 
     def output(self, rnn_out: Tensor, h: Tensor) -> Tensor:
         """The RNN's output (and its input ``h``, for the residual path) → tokens.
 
         Shapes:
-            rnn_out: (P, N, hidden·directions); h: (P, N, hidden) → (P, N, D)
+            rnn_out: (P, N, hidden·directions); h: (P, N, rnn_input_dim) → (P, N, D)
         """
         out = self.out_proj(self.drop(rnn_out))  # (P, N, D)
         return out if self.skip is None else out + self.skip(h)
@@ -204,7 +226,7 @@ class RNNAudioEncoder(nn.Module):
 
         lengths_p = lengths.index_select(0, present)  # (P,)
         wave = data.index_select(0, present).masked_fill(~mask.index_select(0, present), 0.0)  # (P, S)
-        h = self.frames(self._log_mel(wave, lengths_p))  # (P, N, hidden)
+        h = self.frames(self._log_mel(wave, lengths_p))  # (P, N, rnn_input_dim)
         lengths_tok = token_lengths.index_select(0, present)  # (P,)
         packed = pack_padded_sequence(h, lengths_tok.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
@@ -222,3 +244,33 @@ class RNNAudioEncoder(nn.Module):
             f"rnn_type={self.rnn_type!r}, bidirectional={self.bidirectional}, residual={self.skip is not None}, "
             f"min_samples={self.min_samples}"
         )
+
+
+def _rnn_state_dict(path: str, rnn: nn.RNNBase) -> dict[str, Tensor]:
+    """The RNN's tensors from a local file (``rnn.*`` / ``lstm.*`` keys, maybe under ``model_state``).
+
+    Raises:
+        ValueError: for a missing file, or when a tensor of ``rnn`` is absent or differs in
+            shape (the message lists them).
+    """
+    from pathlib import Path
+
+    if not Path(path).expanduser().is_file():
+        raise ValueError(f"RNNAudioEncoder: pretrained_rnn={path!r} is not a local file")
+    loaded = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)  # no code unpickled
+    if isinstance(loaded, dict) and isinstance(loaded.get("model_state"), dict):
+        loaded = loaded["model_state"]
+    prefixes = ("rnn.", "lstm.", "gru.")
+    found = {k.split(".", 1)[1]: v for k, v in loaded.items() if k.startswith(prefixes)} if isinstance(loaded, dict) else {}
+    wanted = rnn.state_dict()
+    problems = [
+        f"{k}: model {tuple(v.shape)}, file {tuple(found[k].shape) if k in found else 'absent'}"
+        for k, v in wanted.items()
+        if k not in found or found[k].shape != v.shape
+    ]
+    if problems:
+        raise ValueError(
+            f"RNNAudioEncoder: pretrained_rnn={path!r} does not fit this {type(rnn).__name__} "
+            f"({len(problems)} of {len(wanted)} tensors):\n  " + "\n  ".join(problems[:12])
+        )
+    return {k: found[k] for k in wanted}

@@ -8,6 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from mmctx.encoders._checks import check_bool_mask
+from mmctx.encoders._finetune import check_finetune_args, configure_trainable, eval_frozen_parts
+from mmctx.encoders._hub import hub_unavailable, is_network_error, looks_like_path
+from mmctx.encoders.key_map import KEY_MAPS, map_state_dict_by_order
+from mmctx.encoders.preprocessing import timm_preprocessing
 from mmctx.layers import sincos_2d
 from mmctx.types import Tokens, check_shape
 
@@ -28,31 +32,60 @@ class TimmImageEncoder(nn.Module):
     size the backbone would give for this input size (probed once per size, in eval mode,
     and cached).
 
-    Weights are random unless ``pretrained_path`` names a LOCAL checkpoint (``.pth``,
-    ``.bin`` or ``.safetensors`` state dict of the full timm model); timm loads it into the
-    model before the feature wrapper is applied, adapting ``in_chans`` and dropping the
-    classifier. Nothing is ever downloaded, and hub model names (``hf-hub:...``) are
-    refused. Inputs are used as given: normalise them as the checkpoint expects.
+    Weights (``pretrained``) are random (False); timm's default pretrained weights for the
+    backbone (True: through timm's own loading and cache, so ``HF_HUB_OFFLINE`` and the
+    Hugging Face cache apply); a local state-dict file (``.pth``/``.bin``/``.safetensors``,
+    read with ``weights_only=True`` or safetensors: no code is unpickled); or a hub reference
+    timm accepts (``"timm/resnet18.a1_in1k"``, ``"hf-hub:org/name"``). The backbone name may
+    itself carry a pretrained tag (``"resnet18.a1_in1k"``) or a hub source
+    (``"hf-hub:timm/resnet18.a1_in1k"``). Weights load into the full model before the feature
+    wrapper is applied; timm adapts ``in_chans`` and drops the classifier. A hub reference
+    that is neither cached nor reachable fails with a message that says how to make it work.
+
+    A state dict of another implementation of the same architecture loads with
+    ``key_map="by_order"``: its tensors pair with timm's in order, every pair must agree in
+    shape (else an error lists the keys and shapes), and :attr:`key_map_report` lists the
+    pairs, e.g. EfficientNet-Lite0's original ``_conv_stem.weight`` → timm's
+    ``conv_stem.weight``.
+
+    Inputs are used as given: :attr:`preprocessing` says how the pretrained weights expect
+    images (size, mean/std, interpolation, crop), from timm's pretrained config of the
+    backbone (``timm.data.resolve_model_data_config``).
 
     Args:
-        backbone: a timm model name, e.g. ``"resnet18"`` or ``"resnet10t"``.
+        backbone: a timm model name, e.g. ``"resnet18"``, ``"resnet10t"``,
+            ``"efficientnet_lite0"``, optionally with a pretrained tag or a hub source.
         out_dim: token width D (divisible by 4 for the 2-D positions).
         stage: index into the backbone's ``feature_info`` (negative counts from the end).
-        pretrained_path: local weights file, or None for random initialisation.
+        pretrained: False, True, a local weights file or a hub reference (see above).
+        key_map: None (the file's names are timm's) or ``"by_order"`` (pair by order and
+            shape); only with a local file.
         in_chans: number of image channels C.
         freeze: freeze the backbone (``requires_grad=False``) and keep it in eval mode
             (BatchNorm uses its running statistics); the projection stays trainable.
+        train_last_layers: train only the last K blocks of the backbone's block stack
+            (e.g. EfficientNet's ``blocks``); the rest is frozen and in eval mode.
+        trainable: train only the backbone parameters matching these ``fnmatch`` patterns,
+            e.g. ``["layer4.*"]``; the rest is frozen and in eval mode.
+        gradient_checkpointing: recompute activations in the backward pass (timm's
+            ``set_grad_checkpointing``) to save memory.
         norm_layer: the backbone's normalisation, a timm norm-layer name (None: the model's
             own, BatchNorm for ResNets). ``"groupnorm1"`` (one group: per-sample statistics)
             makes every sample's tokens independent of the rest of the batch — training
             under DDP then equals one process exactly without SyncBatchNorm (which needs
             GPUs), and tiny per-device batches stop hurting. Pretrained BatchNorm weights do
             not fit another norm layer.
+        pretrained_path: the former name of a local weights file, same as
+            ``pretrained=<path>`` (kept so older configs and checkpoints still build).
 
     Attributes:
         out_dim: the token width D.
         num_features: channels of the chosen feature map.
         reduction: the feature map's stride relative to the input.
+        preprocessing: the image preprocessing the weights expect (see
+            :mod:`mmctx.encoders.preprocessing`).
+        key_map_report: with ``key_map="by_order"``, the ``(file name, timm name, shape)``
+            pairs that were loaded; else empty.
     """
 
     def __init__(
@@ -60,44 +93,76 @@ class TimmImageEncoder(nn.Module):
         backbone: str = "resnet18",
         out_dim: int = 128,
         stage: int = -1,
-        pretrained_path: str | None = None,
+        pretrained: bool | str = False,
+        key_map: str | None = None,
         in_chans: int = 3,
         freeze: bool = False,
+        train_last_layers: int | None = None,
+        trainable: list[str] | None = None,
+        gradient_checkpointing: bool = False,
         norm_layer: str | None = None,
+        pretrained_path: str | None = None,
     ) -> None:
         super().__init__()
         import timm  # imported here so that `import mmctx.encoders` does not pay for timm
+        from timm.data import resolve_model_data_config
 
+        owner = "TimmImageEncoder"
         if out_dim % 4 != 0:
-            raise ValueError(f"TimmImageEncoder: out_dim must be divisible by 4 (2-D sincos positions), got {out_dim}")
-        if backbone.split(":", 1)[0] in ("hf-hub", "hf_hub", "local-dir"):
-            raise ValueError(
-                f"TimmImageEncoder: backbone={backbone!r} names a hub/dir source; pass a plain timm model "
-                "name and a local pretrained_path"
-            )
-        overlay = None
+            raise ValueError(f"{owner}: out_dim must be divisible by 4 (2-D sincos positions), got {out_dim}")
+        check_finetune_args(owner, freeze, train_last_layers, trainable)
         if pretrained_path is not None:
-            if not Path(pretrained_path).is_file():
-                raise ValueError(f"TimmImageEncoder: pretrained_path={pretrained_path!r} is not a local file")
-            # `file` is timm's local-weights source; clearing `source` keeps timm off the hub
-            overlay = dict(file=str(pretrained_path), source=None)
+            if pretrained not in (False, None):
+                raise ValueError(f"{owner}: pass pretrained or its old name pretrained_path, not both")
+            if not Path(pretrained_path).expanduser().is_file():
+                raise ValueError(f"{owner}: pretrained_path={pretrained_path!r} is not a local file")
+            pretrained = pretrained_path
+        if key_map is not None and key_map not in KEY_MAPS:
+            raise ValueError(f"{owner}: key_map must be None or one of {KEY_MAPS}, got {key_map!r}")
         if norm_layer is not None:
             from timm.layers.create_norm import _NORM_MAP  # the names timm's get_norm_layer accepts
 
             if norm_layer.replace("_", "").lower() not in _NORM_MAP:
-                raise ValueError(f"TimmImageEncoder: norm_layer={norm_layer!r} is not a timm norm layer; one of {sorted(_NORM_MAP)}")
+                raise ValueError(f"{owner}: norm_layer={norm_layer!r} is not a timm norm layer; one of {sorted(_NORM_MAP)}")
+        norm = {} if norm_layer is None else {"norm_layer": norm_layer}
+
+        overlay: dict | None = None
+        hub_ref: str | None = backbone if backbone.startswith("hf-hub:") else None
+        self.key_map_report: list[tuple[str, str, tuple[int, ...]]] = []
+        if isinstance(pretrained, str):
+            local = Path(pretrained).expanduser()
+            if local.is_file():
+                state_dict, self.key_map_report = _local_state_dict(owner, backbone, str(local), key_map, norm)
+                # timm's own pretrained path (in_chans adaptation, head removal); `source=None` keeps it off the hub
+                overlay = dict(state_dict=state_dict, file=None, source=None)
+            elif looks_like_path(pretrained):
+                raise ValueError(f"{owner}: pretrained={pretrained!r} is not a local file")
+            else:
+                repo = pretrained.removeprefix("hf-hub:")
+                hub_ref = f"hf-hub:{repo}"
+                overlay = dict(hf_hub_id=repo, source="hf-hub")
+        elif pretrained is True and hub_ref is None:
+            hub_ref = f"timm's default weights for {backbone!r}"
+        if key_map is not None and (overlay is None or "state_dict" not in overlay):
+            raise ValueError(f"{owner}: key_map={key_map!r} needs pretrained=<a local weights file>")
         try:
             self.backbone = timm.create_model(
                 backbone,
-                pretrained=pretrained_path is not None,
+                pretrained=pretrained is not False and pretrained is not None,
                 pretrained_cfg_overlay=overlay,
                 features_only=True,
                 out_indices=(stage,),
                 in_chans=in_chans,
-                **({} if norm_layer is None else {"norm_layer": norm_layer}),
+                **norm,
             )
         except (AssertionError, IndexError) as err:
-            raise ValueError(f"TimmImageEncoder: stage={stage} is not a feature stage of {backbone!r}: {err}") from err
+            raise ValueError(f"{owner}: stage={stage} is not a feature stage of {backbone!r}: {err}") from err
+        except Exception as err:
+            if hub_ref is not None and is_network_error(err):
+                raise hub_unavailable(owner, hub_ref, err) from err
+            raise
+        if isinstance(getattr(self.backbone, "pretrained_cfg", None), dict):
+            self.backbone.pretrained_cfg.pop("state_dict", None)  # do not keep a second copy of the weights
         info = self.backbone.feature_info
         self.backbone_name = backbone
         self.stage = stage
@@ -105,18 +170,21 @@ class TimmImageEncoder(nn.Module):
         self.num_features: int = info.channels()[-1]
         self.reduction: int = info.reduction()[-1]
         self.out_dim = out_dim
+        self.preprocessing: dict = timm_preprocessing(resolve_model_data_config(self.backbone))
         self.freeze = freeze
-        if freeze:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
+        configure_trainable(owner, self.backbone, freeze, train_last_layers, trainable)
+        if gradient_checkpointing:
+            if not hasattr(self.backbone, "set_grad_checkpointing"):
+                raise ValueError(f"{owner}: {backbone!r} has no gradient checkpointing in timm")
+            self.backbone.set_grad_checkpointing(True)
+        eval_frozen_parts(self.backbone)
         self.proj = nn.Linear(self.num_features, out_dim)
         self._grid_cache: dict[tuple[int, int], tuple[int, int]] = {}
 
     def train(self, mode: bool = True) -> TimmImageEncoder:
-        """Set training mode; a frozen backbone always stays in eval mode."""
+        """Set training mode; frozen parts of the backbone always stay in eval mode."""
         super().train(mode)
-        if self.freeze:
-            self.backbone.eval()
+        eval_frozen_parts(self.backbone)
         return self
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
@@ -173,3 +241,45 @@ class TimmImageEncoder(nn.Module):
             f"backbone={self.backbone_name!r}, stage={self.stage}, out_dim={self.out_dim}, "
             f"reduction={self.reduction}, freeze={self.freeze}"
         )
+
+
+def _local_state_dict(
+    owner: str, backbone: str, path: str, key_map: str | None, norm: dict
+) -> tuple[dict[str, Tensor], list[tuple[str, str, tuple[int, ...]]]]:
+    """Read a local weights file (no code unpickled) and check it against the full timm model.
+
+    timm itself loads weights into a feature extractor non-strictly (a file of the wrong
+    architecture would leave the model silently random), so the names and shapes are checked
+    here: every tensor of the model but its classifier must be in the file, with its shape,
+    and nothing else. With ``key_map="by_order"`` the file's tensors are renamed first.
+
+    Returns:
+        The state dict in timm's names, and the ``by_order`` report (empty without a key map).
+    """
+    import timm
+    from timm.models import load_state_dict
+
+    source = load_state_dict(path, weights_only=True)  # safetensors, or torch.load(weights_only=True)
+    with torch.device("meta"):  # names and shapes only, no memory
+        reference_model = timm.create_model(backbone, pretrained=False, **norm)
+    reference = reference_model.state_dict()
+    if key_map == "by_order":
+        return map_state_dict_by_order(source, reference, f"{owner}: key_map='by_order' ({path})")
+    heads = reference_model.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    is_head = lambda key: any(key.startswith(h + ".") for h in heads)  # noqa: E731
+    missing = [k for k in reference if k not in source and not is_head(k)]
+    unexpected = [k for k in source if k not in reference]
+    shapes = [
+        f"{k}: file {tuple(source[k].shape)}, model {tuple(reference[k].shape)}"
+        for k in reference
+        if k in source and tuple(source[k].shape) != tuple(reference[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        lines = [f"{owner}: the weights in {path} do not fit timm's {backbone!r}:"]
+        for title, items in (("missing in the file", missing), ("not in the model", unexpected), ("shape differs", shapes)):
+            if items:
+                lines.append(f"  {len(items)} {title}: " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
+        lines.append("  (a state dict of another implementation of the same architecture may load with key_map='by_order')")
+        raise ValueError("\n".join(lines))
+    return dict(source), []

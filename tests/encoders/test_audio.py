@@ -77,3 +77,18 @@ def test_front_end_stays_float32_under_bfloat16() -> None:
     out = enc(torch.randn(2, 3000, dtype=torch.bfloat16), torch.ones(2, 3000, dtype=torch.bool))
     assert out.x.dtype == torch.bfloat16 and torch.isfinite(out.x.float()).all()
     assert next(enc.melspec.buffers()).dtype == torch.float32
+
+
+def test_pretrained_rnn_loads_matching_tensors_and_refuses_others(tmp_path) -> None:
+    source = RNNAudioEncoder(n_mels=16, hidden_dim=16, num_layers=2, rnn_type="lstm", bidirectional=False, rnn_input_dim=8)
+    path = tmp_path / "rnn.pt"
+    torch.save({"model_state": {f"lstm.{k}": v for k, v in source.rnn.state_dict().items()}, "step": 3}, path)
+    enc = RNNAudioEncoder(n_mels=16, hidden_dim=16, num_layers=2, rnn_type="lstm", bidirectional=False, rnn_input_dim=8,
+                          pretrained_rnn=str(path))
+    for name, value in enc.rnn.state_dict().items():
+        assert torch.equal(value, source.rnn.state_dict()[name])
+    assert enc.input_proj.out_features == 8 and enc.skip.in_features == 8
+    with pytest.raises(ValueError, match=r"(?s)does not fit this GRU.*weight_ih_l0"):
+        RNNAudioEncoder(n_mels=16, hidden_dim=16, num_layers=2, rnn_type="gru", pretrained_rnn=str(path))
+    with pytest.raises(ValueError, match="not a local file"):
+        RNNAudioEncoder(pretrained_rnn=str(tmp_path / "absent.pt"))

@@ -14,7 +14,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mmctx.encoders import HFTextEncoder, RNNAudioEncoder, TextTransformerEncoder, TimmImageEncoder
+from mmctx.encoders import (
+    HFSpeechEncoder,
+    HFTextEncoder,
+    HFVisionEncoder,
+    RNNAudioEncoder,
+    TextTransformerEncoder,
+    TimmImageEncoder,
+)
 from mmctx.layers import lengths_to_mask
 from mmctx.types import Tokens
 
@@ -89,7 +96,50 @@ TINY_BERT = dict(
     intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
 )
 
+_HF_VISION = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8)
+_HF_W2V = dict(
+    hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=[8, 8], conv_kernel=[10, 3],
+    conv_stride=[5, 2], num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, layerdrop=0.0, mask_time_prob=0.0,
+)
+TINY_WHISPER = dict(
+    model_type="whisper", d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32, decoder_layers=1,
+    decoder_attention_heads=2, decoder_ffn_dim=32, num_mel_bins=16, max_source_positions=50, max_target_positions=8,
+)
+
+
+def _hf_vision_case(config: dict) -> Case:
+    return Case(
+        build=lambda: HFVisionEncoder(config=dict(config), out_dim=16),
+        batch=_image_batch,
+        expected_mask=lambda enc, data, mask: mask[:, None].expand(B, enc.num_tokens(32, 32)),
+        perturb_padding=_image_perturb,
+        sequence=False,
+    )
+
+
+def _hf_speech_case(config: dict) -> Case:
+    def expected(enc: HFSpeechEncoder, data: Tensor, mask: Tensor) -> Tensor:
+        n = 50 if enc.family == "whisper" else int(enc.output_lengths(torch.tensor(AUDIO_S)))
+        return lengths_to_mask(enc.output_lengths(mask.sum(1)), n)
+
+    return Case(
+        build=lambda: HFSpeechEncoder(config=dict(config), out_dim=16),
+        batch=_audio_batch,
+        expected_mask=expected,
+        perturb_padding=_audio_perturb,
+        sequence=True,
+    )
+
+
 CASES: dict[str, Case] = {
+    "hf_vit": _hf_vision_case(dict(model_type="vit", **_HF_VISION)),
+    "hf_clip": _hf_vision_case(dict(model_type="clip_vision_model", **_HF_VISION)),
+    "hf_siglip": _hf_vision_case(dict(model_type="siglip_vision_model", **_HF_VISION)),
+    "hf_convnext": _hf_vision_case(dict(model_type="convnext", hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)),
+    "hf_wav2vec2": _hf_speech_case(dict(model_type="wav2vec2", **_HF_W2V)),
+    "hf_wav2vec2_layer": _hf_speech_case(dict(model_type="wav2vec2", feat_extract_norm="layer", do_stable_layer_norm=True, **_HF_W2V)),
+    "hf_hubert": _hf_speech_case(dict(model_type="hubert", **_HF_W2V)),
+    "hf_whisper": _hf_speech_case(TINY_WHISPER),
     "text": Case(
         build=lambda: TextTransformerEncoder(VOCAB, dim=16, num_layers=2, num_heads=2, max_seq_len=32),
         batch=_text_batch,
@@ -225,5 +275,5 @@ def test_padded_batch_equals_each_sample_alone(name: str) -> None:
             continue
         alone = enc(data[b : b + 1, :length], mask[b : b + 1, :length])
         n = int(alone.mask.sum())
-        assert n == int(out.mask[b].sum()) and alone.mask.all()
-        torch.testing.assert_close(out.x[b, :n], alone.x[0], atol=1e-5, rtol=0)
+        assert n == int(out.mask[b].sum()) and alone.mask[0, :n].all()  # real tokens first (Whisper pads to its window)
+        torch.testing.assert_close(out.x[b, :n], alone.x[0, :n], atol=1e-5, rtol=0)

@@ -1,4 +1,4 @@
-"""TimmImageEncoder specifics: stages, local weights only, freezing, BatchNorm isolation."""
+"""TimmImageEncoder specifics: stages, weight sources, key mapping, preprocessing, freezing, BatchNorm isolation."""
 
 from __future__ import annotations
 
@@ -54,10 +54,27 @@ def test_bad_constructor_arguments_raise(tmp_path: Path) -> None:
         _encoder(out_dim=18)
     with pytest.raises(ValueError, match="stage=9"):
         _encoder(stage=9)
-    with pytest.raises(ValueError, match="hub"):
-        _encoder(backbone="hf-hub:timm/resnet10t.c3_in1k")
     with pytest.raises(ValueError, match="pretrained_path"):
         _encoder(pretrained_path=str(tmp_path / "absent.pth"))
+    with pytest.raises(ValueError, match="not a local file"):
+        _encoder(pretrained=str(tmp_path / "absent.safetensors"))
+    with pytest.raises(ValueError, match="key_map"):
+        _encoder(key_map="by_name")
+    with pytest.raises(ValueError, match="needs pretrained=<a local weights file>"):
+        _encoder(key_map="by_order")
+    with pytest.raises(ValueError, match="at most one of"):
+        _encoder(freeze=True, trainable=["layer4.*"])
+
+
+@pytest.mark.usefixtures("hub_offline")
+@pytest.mark.parametrize(
+    "args",
+    [dict(pretrained=True), dict(pretrained="timm/resnet10t.made_up_tag"), dict(backbone="hf-hub:mmctx-test/no-such-model")],
+)
+def test_hub_weights_offline_fail_with_a_fix(args: dict, no_network: list) -> None:
+    with pytest.raises(OSError, match=r"(?s)cannot load.*HF_HUB_OFFLINE.*local path"):
+        _encoder(**args)
+    assert no_network == [], "offline mode must not even try the network"
 
 
 @pytest.mark.parametrize("suffix", ["pth", "safetensors"])
@@ -72,11 +89,12 @@ def test_loads_local_weights(tmp_path: Path, suffix: str, monkeypatch: pytest.Mo
         from safetensors.torch import save_file
 
         save_file(full.state_dict(), str(path))
-    enc = _encoder(pretrained_path=str(path))
+    enc = _encoder(pretrained=str(path))
+    assert torch.equal(_encoder(pretrained_path=str(path)).backbone.conv1[0].weight, full.conv1[0].weight)  # old name
     expected = full.state_dict()
     for name, value in enc.backbone.state_dict().items():
         assert torch.equal(value, expected[name]), name
-    gray = _encoder(pretrained_path=str(path), in_chans=1)  # timm folds the RGB stem into one channel
+    gray = _encoder(pretrained=str(path), in_chans=1)  # timm folds the RGB stem into one channel
     assert gray.eval()(torch.rand(2, 1, 32, 32), torch.ones(2, dtype=torch.bool)).x.shape == (2, 16, 16)
 
 
@@ -127,3 +145,81 @@ def test_groupnorm1_makes_each_sample_independent_of_the_batch() -> None:
     assert not _running_means(_encoder(norm_layer="groupnorm1"))  # no BatchNorm left
     with pytest.raises(ValueError, match=r"norm_layer='groupnorm7' is not a timm norm layer; one of \[.*'groupnorm1'"):
         _encoder(norm_layer="groupnorm7")
+
+
+def _renamed_state_dict(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """resnet10t's weights under other names, in the same order (another implementation)."""
+    torch.manual_seed(2)
+    full = timm.create_model("resnet10t", pretrained=False)
+    renamed = {f"net.p{i}.{name.rsplit('.', 1)[-1]}": v for i, (name, v) in enumerate(full.state_dict().items())}
+    path = tmp_path / "other.pth"
+    torch.save(renamed, path)
+    return path, full.state_dict()
+
+
+def test_key_map_by_order_loads_another_implementation(tmp_path: Path) -> None:
+    path, expected = _renamed_state_dict(tmp_path)
+    with pytest.raises(ValueError, match=r"(?s)do not fit timm's 'resnet10t'.*missing in the file: conv1\.0\.weight.*key_map='by_order'"):
+        _encoder(pretrained=str(path))  # timm alone would load nothing into a feature model, silently
+    enc = _encoder(pretrained=str(path), key_map="by_order")
+    assert enc.key_map_report[0] == ("net.p0.weight", "conv1.0.weight", (24, 3, 3, 3))
+    assert len(enc.key_map_report) == len(expected)
+    for name, value in enc.backbone.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_key_map_by_order_refuses_another_architecture(tmp_path: Path) -> None:
+    path, _ = _renamed_state_dict(tmp_path)
+    with pytest.raises(ValueError, match=r"(?s)by order and shape.*tensors in the file.*differ in shape"):
+        TimmImageEncoder("resnet18", out_dim=16, pretrained=str(path), key_map="by_order")
+
+
+def test_weights_are_read_without_unpickling_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.0.weight": torch.zeros(1), "hook": _NotAllowed()}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported global|not an allowed global"):
+        _encoder(pretrained=str(path))
+
+
+class _NotAllowed:
+    """An object torch.load(weights_only=True) must refuse to rebuild."""
+
+
+def test_preprocessing_comes_from_timm_pretrained_config() -> None:
+    from timm.data import resolve_model_data_config
+
+    enc = _encoder(backbone="efficientnet_lite0", stage=-1)
+    config = resolve_model_data_config(timm.create_model("efficientnet_lite0"))
+    assert enc.preprocessing == {
+        "image_size": (224, 224), "mean": tuple(config["mean"]), "std": tuple(config["std"]),
+        "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
+    }
+    assert _encoder().preprocessing["image_size"] == (176, 176)  # resnet10t's own pretrained size
+
+
+def test_partial_fine_tuning_trains_only_what_it_says() -> None:
+    enc = _encoder(backbone="efficientnet_lite0", stage=-1, train_last_layers=1)
+    trainable = {n for n, p in enc.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("blocks.6.", "conv_head", "bn2")) for n in trainable)
+    pattern = _encoder(trainable=["layer2.*"])
+    assert {n.split(".")[0] for n, p in pattern.backbone.named_parameters() if p.requires_grad} == {"layer2"}
+    pattern.train()
+    assert pattern.backbone.layer2.training and not pattern.backbone.layer1.training  # frozen parts: eval
+    before = {n: p.detach().clone() for n, p in pattern.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in pattern.parameters() if p.requires_grad], lr=0.1)
+    pattern(torch.rand(2, 3, 32, 32), torch.ones(2, dtype=torch.bool)).x.square().sum().backward()
+    optimizer.step()
+    changed = {n.split(".")[0] if n.startswith("proj") else n.split(".")[1] for n, p in pattern.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"proj", "layer2"}
+    with pytest.raises(ValueError, match="matches no parameter"):
+        _encoder(trainable=["no_such_layer.*"])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    images, present = torch.rand(2, 3, 32, 32), torch.ones(2, dtype=torch.bool)
+    grads = []
+    for checkpointing in (False, True):
+        enc = _encoder(backbone="efficientnet_lite0", stage=-1, gradient_checkpointing=checkpointing).train()
+        enc(images, present).x.sum().backward()
+        grads.append(enc.backbone.conv_stem.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])

@@ -6,9 +6,12 @@ import mmctx.encoders
 
 
 def test_public_names() -> None:
-    assert set(mmctx.encoders.__all__) == {
-        "TextTransformerEncoder", "HFTextEncoder", "TimmImageEncoder", "RNNAudioEncoder",
+    encoders = {
+        "TextTransformerEncoder", "HFTextEncoder", "HFVisionEncoder", "HFSpeechEncoder", "TimmImageEncoder",
+        "RNNAudioEncoder",
     }
-    for name in mmctx.encoders.__all__:
+    assert set(mmctx.encoders.__all__) == encoders | {"map_state_dict_by_order", "image_transform"}
+    for name in encoders:
         assert hasattr(getattr(mmctx.encoders, name), "forward")
+    assert mmctx.encoders.hf.__all__ == ["HFTextEncoder", "HFVisionEncoder", "HFSpeechEncoder"]
 

