@@ -214,6 +214,9 @@ DEAD_PARAMETERS: dict[str, dict[str, str]] = {
         "*.attention.self.key.bias": "BERT's key bias adds q·b_k to every key's score of a query; "
         "the softmax over keys is invariant to that shift",
     },
+    **{name: {"*.k_proj.bias": "the key bias adds q·b_k to every key's score of a query; the softmax "
+              "over keys is invariant to that shift"}
+       for name in ("hf_vit", "hf_clip", "hf_siglip", "hf_wav2vec2", "hf_wav2vec2_layer", "hf_hubert")},
 }
 
 
