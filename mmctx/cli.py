@@ -5,8 +5,15 @@ Usage::
     mmctx fit  --config configs/default.yaml
     mmctx test --config configs/default.yaml --ckpt_path best
 
-Two conveniences on top of LightningCLI:
+Conveniences on top of LightningCLI:
 
+* **A config names the config it builds on** with a first key ``config: base.yaml`` (a path
+  relative to the file, or a list of them; jsonargparse's own key for a nested config), and
+  holds only what differs. ``--config configs/default.yaml`` loads
+  ``configs/base/trainer.yaml``, ``configs/base/classification.yaml`` and then
+  ``configs/default.yaml``, exactly as if the three were given as ``--config`` in that order
+  (:func:`expand_config_bases`): later files override single values key by key, and replace
+  lists (``trainer.callbacks``; ``callbacks+:`` appends) and dicts of modules whole.
 * **Sizes the data knows** — ``vocab_size``, ``num_classes``, ``classes`` and the special
   token ids ``pad_id``, ``bos_id``, ``eos_id`` — are
   never written in a config. Any ``init_args`` entry with one of these names, anywhere in
@@ -29,22 +36,33 @@ Two conveniences on top of LightningCLI:
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import lightning as L
+import yaml
 from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-__all__ = ["MMCtxCLI", "main", "DATA_SIZES"]
+__all__ = ["MMCtxCLI", "main", "expand_config_bases", "DATA_SIZES"]
 
 #: Constructor arguments filled from the data module when a config leaves them unset.
 DATA_SIZES: tuple[str, ...] = ("vocab_size", "num_classes", "classes", "pad_id", "bos_id", "eos_id")
 
 
 class MMCtxCLI(LightningCLI):
-    """LightningCLI with data-derived sizes and ``--ckpt_path best|last`` resolution."""
+    """LightningCLI with configs that name their base, data-derived sizes and ``--ckpt_path
+    best|last`` resolution."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse the command line (or ``args``) with the bases of its config files first
+        (:func:`expand_config_bases`)."""
+        if args is None:
+            self.config = parser.parse_args(expand_config_bases(sys.argv[1:]))
+        else:
+            super().parse_arguments(parser, expand_config_bases(list(args)) if isinstance(args, list) else args)
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -164,6 +182,86 @@ def _resolve_checkpoint(cfg: Namespace) -> None:
     if "version" in init:
         init.version = ckpt.parent.parent.name  # log beside the training run
     print(f"--ckpt_path {which} → {ckpt}", flush=True)
+
+
+def expand_config_bases(args: list[str]) -> list[str]:
+    """Put the configs each ``--config FILE`` builds on before it.
+
+    A config file whose YAML has a top-level ``config:`` key (a path relative to the file, or a
+    list of paths) becomes ``--config BASE ... --config FILE'``, recursively (a base may name
+    its own base), where ``FILE'`` is the file's text without that key. jsonargparse merges the
+    resulting ``--config`` list as documented: a later config overrides an earlier one key by
+    key, an ``init_args``-only block keeps the earlier ``class_path``, ``callbacks+:`` appends.
+    (jsonargparse reads the ``config:`` key itself too, but checks the rest of the file against
+    the configs given before the file, not against the one it names: an ``init_args``-only
+    override then fails and whole branches of the base are lost.)
+
+    Args:
+        args: command-line arguments (``fit --config configs/default.yaml ...``).
+
+    Returns:
+        The arguments with every ``--config`` / ``-c`` of a file that names a base expanded;
+        anything else unchanged.
+    """
+    expanded: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in {"--config", "-c"} and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        elif arg.startswith("--config="):
+            value, i = arg.split("=", 1)[1], i + 1
+        else:
+            expanded.append(arg)
+            i += 1
+            continue
+        expanded += [f"--config={c}" for c in _config_chain(value, ())]
+    return expanded
+
+
+def _config_chain(value: str, seen: tuple[Path, ...]) -> list[str]:
+    """The ``--config`` values that load ``value``: the configs it names first, then itself
+    (its text without the ``config:`` key when it names any)."""
+    path = Path(value)
+    if "\n" in value or not path.is_file():
+        return [value]  # a config string, or left to jsonargparse's error
+    text = path.read_text()
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return [value]  # jsonargparse reports it
+    if not isinstance(loaded, dict) or "config" not in loaded:
+        return [value]
+    if path.resolve() in seen:
+        raise ValueError(f"config: {value} names itself through {' -> '.join(map(str, seen))}")
+    bases = loaded["config"] if isinstance(loaded["config"], list) else [loaded["config"]]
+    chain: list[str] = []
+    for base in bases:
+        if not isinstance(base, str):
+            raise ValueError(f"{value}: `config:` must name a file or a list of files, got {base!r}")
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise FileNotFoundError(f"{value}: `config: {base}`: no such file {base_path}")
+        chain += _config_chain(str(base_path), (*seen, path.resolve()))
+    rest = _without_top_level_key(text, "config")
+    if yaml.safe_load(rest) is not None:  # a file holding nothing but `config:` adds nothing
+        chain.append(rest)
+    return chain
+
+
+def _without_top_level_key(text: str, key: str) -> str:
+    """``text`` without the top-level ``key:`` entry (its line and the lines of its value),
+    everything else, comments and anchors included, as written."""
+    kept: list[str] = []
+    in_key = False
+    for line in text.splitlines(keepends=True):
+        if re.match(rf"{re.escape(key)}\s*:", line):
+            in_key = True
+        elif in_key and line.strip() and line[:1] not in {" ", "\t", "-"}:  # the next top-level entry
+            in_key = False
+        if not in_key:
+            kept.append(line)
+    return "".join(kept)
 
 
 def main(args: list[str] | None = None) -> None:

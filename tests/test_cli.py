@@ -10,23 +10,17 @@ import lightning as L
 import pytest
 import torch
 
-from mmctx.cli import main
+from mmctx.cli import MMCtxCLI, main
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_CONTEXT = REPO / "configs" / "long_context"
-#: every experiment config; a long-context variant runs merged with LONG_CONTEXT / "base.yaml"
+#: every experiment config (a long-context variant names LONG_CONTEXT / "base.yaml" as its base)
 CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted(set(LONG_CONTEXT.glob("*.yaml")) - {LONG_CONTEXT / "base.yaml"})
 
 
 def config_id(config: Path) -> str:
     """``default``, ``long_context/memory``: the config's path under configs/, without .yaml."""
     return config.relative_to(REPO / "configs").with_suffix("").as_posix()
-
-
-def config_args(config: Path) -> list[str]:
-    """The --config arguments that run ``config``: a long-context variant after its base."""
-    stack = [LONG_CONTEXT / "base.yaml", config] if config.parent == LONG_CONTEXT else [config]
-    return [f"--config={c}" for c in stack]
 
 
 def data_overrides(root: Path) -> list[str]:
@@ -66,13 +60,82 @@ CONFIG_DATA_OVERRIDES: dict[str, object] = {
 }
 
 
+@pytest.fixture
+def fitted(monkeypatch) -> list[MMCtxCLI]:
+    """The CLIs whose `fit` finished in this test (LightningCLI calls `after_fit` then)."""
+    runs: list[MMCtxCLI] = []
+    monkeypatch.setattr(MMCtxCLI, "after_fit", lambda cli: runs.append(cli), raising=False)
+    return runs
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[config_id(c) for c in CONFIGS])
-def test_every_config_runs_a_fast_dev_run(config, default_root, tmp_path, monkeypatch):
+def test_every_config_runs_a_fast_dev_run(config, default_root, tmp_path, monkeypatch, fitted):
     monkeypatch.chdir(tmp_path)
     make = CONFIG_DATA_OVERRIDES.get(config_id(config))
     overrides = make(default_root, tmp_path) if make else data_overrides(default_root)
-    main(["fit", *config_args(config), "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
+    main(["fit", f"--config={config}", "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
           *overrides])
+    # one training batch ran to the end, and left the weights finite
+    cli = fitted[-1]
+    assert cli.trainer.state.finished and cli.trainer.fast_dev_run == 1
+    assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 1
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+    # the config ran as a user runs it: merged onto its base (configs/base/trainer.yaml's logger)
+    logger = cli.config.fit.trainer.logger
+    assert logger.class_path == "lightning.pytorch.loggers.TensorBoardLogger"
+    assert logger.init_args.save_dir == "runs" and logger.init_args.name not in {None, "lightning_logs"}
+
+
+def test_a_config_builds_on_the_config_it_names(tmp_path, monkeypatch, capsys):
+    """`config: base.yaml` (relative to the file, recursively) loads the base first, as an
+    earlier --config: init_args-only overrides keep the base's class, `callbacks+:` appends,
+    other keys override one by one, and the merge equals the explicit --config list."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "family").mkdir()
+    (tmp_path / "base.yaml").write_text(
+        "trainer:\n  max_epochs: 12\n  log_every_n_steps: 10\n"
+        "  logger:\n    class_path: lightning.pytorch.loggers.TensorBoardLogger\n    init_args: {save_dir: runs}\n"
+        "  callbacks:\n    - class_path: lightning.pytorch.callbacks.LearningRateMonitor\n")
+    (tmp_path / "family" / "classify.yaml").write_text(
+        "config: ../base.yaml\n"
+        "model:\n  class_path: mmctx.trainers.ClassificationTask\n  init_args:\n    model:\n"
+        "      class_path: mmctx.models.FusionModel\n      init_args:\n        encoders:\n          image:\n"
+        "            class_path: mmctx.encoders.TimmImageEncoder\n            init_args: {backbone: resnet10t, out_dim: &d 16}\n"
+        "        fusion: {class_path: mmctx.fusion.ConcatFusion, init_args: {input_dims: {image: *d}, dim: *d}}\n"
+        "        head: {class_path: mmctx.heads.ClassifierHead, init_args: {dim: *d}}\n"
+        "data:\n  class_path: mmctx.data.DefaultDataModule\n  init_args: {modalities: [image]}\n")
+    (tmp_path / "family" / "run.yaml").write_text(
+        "# a run\nconfig:\n  - classify.yaml\ntrainer:\n  max_epochs: 3\n  logger:\n    init_args: {name: run}\n"
+        "  callbacks+:\n    - class_path: mmctx.trainers.RunSummary\n"
+        "model:\n  init_args: {label_smoothing: 0.1}\n")
+
+    def printed(*configs: str) -> dict:
+        with pytest.raises(SystemExit):
+            main(["fit", *(f"--config={c}" for c in configs), "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)
+
+    merged = printed("family/run.yaml")
+    trainer = merged["trainer"]
+    assert trainer["max_epochs"] == 3 and trainer["log_every_n_steps"] == 10
+    assert trainer["logger"]["init_args"]["save_dir"] == "runs" and trainer["logger"]["init_args"]["name"] == "run"
+    assert [c["class_path"] for c in trainer["callbacks"]] == [
+        "lightning.pytorch.callbacks.LearningRateMonitor", "mmctx.trainers.RunSummary"]
+    assert merged["model"]["class_path"] == "mmctx.trainers.ClassificationTask"
+    assert merged["model"]["init_args"]["label_smoothing"] == 0.1
+    assert merged["model"]["init_args"]["model"]["init_args"]["fusion"]["init_args"]["dim"] == 16
+    # the same as naming the chain on the command line
+    explicit = "\n".join(line for line in (tmp_path / "family" / "run.yaml").read_text().splitlines()
+                         if line not in {"config:", "  - classify.yaml"})
+    (tmp_path / "run_alone.yaml").write_text(explicit)
+    (tmp_path / "classify_alone.yaml").write_text((tmp_path / "family" / "classify.yaml").read_text().split("\n", 1)[1])
+    assert printed("base.yaml", "classify_alone.yaml", "run_alone.yaml") == merged
+
+    # a loop of bases is an error that names it
+    (tmp_path / "loop.yaml").write_text("config: loop.yaml\n")
+    with pytest.raises(ValueError, match="names itself"):
+        main(["fit", "--config=loop.yaml", "--print_config"])
 
 
 def test_unknown_key_is_rejected_with_the_valid_choices(default_root, tmp_path, monkeypatch, capsys):
@@ -173,7 +236,7 @@ def test_strategy_configs_merge_into_an_experiment_and_build(strategy, default_r
         assert printed["strategy"] == wanted["strategy"]
 
 
-def test_manifest_data_module_with_classes_json_fits(default_root, tmp_path, monkeypatch):
+def test_manifest_data_module_with_classes_json_fits(default_root, tmp_path, monkeypatch, fitted):
     """Classes read from classes.json (the data module's `classes` left unset) are filled into
     the task and logged as the data module's hyperparameter too, so Lightning finds no conflict."""
     data = tmp_path / "manifests"
@@ -184,8 +247,18 @@ def test_manifest_data_module_with_classes_json_fits(default_root, tmp_path, mon
         (data / f"{split}.jsonl").write_text((default_root / f"{split}.jsonl").read_text())
     from mmctx.data import DEFAULT_CLASSES
 
-    (data / "classes.json").write_text(json.dumps(list(DEFAULT_CLASSES)))
+    # reversed: an order the labels alone (sorted) would not give, so the file must be what is read
+    classes = list(reversed(DEFAULT_CLASSES))
+    (data / "classes.json").write_text(json.dumps(classes))
     monkeypatch.chdir(tmp_path)
     main(["fit", f"--config={REPO / 'configs/image_only.yaml'}", "--data=mmctx.data.MultimodalDataModule",
           f"--data.train_manifest={data / 'train.jsonl'}", f"--data.val_manifest={data / 'val.jsonl'}",
           "--data.modalities=[image]", "--data.num_workers=0", "--data.batch_size=8", "--trainer.fast_dev_run=1"])
+    cli = fitted[-1]
+    assert cli.trainer.state.finished
+    # the task, its classifier head, the data module and the saved config all have the file's classes
+    assert cli.model.classes == classes and cli.model.num_classes == len(classes)
+    assert cli.model.hparams["classes"] == classes
+    assert cli.model.model.head.num_classes == len(classes)
+    assert cli.datamodule.classes == classes and cli.datamodule.hparams["classes"] == classes
+    assert cli.config.fit.data.init_args.classes == classes
