@@ -1,0 +1,155 @@
+"""Callbacks that tell a person what happened and where to look."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, ModelPruning
+from torch import nn
+
+from mmctx.compress import PRUNABLE, SparsitySchedule
+
+__all__ = ["RunSummary", "JsonlPredictionWriter", "LayerPruning"]
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return f"{float(value):.4f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class RunSummary(L.Callback):
+    """Prints, at the end of fit and test, the metrics and where logs, checkpoints and
+    sample outputs are; after a captioning test, also the first generated captions.
+
+    Args:
+        num_samples_shown: generated captions printed after a test (0: none).
+    """
+
+    def __init__(self, num_samples_shown: int = 8) -> None:
+        self.num_samples_shown = num_samples_shown
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        lines = ["", "=== mmctx fit finished ==="]
+        ckpt = trainer.checkpoint_callback
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
+            score = f" ({ckpt.monitor}={_fmt(ckpt.best_model_score)})" if ckpt.monitor else ""
+            lines.append(f"{'best' if ckpt.monitor else 'latest'} checkpoint : {ckpt.best_model_path}{score}")
+            if ckpt.last_model_path:
+                lines.append(f"last checkpoint : {ckpt.last_model_path}")
+        if trainer.logger is not None and trainer.logger.log_dir:
+            lines.append(f"logs (TensorBoard): {trainer.logger.log_dir}   (tensorboard --logdir {trainer.logger.save_dir})")
+        lines.append(f"epochs {trainer.current_epoch}, optimizer steps {trainer.global_step}")
+        print("\n".join(lines), flush=True)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        lines = ["", "=== mmctx test results ==="]
+        width = max((len(k) for k in metrics), default=0) + 2
+        lines += [f"{k:<{width}}{_fmt(v)}" for k, v in sorted(metrics.items())]
+        if trainer.ckpt_path:
+            lines.append(f"checkpoint      : {trainer.ckpt_path}")
+        log_dir = trainer.logger.log_dir if trainer.logger is not None else None
+        if log_dir:
+            lines.append(f"logs (TensorBoard): {log_dir}")
+            outputs = sorted(p.name for p in Path(log_dir).glob("*") if p.suffix in {".jsonl", ".txt", ".json", ".png"})
+            if outputs:
+                lines.append(f"sample outputs  : {', '.join(str(Path(log_dir) / o) for o in outputs)}")
+            samples = Path(log_dir) / "samples_test.txt"  # generated captions (CaptioningTask)
+            if samples.is_file():
+                lines += ["", *samples.read_text().splitlines()[: 2 + self.num_samples_shown + 2]]
+        print("\n".join(lines), flush=True)
+
+
+class JsonlPredictionWriter(BasePredictionWriter):
+    """Writes ``predict_step`` outputs (lists of dicts) as JSON lines.
+
+    Args:
+        output_path: the JSONL file to write (parent folders are created).
+    """
+
+    def __init__(self, output_path: str = "predictions.jsonl") -> None:
+        super().__init__(write_interval="epoch")
+        self.output_path = Path(output_path)
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # type: ignore[override]
+        path = self.output_path
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        with open(path, "w") as f:
+            for batch_out in predictions:
+                for row in batch_out:
+                    f.write(json.dumps(row) + "\n")
+                    count += 1
+        print(f"wrote {count} predictions to {path}", flush=True)
+
+
+class LayerPruning(ModelPruning):
+    """Lightning's ``ModelPruning``, restricted to the weights of Linear and Conv layers,
+    with a sparsity schedule that can be written in YAML.
+
+    Plain ``ModelPruning`` prunes every parameter called ``weight`` or ``bias``, LayerNorm, BatchNorm and
+    embedding tables included; here only ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` weights
+    (:data:`mmctx.compress.PRUNABLE`) are pruned, and a frozen distillation teacher (a
+    ``teacher`` attribute of the task) never is. At the end of training the pruning is made
+    permanent (``make_pruning_permanent``), so checkpoints have the unpruned model's keys.
+
+    YAML (``configs/prune.yaml``)::
+
+        - class_path: mmctx.trainers.LayerPruning
+          init_args:
+            amount: {class_path: mmctx.compress.SparsitySchedule,
+                     init_args: {final_sparsity: 0.5, start_epoch: 1, end_epoch: 6}}
+
+    Args:
+        amount: fraction of the still-unpruned weights to prune at the end of each epoch,
+            or a :class:`~mmctx.compress.SparsitySchedule` (``epoch -> fraction``).
+        pruning_fn: a ``torch.nn.utils.prune`` method name (``l1_unstructured``,
+            ``random_unstructured``, ``ln_structured``, ...).
+        use_global_unstructured: rank all pruned weights together (global sparsity).
+        use_lottery_ticket_hypothesis: reset the surviving weights to their initial values
+            after each pruning (off: prune a trained model and keep fine-tuning it).
+        make_pruning_permanent: ``prune.remove`` at the end of training and in checkpoints.
+        verbose: 1 logs the overall sparsity, 2 per layer.
+        parameter_names: parameters of those layers to prune (ModelPruning's default also
+            prunes biases).
+    """
+
+    def __init__(
+        self,
+        amount: float | SparsitySchedule = 0.5,
+        pruning_fn: str = "l1_unstructured",
+        use_global_unstructured: bool = True,
+        use_lottery_ticket_hypothesis: bool = False,
+        make_pruning_permanent: bool = True,
+        verbose: int = 0,
+        parameter_names: list[str] = ["weight"],  # noqa: B006 - never mutated
+    ) -> None:
+        super().__init__(
+            pruning_fn=pruning_fn,
+            parameter_names=list(parameter_names),
+            amount=amount,
+            use_global_unstructured=use_global_unstructured,
+            use_lottery_ticket_hypothesis=use_lottery_ticket_hypothesis,
+            make_pruning_permanent=make_pruning_permanent,
+            verbose=verbose,
+        )
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        teacher = getattr(pl_module, "teacher", None)
+        self._skip = {id(m) for m in teacher.modules()} if isinstance(teacher, nn.Module) else set()
+        super().setup(trainer, pl_module, stage)
+
+    def filter_parameters_to_prune(self, parameters_to_prune=()):  # type: ignore[override]
+        skip = getattr(self, "_skip", set())
+        return [(m, n) for m, n in parameters_to_prune if isinstance(m, PRUNABLE) and id(m) not in skip]
