@@ -1,12 +1,18 @@
-"""Faults: a guard against non-finite losses and gradients, checkpoints also written as
-safetensors, and a weights loader that refuses a checkpoint of another architecture."""
+"""Checkpoint I/O, all in one place: reading checkpoints (``weights_only``, never pickled code),
+the one weight-loading function every task and callback uses (:func:`load_state`: names and
+shapes checked, every missing, unexpected and mis-shaped key reported), fine-tuning from a
+checkpoint (:class:`InitFromCheckpoint`), and writing checkpoints atomically, also as
+safetensors. :data:`MOVED_CLASS_PATHS` names the class paths that moved, so a checkpoint
+that records an old one fails with a message saying where it went."""
 
 from __future__ import annotations
 
-import math
+import importlib
 import os
+import pickle
+import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,117 +22,268 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
-from mmctx.trainers.base import load_submodules
-
 __all__ = [
+    "MOVED_CLASS_PATHS",
     "AtomicCheckpointIO",
     "Checkpoint",
-    "NonFiniteGuard",
-    "NonFiniteLossError",
+    "InitFromCheckpoint",
     "SafetensorsCheckpoint",
     "atomic_write",
+    "check_moved_class_paths",
+    "freeze_submodules",
+    "load_state",
+    "load_submodules",
     "load_weights",
+    "mismatch_report",
+    "read_checkpoint",
+    "read_weights",
     "save_safetensors",
+    "state_mismatches",
 ]
 
-_ACTIONS = ("skip", "stop")
+_DEPLOY_NAMES = (
+    "QUANTIZABLE", "PRUNABLE", "quantize_dynamic_int8", "quantized_modules", "prunable_parameters",
+    "prune_magnitude", "SparsitySchedule", "make_pruning_permanent", "sparsity", "model_size_bytes",
+    "distillation_loss",
+)
+_EXPORT_NAMES = (
+    "ExportImageEncoder", "ExportAudioEncoder", "ExportableModel", "exportable", "example_inputs",
+    "export_program", "export_onnx",
+)
+
+#: Class (and function) paths of mmctx 0.1 that moved in 0.2: old path → new path. A
+#: checkpoint's hyperparameters record the ``class_path`` of every module a LightningCLI run
+#: built; loading one that names an old path fails with a message naming the new one.
+MOVED_CLASS_PATHS: dict[str, str] = {
+    **{f"mmctx.compress.{name}": f"mmctx.deploy.{name}" for name in _DEPLOY_NAMES},
+    **{f"mmctx.export.{name}": f"mmctx.deploy.{name}" for name in _EXPORT_NAMES},
+    "mmctx.trainers.pretraining.PretrainingBackbone": "mmctx.models.PretrainingBackbone",
+    "mmctx.trainers.pretraining.recall_at_k": "mmctx.metrics.recall_at_k",
+    "mmctx.trainers.pretraining.caption_groups": "mmctx.metrics.caption_groups",
+    "mmctx.trainers.guards.AtomicCheckpointIO": "mmctx.trainers.AtomicCheckpointIO",
+    "mmctx.trainers.guards.Checkpoint": "mmctx.trainers.Checkpoint",
+    "mmctx.trainers.guards.SafetensorsCheckpoint": "mmctx.trainers.SafetensorsCheckpoint",
+    "mmctx.trainers.guards.load_weights": "mmctx.trainers.load_weights",
+    "mmctx.trainers.guards.atomic_write": "mmctx.trainers.checkpoints.atomic_write",
+    "mmctx.trainers.guards.save_safetensors": "mmctx.trainers.checkpoints.save_safetensors",
+    "mmctx.trainers.base.InitFromCheckpoint": "mmctx.trainers.InitFromCheckpoint",
+    "mmctx.trainers.base.load_submodules": "mmctx.trainers.checkpoints.load_submodules",
+    "mmctx.trainers.base.freeze_submodules": "mmctx.trainers.checkpoints.freeze_submodules",
+    "mmctx.trainers.base.gather_rows": "mmctx.trainers.distributed.gather_rows",
+    "mmctx.trainers.callbacks.JsonlPredictionWriter": "mmctx.trainers.JsonlPredictionWriter",
+    "mmctx.trainers.gan.save_image_grid": "mmctx.trainers.writers.save_image_grid",
+    "mmctx.trainers.captioning.samples_table": "mmctx.trainers.writers.samples_table",
+}
+
+_VERSION_MOVED = "0.2"
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised by :class:`NonFiniteGuard` with ``action="stop"``."""
+# ---------------------------------------------------------------------------- moved class paths
 
 
-class NonFiniteGuard(L.Callback):
-    """Detects a NaN/Inf training loss (or gradient) before the optimizer step, and skips
-    that step or stops the run.
+def _importable(path: str) -> bool:
+    module, _, name = path.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
 
-    Checked after ``backward``, before ``optimizer.step()``: the loss, each loss term the task
-    exposes (a ``loss_terms: dict[str, Tensor]`` attribute set in ``training_step``, e.g.
-    :class:`~mmctx.trainers.DistillationTask`'s ``kd`` and ``ce``) and, with
-    ``check_gradients``, every parameter's gradient. On a fault:
 
-    * ``action="skip"``: every gradient is set to ``None``, so the optimizer leaves every
-      parameter (and its moments) untouched for this step; a warning names the step, the
-      batch ids and the offending term; ``skipped`` records it. After ``max_skips``
-      consecutive skipped steps the run stops (a loss that stays NaN is not transient).
-    * ``action="stop"``: raises :class:`NonFiniteLossError` with the same information.
+def _moved_error(old: str, source: str) -> ImportError:
+    new = MOVED_CLASS_PATHS[old]
+    return ImportError(
+        f"{source} refers to `{old}`, which moved to `{new}` in mmctx {_VERSION_MOVED}; replace the old path "
+        f"in the config (or build the model in Python and load the weights with mmctx.trainers.load_weights)"
+    )
 
-    Lightning's own tools are complementary: ``Trainer(detect_anomaly=True)`` finds the op
-    that produced a NaN in backward (slow), ``EarlyStopping(check_finite=True)`` stops on a
-    non-finite *monitored* metric, after the fact.
 
-    YAML::
+def _strings(tree: Any) -> list[str]:
+    if isinstance(tree, str):
+        return [tree]
+    if isinstance(tree, Mapping):
+        return [s for value in tree.values() for s in _strings(value)]
+    if isinstance(tree, (list, tuple)):
+        return [s for value in tree for s in _strings(value)]
+    return []
 
-        - class_path: mmctx.trainers.NonFiniteGuard
-          init_args: {action: skip}
+
+def check_moved_class_paths(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Raise ``ImportError`` if the hyperparameters of ``checkpoint`` (a loaded Lightning
+    checkpoint) name a class path of :data:`MOVED_CLASS_PATHS` that no longer imports; the
+    message names the old and the new path. Does nothing otherwise."""
+    for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+        for text in _strings(checkpoint.get(key, {})):
+            if text in MOVED_CLASS_PATHS and not _importable(text):
+                raise _moved_error(text, source)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def read_checkpoint(path: str | Path, caller: str = "read_checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain
+    containers only, no pickled code runs. A checkpoint that pickled an object of a moved
+    class fails with a message naming its new path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{caller}: checkpoint {str(path)!r} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        for name in re.findall(r"GLOBAL ([\w.]+)", str(err)):
+            if name in MOVED_CLASS_PATHS:
+                raise _moved_error(name, f"{caller}: checkpoint {path}") from err
+        raise
+
+
+def read_weights(path: str | Path, caller: str = "read_weights") -> dict[str, Tensor]:
+    """The weights of a Lightning checkpoint (``state_dict``, the task's leading ``model.``
+    dropped), of a plain ``torch.save(model.state_dict())`` file, or of a ``.safetensors``
+    file; never unpickles code (``weights_only=True`` / safetensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{caller}: checkpoint {str(path)!r} not found")
+    if path.suffix == ".safetensors":  # e.g. written by SafetensorsCheckpoint
+        from safetensors.torch import load_file
+
+        return {k.removeprefix("model."): v for k, v in load_file(path, device="cpu").items()}
+    blob = read_checkpoint(path, caller)
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{caller}: {path} holds neither a Lightning checkpoint nor a state dict")
+    return {k.removeprefix("model."): v for k, v in state.items()}
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _resolve(root: nn.Module, name: str, what: str) -> nn.Module:
+    try:
+        return root.get_submodule(name)
+    except AttributeError:
+        children = sorted(n for n, _ in root.named_modules() if n and n.count(".") <= 1)
+        raise ValueError(f"{what}: the model has no submodule {name!r} (it has: {children})") from None
+
+
+def state_mismatches(ours: Mapping[str, Any], theirs: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every difference between a module's state dict ``ours`` and the weights ``theirs``
+    meant for it: ``missing in checkpoint: k``, ``not in the model: k`` and
+    ``shape mismatch k: checkpoint (..) vs model (..)`` (keys shown with ``prefix``)."""
+    problems = [f"missing in checkpoint: {prefix}{k}" for k in sorted(set(ours) - set(theirs))]
+    problems += [f"not in the model: {prefix}{k}" for k in sorted(set(theirs) - set(ours))]
+    problems += [
+        f"shape mismatch {prefix}{k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in ours.items()
+        if k in theirs and isinstance(v, Tensor) and isinstance(theirs[k], Tensor) and theirs[k].shape != v.shape
+    ]
+    return problems
+
+
+def mismatch_report(problems: list[str]) -> str:
+    """The problems of :func:`state_mismatches`, one per indented line (the first 40)."""
+    shown = "\n  ".join(problems[:40]) + (f"\n  ... and {len(problems) - 40} more" if len(problems) > 40 else "")
+    return f"\n  {shown}"
+
+
+def load_state(
+    root: nn.Module,
+    state: Mapping[str, Tensor],
+    modules: Sequence[str] = ("",),
+    source: str = "the checkpoint",
+    caller: str = "load_state",
+) -> list[str]:
+    """The one way mmctx loads weights: copy ``state`` into the submodules ``modules`` of
+    ``root``, after checking that each matches exactly.
+
+    Each name is a submodule path of ``root`` (e.g. ``"encoders.image"``, ``"fusion"``, or
+    ``""`` for ``root`` itself); the keys of ``state`` under the same prefix must match the
+    submodule's state dict exactly: same names, same shapes, nothing missing and nothing
+    extra. Keys under other prefixes are ignored (a pretraining checkpoint also holds
+    projections and pretraining heads). :func:`load_submodules`, :func:`load_weights`,
+    :class:`InitFromCheckpoint`, ``GANTask(init_encoders_from=...)``, ``DistillationTask``'s
+    teacher and every task's ``load_state_dict`` (``Task.load_from_checkpoint``, resuming)
+    go through it or its check (:func:`state_mismatches`).
 
     Args:
-        action: ``"skip"`` or ``"stop"``.
-        check_gradients: also check the gradients (a finite loss can have NaN gradients).
-        max_skips: consecutive skipped steps after which ``skip`` stops anyway (0: never).
+        root: the module to load into.
+        state: the weights, keys relative to ``root``.
+        modules: the submodules to load.
+        source: what ``state`` came from, for the error message.
+        caller: who asks, for the error message.
+
+    Returns:
+        The names of the tensors loaded (relative to ``root``).
+
+    Raises:
+        ValueError: naming every missing, unexpected and shape-mismatched key; nothing is
+            loaded then.
     """
+    updates: dict[str, tuple[nn.Module, dict[str, Tensor]]] = {}
+    problems: list[str] = []
+    for name in modules:
+        module = _resolve(root, name, caller)
+        prefix = f"{name}." if name else ""  # "" is root itself: the whole checkpoint must match
+        theirs = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not theirs:
+            present = sorted({".".join(k.split(".")[:2]) for k in state})
+            problems.append(f"no weights for {name!r} in the checkpoint (it has {present})")
+            continue
+        problems += state_mismatches(module.state_dict(), theirs, prefix)
+        updates[name] = (module, theirs)
+    if problems:
+        what = type(root).__name__ if list(modules) == [""] else f"the model's {list(modules)}"
+        raise ValueError(f"{caller}: {source} does not match {what}:{mismatch_report(problems)}")
+    loaded = []
+    for name, (module, theirs) in updates.items():
+        module.load_state_dict(theirs, strict=True)
+        loaded += [f"{name}.{k}" if name else k for k in theirs]
+    return loaded
 
-    def __init__(self, action: str = "skip", check_gradients: bool = True, max_skips: int = 10) -> None:
-        super().__init__()
-        if action not in _ACTIONS:
-            raise ValueError(f"NonFiniteGuard: action must be one of {_ACTIONS}, got {action!r}")
-        self.action = action
-        self.check_gradients = check_gradients
-        self.max_skips = max_skips
-        self.skipped: list[dict] = []
-        self._consecutive = 0
-        self._batch_ids: list[str] = []
-        self._batch_idx = -1
-        self._loss: Tensor | None = None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self._batch_ids = list(getattr(batch, "ids", []) or [])
-        self._batch_idx = batch_idx
-        self._loss = None
+def load_submodules(root: nn.Module, checkpoint: str | Path, modules: list[str], caller: str = "init_from") -> list[str]:
+    """Copy the weights of the submodules ``modules`` of ``root`` from the file
+    ``checkpoint`` (:func:`read_weights`) with :func:`load_state`; returns the names loaded.
 
-    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        self._loss = loss.detach()
+    Raises:
+        ValueError: naming every missing, unexpected and shape-mismatched key; nothing is
+            loaded then.
+    """
+    return load_state(root, read_weights(checkpoint, caller), modules, source=str(checkpoint), caller=caller)
 
-    def _offending(self, pl_module: L.LightningModule) -> list[str]:
-        bad = []
-        if self._loss is not None and not bool(torch.isfinite(self._loss).all()):
-            bad.append(f"loss = {self._loss.float().cpu().tolist()}")
-        terms = getattr(pl_module, "loss_terms", None) or {}
-        for name, value in terms.items():
-            if isinstance(value, Tensor) and not bool(torch.isfinite(value.detach()).all()):
-                bad.append(f"loss term {name!r} = {value.detach().float().cpu().tolist()}")
-            elif isinstance(value, float) and not math.isfinite(value):
-                bad.append(f"loss term {name!r} = {value}")
-        if self.check_gradients and not bad:  # a NaN loss makes every gradient NaN: say so once
-            grads = [n for n, p in pl_module.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
-            if grads:
-                shown = ", ".join(grads[:5]) + (f" and {len(grads) - 5} more" if len(grads) > 5 else "")
-                bad.append(f"non-finite gradient of {shown}")
-        return bad
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        bad = self._offending(pl_module)
-        if not bad:
-            self._consecutive = 0
-            return
-        where = (
-            f"global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx}), "
-            f"batch ids {self._batch_ids}"
-        )
-        message = f"NonFiniteGuard: {'; '.join(bad)} at {where}"
-        self._consecutive += 1
-        if self.action == "stop" or (self.max_skips and self._consecutive > self.max_skips):
-            if self.action == "skip":
-                message += f" ({self._consecutive} consecutive non-finite steps, max_skips={self.max_skips})"
-            raise NonFiniteLossError(message)
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                p.grad = None  # torch optimizers skip parameters without a gradient
-        self.skipped.append(
-            {"step": trainer.global_step, "batch_idx": self._batch_idx, "ids": self._batch_ids, "terms": bad}
-        )
-        pl_module.log("train/skipped_steps", float(len(self.skipped)), on_step=True, on_epoch=False)
-        print(f"{message}: optimizer step skipped", flush=True)
+def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
+    """Load every weight of ``module`` from ``path``, which must match it exactly.
+
+    ``path`` is a ``.safetensors`` file, a Lightning checkpoint (``state_dict``, the task's
+    leading ``model.`` dropped) or a ``torch.save(state_dict)`` file, read with
+    ``weights_only=True`` — no pickled code runs. It is :func:`load_state` applied to the
+    whole module.
+
+    Returns:
+        ``module``, loaded.
+
+    Raises:
+        ValueError: the checkpoint is of another architecture; the message lists every
+            missing, unexpected and mis-shaped key, and nothing is loaded.
+    """
+    load_submodules(module, path, [""], caller="load_weights")
+    return module
+
+
+def freeze_submodules(root: nn.Module, modules: list[str]) -> list[nn.Module]:
+    """Set ``requires_grad=False`` on the parameters of the submodules ``modules`` of
+    ``root`` and put them in eval mode (BatchNorm keeps its statistics, dropout is off).
+    Returns the frozen modules (keep them in eval mode after every ``train()``)."""
+    frozen = []
+    for name in modules:
+        module = _resolve(root, name, "freeze")
+        module.requires_grad_(False)
+        module.eval()
+        frozen.append(module)
+    return frozen
+
+
+# ---------------------------------------------------------------------------- writing
 
 
 def save_safetensors(module: nn.Module, path: str | Path) -> Path:
@@ -247,25 +404,61 @@ class SafetensorsCheckpoint(Checkpoint):
             Path(filepath).with_suffix(".safetensors").unlink(missing_ok=True)
 
 
-def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
-    """Load every weight of ``module`` from ``path``, which must match it exactly.
+# ---------------------------------------------------------------------------- fine-tuning
 
-    ``path`` is a ``.safetensors`` file, a Lightning checkpoint (``state_dict``, the task's
-    leading ``model.`` dropped) or a ``torch.save(state_dict)`` file, read with
-    ``weights_only=True`` — no pickled code runs. It is
-    :func:`~mmctx.trainers.base.load_submodules` applied to the whole module.
 
-    Returns:
-        ``module``, loaded.
+class InitFromCheckpoint(L.Callback):
+    """Fine-tuning: initialise submodules of the task's model from a pretraining checkpoint,
+    and freeze some of them.
 
-    Raises:
-        ValueError: the checkpoint is of another architecture; the message lists every
-            missing, unexpected and mis-shaped key, and nothing is loaded.
+    Names are submodule paths of the task's ``model`` (e.g. ``encoders.image``, ``fusion``;
+    a :class:`~mmctx.trainers.PretrainingTask` checkpoint stores its encoders and fusion under
+    the same paths as :class:`~mmctx.models.FusionModel`). The weights are loaded when
+    fitting starts (before the optimizer is built), not when a checkpoint of the fine-tuned
+    model is resumed or reloaded (``ckpt_path``, ``load_from_checkpoint``): those already
+    hold them. Frozen modules get no gradients, are left out of the optimizer, and stay in
+    eval mode throughout.
+
+    YAML (last in ``trainer.callbacks``, so ``--trainer.callbacks.path=...`` overrides it)::
+
+        - class_path: mmctx.trainers.InitFromCheckpoint
+          init_args: {path: runs/pretrain/version_0/checkpoints/last.ckpt,
+                      modules: [encoders.image, encoders.audio], freeze: [encoders.image]}
+
+    Args:
+        path: the checkpoint (Lightning ``.ckpt`` or a plain state dict), loaded with
+            ``torch.load(weights_only=True)``; ``None`` loads nothing (train from scratch,
+            ``freeze`` still applies).
+        modules: submodules to load; each must match the checkpoint exactly (an error lists
+            the missing, unexpected and mis-shaped keys).
+        freeze: submodules to freeze (loaded or not).
     """
-    try:
-        load_submodules(module, path, [""])
-    except ValueError as err:
-        raise ValueError(
-            str(err).replace("init_from:", "load_weights:", 1).replace(" the model's ['']", f" {type(module).__name__}", 1)
-        ) from None
-    return module
+
+    def __init__(
+        self,
+        path: str | None = None,
+        modules: list[str] = ["encoders"],  # noqa: B006 - never mutated
+        freeze: list[str] = [],  # noqa: B006 - never mutated
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.modules = list(modules)
+        self.freeze = list(freeze)
+        self._frozen: list[nn.Module] = []
+        self.loaded: list[str] = []
+
+    @staticmethod
+    def _root(pl_module: L.LightningModule) -> nn.Module:
+        return getattr(pl_module, "model", pl_module)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        root = self._root(pl_module)
+        if stage == "fit" and self.path is not None and trainer.ckpt_path is None and not self.loaded:
+            self.loaded = load_submodules(root, self.path, self.modules)
+            print(f"init_from: loaded {len(self.loaded)} tensors of {self.modules} from {self.path}", flush=True)
+        self._frozen = freeze_submodules(root, self.freeze)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        for module in self._frozen:  # Lightning calls train() each epoch and after validation
+            if module.training:
+                module.eval()

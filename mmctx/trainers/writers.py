@@ -1,72 +1,35 @@
-"""Callbacks that tell a person what happened and where to look."""
+"""Callbacks that write a task's outputs to files: predictions (JSONL), generated captions,
+classification test outputs, GAN sample grids and generated files.
+
+The tasks only produce rows and tensors (and keep them in an attribute until written); these
+callbacks write them. Each task adds its default writer itself
+(``LightningModule.configure_callbacks``), unless the trainer already has one of that type,
+so configs need not list them; the file names and folders are the task's run folder
+(:attr:`~mmctx.trainers.MMCtxTask.output_dir`).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, ModelPruning
-from torch import nn
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import Tensor
 
-from mmctx.compress import PRUNABLE, SparsitySchedule
-
-__all__ = ["RunSummary", "JsonlPredictionWriter", "LayerPruning"]
-
-
-def _fmt(value: Any) -> str:
-    try:
-        return f"{float(value):.4f}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-class RunSummary(L.Callback):
-    """Prints, at the end of fit and test, the metrics and where logs, checkpoints and
-    sample outputs are; after a captioning test, also the first generated captions.
-
-    Args:
-        num_samples_shown: generated captions printed after a test (0: none).
-    """
-
-    def __init__(self, num_samples_shown: int = 8) -> None:
-        self.num_samples_shown = num_samples_shown
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        lines = ["", "=== mmctx fit finished ==="]
-        ckpt = trainer.checkpoint_callback
-        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
-            score = f" ({ckpt.monitor}={_fmt(ckpt.best_model_score)})" if ckpt.monitor else ""
-            lines.append(f"{'best' if ckpt.monitor else 'latest'} checkpoint : {ckpt.best_model_path}{score}")
-            if ckpt.last_model_path:
-                lines.append(f"last checkpoint : {ckpt.last_model_path}")
-        if trainer.logger is not None and trainer.logger.log_dir:
-            lines.append(f"logs (TensorBoard): {trainer.logger.log_dir}   (tensorboard --logdir {trainer.logger.save_dir})")
-        lines.append(f"epochs {trainer.current_epoch}, optimizer steps {trainer.global_step}")
-        print("\n".join(lines), flush=True)
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        lines = ["", "=== mmctx test results ==="]
-        width = max((len(k) for k in metrics), default=0) + 2
-        lines += [f"{k:<{width}}{_fmt(v)}" for k, v in sorted(metrics.items())]
-        if trainer.ckpt_path:
-            lines.append(f"checkpoint      : {trainer.ckpt_path}")
-        log_dir = trainer.logger.log_dir if trainer.logger is not None else None
-        if log_dir:
-            lines.append(f"logs (TensorBoard): {log_dir}")
-            outputs = sorted(p.name for p in Path(log_dir).glob("*") if p.suffix in {".jsonl", ".txt", ".json", ".png"})
-            if outputs:
-                lines.append(f"sample outputs  : {', '.join(str(Path(log_dir) / o) for o in outputs)}")
-            samples = Path(log_dir) / "samples_test.txt"  # generated captions (CaptioningTask)
-            if samples.is_file():
-                lines += ["", *samples.read_text().splitlines()[: 2 + self.num_samples_shown + 2]]
-        print("\n".join(lines), flush=True)
+__all__ = [
+    "CaptionSampleWriter",
+    "ClassificationTestWriter",
+    "GANSampleWriter",
+    "GeneratedSamples",
+    "JsonlPredictionWriter",
+    "SampleGrid",
+    "TaskOutputWriter",
+    "samples_table",
+    "save_image_grid",
+]
 
 
 class JsonlPredictionWriter(BasePredictionWriter):
@@ -94,62 +57,248 @@ class JsonlPredictionWriter(BasePredictionWriter):
         print(f"wrote {count} predictions to {path}", flush=True)
 
 
-class LayerPruning(ModelPruning):
-    """Lightning's ``ModelPruning``, restricted to the weights of Linear and Conv layers,
-    with a sparsity schedule that can be written in YAML.
+class TaskOutputWriter(L.Callback):
+    """Base of the writers of a task's evaluation outputs: at the end of validation and of
+    testing, writes what the task left pending (:meth:`flush`). Another callback that reads
+    the files at the same moment (:class:`~mmctx.trainers.RunSummary`) calls :meth:`flush`
+    first; a second call writes nothing."""
 
-    Plain ``ModelPruning`` prunes every parameter called ``weight`` or ``bias``, LayerNorm, BatchNorm and
-    embedding tables included; here only ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` weights
-    (:data:`mmctx.compress.PRUNABLE`) are pruned, and a frozen distillation teacher (a
-    ``teacher`` attribute of the task) never is. At the end of training the pruning is made
-    permanent (``make_pruning_permanent``), so checkpoints have the unpruned model's keys.
+    def flush(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Write (on rank zero) and drop the task's pending outputs."""
+        raise NotImplementedError
 
-    YAML (``configs/prune.yaml``)::
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer, pl_module)
 
-        - class_path: mmctx.trainers.LayerPruning
-          init_args:
-            amount: {class_path: mmctx.compress.SparsitySchedule,
-                     init_args: {final_sparsity: 0.5, start_epoch: 1, end_epoch: 6}}
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer, pl_module)
 
-    Args:
-        amount: fraction of the still-unpruned weights to prune at the end of each epoch,
-            or a :class:`~mmctx.compress.SparsitySchedule` (``epoch -> fraction``).
-        pruning_fn: a ``torch.nn.utils.prune`` method name (``l1_unstructured``,
-            ``random_unstructured``, ``ln_structured``, ...).
-        use_global_unstructured: rank all pruned weights together (global sparsity).
-        use_lottery_ticket_hypothesis: reset the surviving weights to their initial values
-            after each pruning (off: prune a trained model and keep fine-tuning it).
-        make_pruning_permanent: ``prune.remove`` at the end of training and in checkpoints.
-        verbose: 1 logs the overall sparsity, 2 per layer.
-        parameter_names: parameters of those layers to prune (ModelPruning's default also
-            prunes biases).
+
+def _add_text(loggers: list, tag: str, text: str, step: int) -> None:
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_text"):
+            experiment.add_text(tag, text, step)
+
+
+# ---------------------------------------------------------------------------- captioning
+
+
+class CaptionSampleWriter(TaskOutputWriter):
+    """Writes the captions a :class:`~mmctx.trainers.CaptioningTask` generated in validation
+    and test (its ``caption_outputs``: ``{split: {"rows", "metrics", "step"}}``), into the run
+    folder:
+
+    - ``captions_val.jsonl`` / ``captions_test.jsonl``: one line per sample,
+      ``{"id", "references", "generated"}``;
+    - ``samples_val.txt`` / ``samples_test.txt``: a Markdown table of the first
+      ``num_samples_to_log`` samples (the task's argument), also logged to TensorBoard as
+      text (``val/samples``, ``test/samples``).
     """
 
-    def __init__(
-        self,
-        amount: float | SparsitySchedule = 0.5,
-        pruning_fn: str = "l1_unstructured",
-        use_global_unstructured: bool = True,
-        use_lottery_ticket_hypothesis: bool = False,
-        make_pruning_permanent: bool = True,
-        verbose: int = 0,
-        parameter_names: list[str] = ["weight"],  # noqa: B006 - never mutated
-    ) -> None:
-        super().__init__(
-            pruning_fn=pruning_fn,
-            parameter_names=list(parameter_names),
-            amount=amount,
-            use_global_unstructured=use_global_unstructured,
-            use_lottery_ticket_hypothesis=use_lottery_ticket_hypothesis,
-            make_pruning_permanent=make_pruning_permanent,
-            verbose=verbose,
+    def flush(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pending: dict[str, dict[str, Any]] = getattr(pl_module, "caption_outputs", {})
+        for split in list(pending):
+            result = pending.pop(split)
+            if trainer.is_global_zero:
+                self.write(pl_module.output_dir, split, result, pl_module.num_samples_to_log, trainer.loggers)
+
+    @staticmethod
+    def write(out: Path, split: str, result: dict[str, Any], num_samples: int, loggers: list = ()) -> None:
+        """Write one split's ``{"rows", "metrics", "step"}`` into the folder ``out``."""
+        rows, metrics, step = result["rows"], result["metrics"], result["step"]
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f"captions_{split}.jsonl", "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        table = samples_table(rows[:num_samples])
+        summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        header = f"{split} samples at step {step} ({len(rows)} captions; {summary})\n\n"
+        (out / f"samples_{split}.txt").write_text(header + table + "\n")
+        _add_text(loggers, f"{split}/samples", table, step)
+
+
+def samples_table(rows: list[dict]) -> str:
+    """A Markdown table (id | reference | generated) of caption rows, padded so that it also
+    reads as plain text. Several references are joined with `` / ``."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    body = [(cell(r["id"]), cell(" / ".join(r["references"])), cell(r["generated"])) for r in rows]
+    head = ("id", "reference", "generated")
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+
+
+# ---------------------------------------------------------------------------- classification
+
+
+class ClassificationTestWriter(TaskOutputWriter):
+    """Writes a :class:`~mmctx.trainers.ClassificationTask`'s test outputs (its
+    ``test_outputs``: ``{"rows", "confusion"}``) into the run folder:
+    ``test_predictions.jsonl`` (one line per sample: id, true and predicted class,
+    probabilities) and ``confusion_matrix.txt`` (also logged to TensorBoard as text)."""
+
+    def flush(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        result = getattr(pl_module, "test_outputs", None)
+        if result is None:
+            return
+        pl_module.test_outputs = None
+        if not trainer.is_global_zero:
+            return
+        out = pl_module.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "test_predictions.jsonl", "w") as f:
+            for row in result["rows"]:
+                f.write(json.dumps(row) + "\n")
+        classes = pl_module.classes
+        width = max(6, *(len(c) for c in classes)) + 1  # at least one space between columns
+        lines = ["rows: true class, columns: predicted class", " " * width + "".join(f"{c:>{width}}" for c in classes)]
+        for c, row in zip(classes, result["confusion"].tolist()):
+            lines.append(f"{c:>{width}}" + "".join(f"{v:>{width}}" for v in row))
+        (out / "confusion_matrix.txt").write_text("\n".join(lines) + "\n")
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_text"):
+            experiment.add_text("test/confusion_matrix", "    " + "\n    ".join(lines), trainer.global_step)
+
+
+# ---------------------------------------------------------------------------- GAN
+
+
+@dataclass
+class SampleGrid:
+    """A GAN's fixed-noise sample grid.
+
+    Shapes: pictures (n·k, C, H, W) in [0, 1], row ``i`` of the grid is condition ``i``.
+
+    Attributes:
+        pictures: the samples, condition-major (``k`` per condition).
+        conditions: one line per condition (row).
+        per_condition: ``k``, the samples (columns) per condition.
+        name: the PNG's name in ``samples/`` (``step_000500``, ``final``).
+        step: the global step.
+    """
+
+    pictures: Tensor
+    conditions: list[str]
+    per_condition: int
+    name: str
+    step: int
+
+
+@dataclass
+class GeneratedSamples:
+    """One predict batch of a GAN: the files to write.
+
+    Shapes: pictures (n, C, H, W) in [0, 1]; waves (n, S) or None.
+
+    Attributes:
+        pictures: one picture per file stem.
+        waves: one waveform per file stem (spectrogram GANs), else None.
+        stems: the file paths without suffix (``.png``, ``.wav`` are added).
+        sample_rate: of ``waves``.
+    """
+
+    pictures: Tensor
+    waves: Tensor | None
+    stems: list[Path]
+    sample_rate: int | None = None
+
+
+class GANSampleWriter(L.Callback):
+    """Writes a :class:`~mmctx.trainers.GANTask`'s samples into the run folder.
+
+    - every ``sample_every_n_steps`` global steps (the task's argument) and at the end of
+      fitting, the task's fixed-noise grid (:meth:`GANTask.sample_grid
+      <mmctx.trainers.GANTask.sample_grid>`): ``samples/step_XXXXXX.png`` (``final.png``),
+      ``samples_last.png``, ``samples_conditions.txt`` (the row conditions), and
+      TensorBoard's Images tab (``samples``);
+    - in ``predict``, each batch's generated files (the task's ``generated``):
+      ``<id>_<k>.png``, plus ``<id>_<k>.wav`` for spectrograms.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._step_before = 0
+        self._written = 0
+        self._folder: Path | None = None
+        self._audio = False
+
+    # ------------------------------------------------------------------ grids
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._step_before = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        every = pl_module.sample_every_n_steps
+        if every > 0 and trainer.global_step // every > self._step_before // every and trainer.is_global_zero:
+            self.write_grid(trainer, pl_module, pl_module.sample_grid(batch))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            grid = pl_module.sample_grid(None, name="final")
+            if grid is not None:
+                self.write_grid(trainer, pl_module, grid)
+
+    def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, grid: SampleGrid) -> Path:
+        """Write (and log to TensorBoard) ``grid``; returns the PNG's path."""
+        out = pl_module.output_dir
+        k = grid.per_condition
+        path = save_image_grid(grid.pictures, out / "samples" / f"{grid.name}.png", nrow=k)
+        save_image_grid(grid.pictures, out / "samples_last.png", nrow=k)
+        rows = [f"row {i}: {line}" for i, line in enumerate(grid.conditions)]
+        (out / "samples_conditions.txt").write_text(
+            f"{len(grid.conditions)} conditions (rows) x {k} fixed noise vectors (columns)\n" + "\n".join(rows) + "\n"
         )
+        from torchvision.utils import make_grid
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        teacher = getattr(pl_module, "teacher", None)
-        self._skip = {id(m) for m in teacher.modules()} if isinstance(teacher, nn.Module) else set()
-        super().setup(trainer, pl_module, stage)
+        picture = make_grid(grid.pictures.float().cpu(), nrow=k, padding=2, pad_value=1.0)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if experiment is not None and hasattr(experiment, "add_image"):
+                experiment.add_image("samples", picture, grid.step)
+                if grid.name == "final" or grid.step <= pl_module.sample_every_n_steps:
+                    experiment.add_text("samples/conditions", "    " + "\n    ".join(rows), grid.step)
+        return path
 
-    def filter_parameters_to_prune(self, parameters_to_prune=()):  # type: ignore[override]
-        skip = getattr(self, "_skip", set())
-        return [(m, n) for m, n in parameters_to_prune if isinstance(m, PRUNABLE) and id(m) not in skip]
+    # ------------------------------------------------------------------ predict
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._written = 0
+        self._folder = None
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
+                             dataloader_idx: int = 0) -> None:
+        samples: GeneratedSamples | None = getattr(pl_module, "generated", None)
+        if samples is None:
+            return
+        pl_module.generated = None
+        for i, stem in enumerate(samples.stems):
+            save_image_grid(samples.pictures[i : i + 1], stem.with_suffix(".png"), 1, 0)
+            if samples.waves is not None:
+                import soundfile as sf
+
+                sf.write(stem.with_suffix(".wav"), samples.waves[i].numpy(), samples.sample_rate)
+        self._written += len(samples.stems)
+        self._folder = samples.stems[0].parent if samples.stems else self._folder
+        self._audio = samples.waves is not None
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self._written:
+            kinds = "PNG + WAV" if self._audio else "PNG"
+            print(f"wrote {self._written} generated samples ({kinds}) to {self._folder}", flush=True)
+
+
+def save_image_grid(pictures: Tensor, path: str | Path, nrow: int = 8, padding: int = 2) -> Path:
+    """Save pictures in [0, 1] as one PNG grid (``nrow`` per row). Shapes: (B, C, H, W)."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(pictures.float().cpu(), path, nrow=nrow, padding=padding, pad_value=1.0)
+    return path

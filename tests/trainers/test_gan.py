@@ -23,12 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 DIM = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def datamodule(root: Path, audio: bool = False, batch_size: int = 4) -> DefaultDataModule:
