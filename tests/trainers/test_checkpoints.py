@@ -5,6 +5,7 @@ for every caller; a checkpoint naming a moved class path says where it went."""
 from __future__ import annotations
 
 import os
+import re
 
 import lightning as L
 import pytest
@@ -15,7 +16,7 @@ from mmctx.fusion import ConcatFusion
 from mmctx.heads import ClassifierHead
 from mmctx.models import FusionModel
 from mmctx.trainers import AtomicCheckpointIO, Checkpoint, ClassificationTask, SafetensorsCheckpoint, load_weights
-from mmctx.trainers.checkpoints import atomic_write, save_safetensors
+from mmctx.trainers.checkpoints import MOVED_CLASS_PATHS, atomic_write, check_moved_class_paths, save_safetensors
 from mmctx.types import ModalityInput, MultimodalBatch
 
 
@@ -30,13 +31,6 @@ def loader(n: int = 3) -> torch.utils.data.DataLoader:
     data = [MultimodalBatch({"text": ModalityInput(torch.randint(1, 20, (2, 5), generator=g), mask)},
                             targets={"label": torch.tensor([0, 2])}, ids=[f"doc{i}a", f"doc{i}b"]) for i in range(n)]
     return torch.utils.data.DataLoader(data, batch_size=None)
-
-
-def fit(task, callbacks, tmp_path, **kwargs) -> L.Trainer:
-    trainer = L.Trainer(max_epochs=1, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
-    trainer.fit(task, loader())
-    return trainer
 
 
 def test_safetensors_checkpoints_are_written_beside_the_ckpt_and_reload_equal(tmp_path):
@@ -106,3 +100,54 @@ def test_mismatched_architecture_lists_missing_unexpected_and_misshaped_keys(tmp
         load_weights(text_model(dim=8), path)
     with pytest.raises(ValueError, match=r"missing in checkpoint: encoders.text.encoder.blocks.1"):
         load_weights(text_model(dim=8, layers=2), tmp_path / "wide.safetensors")
+
+
+def test_task_load_state_dict_and_load_from_checkpoint_name_the_keys_and_shapes(tmp_path):
+    """Lightning's loading path (``Task.load_from_checkpoint``, resuming; DistillationTask's
+    teacher) goes through the same check as load_weights."""
+    torch.manual_seed(0)
+    wide = ClassificationTask(text_model(dim=12), num_classes=3)
+    torch.save({"state_dict": wide.state_dict(), "hyper_parameters": {"num_classes": 3},
+                "pytorch-lightning_version": L.__version__}, tmp_path / "wide.ckpt")
+    narrow = ClassificationTask(text_model(dim=8, layers=2), num_classes=3)
+    before = {k: v.clone() for k, v in narrow.state_dict().items()}
+    with pytest.raises(ValueError) as err:
+        narrow.load_state_dict(wide.state_dict())
+    message = str(err.value)
+    assert "shape mismatch model.head.norm.weight: checkpoint (12,) vs model (8,)" in message
+    assert "missing in checkpoint: model.encoders.text.encoder.blocks.1" in message
+    assert all(torch.equal(v, before[k]) for k, v in narrow.state_dict().items())  # nothing loaded
+    with pytest.raises(ValueError, match=r"shape mismatch model\.head\.norm\.weight: checkpoint \(12,\) vs model \(8,\)"):
+        ClassificationTask.load_from_checkpoint(tmp_path / "wide.ckpt", model=text_model(dim=8))
+    extra = dict(wide.state_dict(), **{"model.head.extra": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"not in the model: model\.head\.extra"):
+        ClassificationTask(text_model(dim=12), num_classes=3).load_state_dict(extra)
+    # a matching checkpoint loads as before; strict=False is left to torch
+    again = ClassificationTask.load_from_checkpoint(tmp_path / "wide.ckpt", model=text_model(dim=12))
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in wide.state_dict().items())
+    ClassificationTask(text_model(dim=12), num_classes=3).load_state_dict(extra, strict=False)
+
+
+def test_a_checkpoint_naming_a_moved_class_path_says_where_it_went(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    task = ClassificationTask(text_model(), num_classes=3)
+    assert MOVED_CLASS_PATHS["mmctx.export.ExportableModel"] == "mmctx.deploy.ExportableModel"
+    # an entry whose old module surely no longer imports (an editable install of an older
+    # checkout can still resolve mmctx.export)
+    old = "mmctx.gone_in_0_2.FusionModel"
+    monkeypatch.setitem(MOVED_CLASS_PATHS, old, "mmctx.models.FusionModel")
+    hparams = {"_instantiator": "lightning.pytorch.cli.instantiate_module", "num_classes": 3,
+               "model": {"class_path": old, "init_args": {}}}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": L.__version__}, path)
+    message = f"refers to `{old}`, which moved to `mmctx.models.FusionModel` in mmctx 0.2"
+    with pytest.raises(ImportError, match=re.escape(message)):
+        ClassificationTask.load_from_checkpoint(path)
+    with pytest.raises(ImportError, match=re.escape(message)):
+        check_moved_class_paths(torch.load(path, weights_only=True))
+    # the weights themselves still load into a model built with the new paths
+    assert load_weights(text_model(), path) is not None
+    # a path that still imports is no error
+    check_moved_class_paths({"hyper_parameters": {"model": {"class_path": "mmctx.models.FusionModel"}}})
+    assert all(new.startswith("mmctx.") for new in MOVED_CLASS_PATHS.values())
