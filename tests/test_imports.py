@@ -10,7 +10,7 @@ import pytest
 
 @pytest.mark.parametrize(
     "module",
-    ["mmctx.fusion", "mmctx.encoders", "mmctx.layers", "mmctx.heads", "mmctx.models", "mmctx.context", "mmctx.metrics", "mmctx.types"],
+    ["mmctx.fusion", "mmctx.encoders", "mmctx.layers", "mmctx.heads", "mmctx.models", "mmctx.context", "mmctx.metrics", "mmctx.deploy", "mmctx.types"],
 )
 def test_library_packages_do_not_import_lightning(module):
     code = (
