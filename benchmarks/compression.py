@@ -27,7 +27,7 @@ import lightning as L
 import torch
 
 from mmctx.cli import main
-from mmctx.compress import make_pruning_permanent, model_size_bytes, prune_magnitude, quantize_dynamic_int8, sparsity
+from mmctx.deploy import make_pruning_permanent, model_size_bytes, prune_magnitude, quantize_dynamic_int8, sparsity
 from mmctx.data import DefaultDataModule
 from mmctx.trainers import ClassificationTask
 

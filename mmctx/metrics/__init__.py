@@ -1,4 +1,5 @@
-"""Evaluation metrics over plain strings (no Lightning): caption metrics."""
+"""Evaluation metrics as plain functions (no Lightning): caption metrics over strings,
+cross-modal retrieval recall over embeddings."""
 
 from mmctx.metrics.caption import (
     bleu,
@@ -10,6 +11,7 @@ from mmctx.metrics.caption import (
     normalize_caption,
     rouge_l,
 )
+from mmctx.metrics.retrieval import caption_groups, recall_at_k
 
 __all__ = [
     "caption_metrics",
@@ -20,4 +22,6 @@ __all__ = [
     "distinct_ratio",
     "caption_tokens",
     "normalize_caption",
+    "recall_at_k",
+    "caption_groups",
 ]

@@ -1,18 +1,19 @@
-"""Callbacks that tell a person what happened and where to look."""
+"""Callbacks that tell a person what happened and where to look, and pruning during training
+(the writers of output files are in :mod:`mmctx.trainers.writers`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, ModelPruning
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelPruning
 from torch import nn
 
-from mmctx.compress import PRUNABLE, SparsitySchedule
+from mmctx.deploy.compress import PRUNABLE, SparsitySchedule
+from mmctx.trainers.writers import TaskOutputWriter
 
-__all__ = ["RunSummary", "JsonlPredictionWriter", "LayerPruning"]
+__all__ = ["RunSummary", "LayerPruning"]
 
 
 def _fmt(value: Any) -> str:
@@ -49,6 +50,9 @@ class RunSummary(L.Callback):
         print("\n".join(lines), flush=True)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for callback in trainer.callbacks:  # the files listed below are written first
+            if isinstance(callback, TaskOutputWriter):
+                callback.flush(trainer, pl_module)
         if not trainer.is_global_zero:
             return
         metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -69,38 +73,13 @@ class RunSummary(L.Callback):
         print("\n".join(lines), flush=True)
 
 
-class JsonlPredictionWriter(BasePredictionWriter):
-    """Writes ``predict_step`` outputs (lists of dicts) as JSON lines.
-
-    Args:
-        output_path: the JSONL file to write (parent folders are created).
-    """
-
-    def __init__(self, output_path: str = "predictions.jsonl") -> None:
-        super().__init__(write_interval="epoch")
-        self.output_path = Path(output_path)
-
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # type: ignore[override]
-        path = self.output_path
-        if trainer.world_size > 1:
-            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        count = 0
-        with open(path, "w") as f:
-            for batch_out in predictions:
-                for row in batch_out:
-                    f.write(json.dumps(row) + "\n")
-                    count += 1
-        print(f"wrote {count} predictions to {path}", flush=True)
-
-
 class LayerPruning(ModelPruning):
     """Lightning's ``ModelPruning``, restricted to the weights of Linear and Conv layers,
     with a sparsity schedule that can be written in YAML.
 
     Plain ``ModelPruning`` prunes every parameter called ``weight`` or ``bias``, LayerNorm, BatchNorm and
     embedding tables included; here only ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` weights
-    (:data:`mmctx.compress.PRUNABLE`) are pruned, and a frozen distillation teacher (a
+    (:data:`mmctx.deploy.PRUNABLE`) are pruned, and a frozen distillation teacher (a
     ``teacher`` attribute of the task) never is. At the end of training the pruning is made
     permanent (``make_pruning_permanent``), so checkpoints have the unpruned model's keys.
 
@@ -108,12 +87,12 @@ class LayerPruning(ModelPruning):
 
         - class_path: mmctx.trainers.LayerPruning
           init_args:
-            amount: {class_path: mmctx.compress.SparsitySchedule,
+            amount: {class_path: mmctx.deploy.SparsitySchedule,
                      init_args: {final_sparsity: 0.5, start_epoch: 1, end_epoch: 6}}
 
     Args:
         amount: fraction of the still-unpruned weights to prune at the end of each epoch,
-            or a :class:`~mmctx.compress.SparsitySchedule` (``epoch -> fraction``).
+            or a :class:`~mmctx.deploy.SparsitySchedule` (``epoch -> fraction``).
         pruning_fn: a ``torch.nn.utils.prune`` method name (``l1_unstructured``,
             ``random_unstructured``, ``ln_structured``, ...).
         use_global_unstructured: rank all pruned weights together (global sparsity).

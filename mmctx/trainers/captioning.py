@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
@@ -12,7 +11,9 @@ from torch import Tensor, nn
 
 from mmctx.losses.ctc import ctc_loss, ctc_targets
 from mmctx.metrics.caption import caption_metrics
-from mmctx.trainers.base import MMCtxTask, gather_rows
+from mmctx.trainers.base import MMCtxTask
+from mmctx.trainers.distributed import gather_rows
+from mmctx.trainers.writers import CaptionSampleWriter
 from mmctx.types import MultimodalBatch
 
 __all__ = ["CaptioningTask"]
@@ -35,13 +36,17 @@ class CaptioningTask(MMCtxTask):
     ``batch.meta["caption_text"]``.
 
     Outputs in the run folder (:attr:`output_dir`, beside TensorBoard's events and the
-    ``checkpoints/`` folder):
+    ``checkpoints/`` folder), written by :class:`~mmctx.trainers.CaptionSampleWriter` (added
+    by :meth:`configure_callbacks` unless the trainer has one) from :attr:`caption_outputs`:
 
     - ``captions_val.jsonl`` (last validation) and ``captions_test.jsonl``: one line per
       sample, ``{"id", "references", "generated"}``;
     - ``samples_val.txt`` / ``samples_test.txt``: a Markdown table of the first
       ``num_samples_to_log`` samples (id, reference, generated), also logged to TensorBoard
       as text (``val/samples``, ``test/samples``);
+
+    and, by the task itself:
+
     - ``tokenizer/``: the data module's tokenizer, saved when fitting starts. It is also
       embedded in every checkpoint (``tokenizers`` tokenizers), so a checkpoint captions
       without its data module.
@@ -122,6 +127,12 @@ class CaptioningTask(MMCtxTask):
         #: decodes generated ids; taken from ``trainer.datamodule.tokenizer`` (or a checkpoint)
         self.tokenizer: Any = None
         self._rows: dict[str, list[dict]] = {"val": [], "test": []}
+        #: each split's evaluated captions until written: ``{split: {"rows", "metrics", "step"}}``
+        self.caption_outputs: dict[str, dict[str, Any]] = {}
+
+    def configure_callbacks(self) -> list:
+        """The default writer of the caption files, unless the trainer already has one."""
+        return self.default_callbacks(CaptionSampleWriter)
 
     # ------------------------------------------------------------------ model calls
 
@@ -312,38 +323,7 @@ class CaptioningTask(MMCtxTask):
         # every rank holds every row (gathered above), so the values agree without syncing
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value, prog_bar=name in ("bleu4", "cider"), sync_dist=False)
-        if not self.trainer.is_global_zero:
-            return
-        out = self.output_dir
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / f"captions_{split}.jsonl", "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        table = samples_table(rows[: self.num_samples_to_log])
-        summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-        header = f"{split} samples at step {self.global_step} ({len(rows)} captions; {summary})\n\n"
-        (out / f"samples_{split}.txt").write_text(header + table + "\n")
-        for logger in self.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if experiment is not None and hasattr(experiment, "add_text"):
-                experiment.add_text(f"{split}/samples", table, self.global_step)
-
-
-def samples_table(rows: list[dict]) -> str:
-    """A Markdown table (id | reference | generated) of caption rows, padded so that it also
-    reads as plain text. Several references are joined with `` / ``."""
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    body = [(cell(r["id"]), cell(" / ".join(r["references"])), cell(r["generated"])) for r in rows]
-    head = ("id", "reference", "generated")
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+        self.caption_outputs[split] = {"rows": rows, "metrics": metrics, "step": self.global_step}
 
 
 def _sample_id(batch: MultimodalBatch, i: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from mmctx.trainers.base import MMCtxTask
+from mmctx.trainers.writers import ClassificationTestWriter
 from mmctx.types import MultimodalBatch
 
 __all__ = ["ClassificationTask"]
@@ -21,8 +22,11 @@ class ClassificationTask(MMCtxTask):
     """Cross-entropy training of a model that maps a batch to class logits.
 
     Logs ``{train,val,test}/loss``, ``/acc`` (micro accuracy) and ``/f1`` (macro F1). At the
-    end of testing it writes ``test_predictions.jsonl`` (one line per sample: id, true and
-    predicted class, probabilities) and ``confusion_matrix.txt`` into the run folder.
+    end of testing it keeps the rows and the confusion matrix in :attr:`test_outputs`, which
+    :class:`~mmctx.trainers.ClassificationTestWriter` (added by :meth:`configure_callbacks`
+    unless the trainer has one) writes as ``test_predictions.jsonl`` (one line per sample:
+    id, true and predicted class, probabilities) and ``confusion_matrix.txt`` into the run
+    folder.
 
     Args:
         model: ``batch -> logits (B, K)``, e.g. :class:`~mmctx.models.FusionModel`.
@@ -65,6 +69,12 @@ class ClassificationTask(MMCtxTask):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self._test_rows: list[dict] = []
+        #: the last test's ``{"rows", "confusion"}`` until written
+        self.test_outputs: dict[str, Any] | None = None
+
+    def configure_callbacks(self) -> list:
+        """The default writer of the test outputs, unless the trainer already has one."""
+        return self.default_callbacks(ClassificationTestWriter)
 
     def forward(self, batch: MultimodalBatch) -> Tensor:
         return self.model(batch)
@@ -129,18 +139,4 @@ class ClassificationTask(MMCtxTask):
     def on_test_epoch_end(self) -> None:
         confusion = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
-        if not self.trainer.is_global_zero:
-            return
-        out = self.output_dir
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "test_predictions.jsonl", "w") as f:
-            for row in self._test_rows:
-                f.write(json.dumps(row) + "\n")
-        width = max(6, *(len(c) for c in self.classes)) + 1  # at least one space between columns
-        lines = ["rows: true class, columns: predicted class", " " * width + "".join(f"{c:>{width}}" for c in self.classes)]
-        for c, row in zip(self.classes, confusion.tolist()):
-            lines.append(f"{c:>{width}}" + "".join(f"{v:>{width}}" for v in row))
-        (out / "confusion_matrix.txt").write_text("\n".join(lines) + "\n")
-        experiment = getattr(self.logger, "experiment", None)
-        if experiment is not None and hasattr(experiment, "add_text"):
-            experiment.add_text("test/confusion_matrix", "    " + "\n    ".join(lines), self.global_step)
+        self.test_outputs = {"rows": self._test_rows, "confusion": confusion}

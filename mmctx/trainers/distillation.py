@@ -8,9 +8,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from mmctx.compress import distillation_loss
+from mmctx.deploy.compress import distillation_loss
+from mmctx.trainers.checkpoints import load_weights, read_checkpoint
 from mmctx.trainers.classification import ClassificationTask
-from mmctx.trainers.guards import load_weights
 from mmctx.types import MultimodalBatch
 
 __all__ = ["DistillationTask"]
@@ -18,13 +18,14 @@ __all__ = ["DistillationTask"]
 
 class DistillationTask(ClassificationTask):
     """Trains ``model`` (the student) on ``alpha * T^2 * KL(teacher^T || student^T) + (1 -
-    alpha) * CE`` (:func:`mmctx.compress.distillation_loss`) against a frozen teacher.
+    alpha) * CE`` (:func:`mmctx.deploy.distillation_loss`) against a frozen teacher.
 
     The teacher comes from ``teacher_checkpoint``:
 
     * a checkpoint written by ``mmctx fit`` (e.g. of ``configs/default.yaml``) rebuilds its
       own model from the config saved in it (``ClassificationTask.load_from_checkpoint``),
-      so only the path is needed;
+      so only the path is needed (its weights are checked like every load, see
+      :func:`~mmctx.trainers.checkpoints.load_state`);
     * otherwise give the teacher's architecture as ``teacher`` (a module, or a nested
       ``class_path`` in YAML) and its weights are loaded with
       :func:`~mmctx.trainers.load_weights` (``.ckpt``, state dict or ``.safetensors``, read
@@ -85,7 +86,7 @@ class DistillationTask(ClassificationTask):
             )
         if teacher is not None:
             return load_weights(teacher, path)
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = read_checkpoint(path, "DistillationTask")
         saved = blob.get("hyper_parameters", {}) if isinstance(blob, dict) else {}
         if not isinstance(saved.get("model"), dict) or "class_path" not in saved["model"]:
             raise ValueError(

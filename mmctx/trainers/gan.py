@@ -15,9 +15,11 @@ from torch.optim.swa_utils import AveragedModel
 
 from mmctx.losses.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
 from mmctx.trainers.base import MMCtxTask
+from mmctx.trainers.checkpoints import load_submodules
+from mmctx.trainers.writers import GANSampleWriter, GeneratedSamples, SampleGrid
 from mmctx.types import ExtendedContext, ModalityInput, MultimodalBatch
 
-__all__ = ["GANTask", "save_image_grid"]
+__all__ = ["GANTask"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)  # mmctx.data.IMAGENET_MEAN: the data's image normalisation
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,7 +55,9 @@ class GANTask(MMCtxTask):
     ``min(ema_decay, (1 + n) / (10 + n))`` after ``n`` updates) is kept and used for all
     sampling (grids, ``predict``, :meth:`generate`).
 
-    Outputs (in the run folder, :attr:`output_dir`, beside ``checkpoints/``):
+    Outputs (in the run folder, :attr:`output_dir`, beside ``checkpoints/``), written by
+    :class:`~mmctx.trainers.GANSampleWriter` (added by :meth:`configure_callbacks` unless the
+    trainer has one) from :meth:`sample_grid` and :attr:`generated`:
 
     - every ``sample_every_n_steps`` global steps and at the end of fitting, a grid of
       fixed-noise samples, one row per fixed condition (the first ``num_sample_conditions``
@@ -87,8 +91,9 @@ class GANTask(MMCtxTask):
             to the generator's loss (0: off).
         ema_decay: decay of the generator EMA (0: no EMA, sample with the generator).
         freeze_encoders: keep the encoders, fusion and context encoder fixed.
-        init_encoders_from: a Lightning checkpoint whose ``model.encoders.*``,
-            ``model.fusion.*`` and ``model.context_encoder.*`` weights initialise this task's.
+        init_encoders_from: a Lightning checkpoint whose ``model.encoders.<modality>.*``,
+            ``model.fusion.*`` and ``model.context_encoder.*`` weights initialise this task's
+            (:func:`~mmctx.trainers.checkpoints.load_submodules`: each must match exactly).
         target: the batch input to generate: ``"image"`` or ``"audio"``.
         spectrogram: waveform ↔ spectrogram codec, required for ``target="audio"``.
         sample_every_n_steps: global steps between sample grids (0: only at the end).
@@ -181,6 +186,13 @@ class GANTask(MMCtxTask):
         self.tokenizer: Any = None
         self._d_steps = 0
         self._fixed: tuple[dict[str, ModalityInput], Tensor, list[str]] | None = None
+        #: the last predict batch's samples until written (by GANSampleWriter)
+        self.generated: GeneratedSamples | None = None
+
+    def configure_callbacks(self) -> list:
+        """The default writer of the sample grids and generated files, unless the trainer
+        already has one."""
+        return self.default_callbacks(GANSampleWriter)
 
     # ------------------------------------------------------------------ parts
 
@@ -196,17 +208,11 @@ class GANTask(MMCtxTask):
         return nn.ModuleList(parts)
 
     def _load_encoders(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        prefixes = ("model.encoders.", "model.fusion.", "model.context_encoder.")
-        wanted = {k: v for k, v in state.items() if k.startswith(prefixes)}
-        if not wanted:
-            raise ValueError(f"GANTask: init_encoders_from={path!r} has no {prefixes} weights")
-        own = self.state_dict()
-        missing = [k for k in own if k.startswith(prefixes) and k not in wanted]
-        if missing:
-            raise ValueError(f"GANTask: init_encoders_from={path!r} lacks {missing[:5]} (encoders differ?)")
-        self.load_state_dict(wanted, strict=False)
+        names = [f"encoders.{m}" for m in self.model.encoders] + ["fusion"]
+        if getattr(self.model, "context_encoder", None) is not None:
+            names.append("context_encoder")
+        names = [n for n in names if self.model.get_submodule(n).state_dict()]  # parameter-free parts hold none
+        load_submodules(self.model, path, names, caller="GANTask: init_encoders_from")
 
     def train(self, mode: bool = True) -> GANTask:
         super().train(mode)
@@ -298,7 +304,6 @@ class GANTask(MMCtxTask):
         g_opt, d_opt = self.optimizers()
         if self.freeze_encoders:  # Lightning restores captured module modes around loops: re-assert
             self.conditioning_modules().eval()
-        step_before = self.global_step
         real = self.real_samples(batch)  # (B, C, H, W)
         B = real.shape[0]
 
@@ -348,9 +353,7 @@ class GANTask(MMCtxTask):
                 self.generator_ema.update_parameters(self.generator)
             self.log("train/g_loss", g_loss, prog_bar=True, batch_size=B)
 
-        every = self.sample_every_n_steps
-        if every > 0 and self.global_step // every > step_before // every:
-            self.log_samples(batch)
+        # every sample_every_n_steps global steps GANSampleWriter writes sample_grid(batch)
 
     def _clip(self, optimizer) -> None:
         if self.gradient_clip_val > 0:
@@ -358,10 +361,6 @@ class GANTask(MMCtxTask):
 
     def on_fit_start(self) -> None:
         self.tokenizer = getattr(self.trainer.datamodule, "tokenizer", None) if self.trainer.datamodule else None
-
-    def on_train_end(self) -> None:
-        if self._fixed is not None or self.trainer.datamodule is not None:
-            self.log_samples(None, name="final")
 
     # ------------------------------------------------------------------ sample grids
 
@@ -404,32 +403,16 @@ class GANTask(MMCtxTask):
         return lines
 
     @torch.no_grad()
-    def log_samples(self, batch: MultimodalBatch | None, name: str | None = None) -> Path | None:
-        """Write (and log to TensorBoard) the fixed-noise grid; returns the PNG's path."""
-        if not self.trainer.is_global_zero:
+    def sample_grid(self, batch: MultimodalBatch | None, name: str | None = None) -> SampleGrid | None:
+        """The fixed-noise grid, one row per fixed condition (taken once from the first
+        validation batch, else from ``batch``); None when there is nowhere to take the
+        conditions from. Written by :class:`~mmctx.trainers.GANSampleWriter`."""
+        if batch is None and self._fixed is None and self.trainer.datamodule is None:
             return None
         inputs, z, names = self._fixed_conditions(batch)
         samples = self.generate(inputs, self.samples_per_condition, z=z)  # (n·k, C, H, W)
-        pictures = self.to_pictures(samples)
-        out = self.output_dir
-        name = name or f"step_{self.global_step:06d}"
-        path = save_image_grid(pictures, out / "samples" / f"{name}.png", nrow=self.samples_per_condition)
-        save_image_grid(pictures, out / "samples_last.png", nrow=self.samples_per_condition)
-        rows = [f"row {i}: {line}" for i, line in enumerate(names)]
-        (out / "samples_conditions.txt").write_text(
-            f"{len(names)} conditions (rows) x {self.samples_per_condition} fixed noise vectors (columns)\n"
-            + "\n".join(rows) + "\n"
-        )
-        from torchvision.utils import make_grid
-
-        grid = make_grid(pictures.float().cpu(), nrow=self.samples_per_condition, padding=2, pad_value=1.0)
-        for logger in self.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if experiment is not None and hasattr(experiment, "add_image"):
-                experiment.add_image("samples", grid, self.global_step)
-                if name == "final" or self.global_step <= self.sample_every_n_steps:
-                    experiment.add_text("samples/conditions", "    " + "\n    ".join(rows), self.global_step)
-        return path
+        return SampleGrid(self.to_pictures(samples), names, self.samples_per_condition,
+                          name or f"step_{self.global_step:06d}", self.global_step)
 
     def to_pictures(self, samples: Tensor) -> Tensor:
         """Generator outputs as pictures in [0, 1]: images as they are, spectrograms turned
@@ -447,9 +430,11 @@ class GANTask(MMCtxTask):
     def on_predict_start(self) -> None:
         if self.trainer.datamodule is not None:
             self.tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
-        self._predict_count = 0
 
     def predict_step(self, batch: MultimodalBatch, batch_idx: int) -> list[dict]:
+        """``num_predict_samples`` samples per input, kept in :attr:`generated` (written by
+        :class:`~mmctx.trainers.GANSampleWriter`); returns ``{"input", "condition", "files"}``
+        rows naming the files."""
         k = self.num_predict_samples
         seeded = torch.Generator().manual_seed(self.sample_seed + batch_idx)
         z = torch.randn(len(batch) * k, self.generator.z_dim, generator=seeded)
@@ -457,39 +442,17 @@ class GANTask(MMCtxTask):
         pictures = self.to_pictures(samples).cpu()
         waves = self.spectrogram.decode(samples).cpu() if self.target == "audio" else None
         folder = Path(self.predict_dir) if self.predict_dir else self.output_dir / "generated"
-        folder.mkdir(parents=True, exist_ok=True)
         names = self.describe(batch)
         ids = list(batch.ids) or [f"{batch_idx}-{i}" for i in range(len(batch))]
-        rows = []
-        for i, sample_id in enumerate(ids):
-            files = []
-            for j in range(k):
-                stem = folder / f"{_safe(sample_id)}_{j}"
-                files.append(str(save_image_grid(pictures[i * k + j : i * k + j + 1], stem.with_suffix(".png"), 1, 0)))
-                if waves is not None:
-                    import soundfile as sf
-
-                    sf.write(stem.with_suffix(".wav"), waves[i * k + j].numpy(), self.spectrogram.sample_rate)
-                    files.append(str(stem.with_suffix(".wav")))
-            rows.append({"input": sample_id, "condition": names[i], "files": files})
-        self._predict_count += len(rows) * k
-        self._predict_folder = folder
+        stems = [folder / f"{_safe(sample_id)}_{j}" for sample_id in ids for j in range(k)]  # (B·k,)
+        suffixes = (".png", ".wav") if waves is not None else (".png",)
+        rows = [
+            {"input": sample_id, "condition": names[i],
+             "files": [str(stem.with_suffix(s)) for stem in stems[i * k : (i + 1) * k] for s in suffixes]}
+            for i, sample_id in enumerate(ids)
+        ]
+        self.generated = GeneratedSamples(pictures, waves, stems, getattr(self.spectrogram, "sample_rate", None))
         return rows
-
-    def on_predict_end(self) -> None:
-        if self.trainer.is_global_zero and getattr(self, "_predict_count", 0):
-            kinds = "PNG + WAV" if self.target == "audio" else "PNG"
-            print(f"wrote {self._predict_count} generated samples ({kinds}) to {self._predict_folder}", flush=True)
-
-
-def save_image_grid(pictures: Tensor, path: str | Path, nrow: int = 8, padding: int = 2) -> Path:
-    """Save pictures in [0, 1] as one PNG grid (``nrow`` per row). Shapes: (B, C, H, W)."""
-    from torchvision.utils import save_image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(pictures.float().cpu(), path, nrow=nrow, padding=padding, pad_value=1.0)
-    return path
 
 
 def _ema(averaged: Tensor, current: Tensor, num_averaged: Tensor, decay: float) -> Tensor:

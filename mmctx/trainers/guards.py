@@ -1,33 +1,15 @@
-"""Faults: a guard against non-finite losses and gradients, checkpoints also written as
-safetensors, and a weights loader that refuses a checkpoint of another architecture."""
+"""Faults: a guard against non-finite losses and gradients (checkpoint I/O is in
+:mod:`mmctx.trainers.checkpoints`)."""
 
 from __future__ import annotations
 
 import math
-import os
-import secrets
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch import Tensor, nn
+from torch import Tensor
 
-from mmctx.trainers.base import load_submodules
-
-__all__ = [
-    "AtomicCheckpointIO",
-    "Checkpoint",
-    "NonFiniteGuard",
-    "NonFiniteLossError",
-    "SafetensorsCheckpoint",
-    "atomic_write",
-    "load_weights",
-    "save_safetensors",
-]
+__all__ = ["NonFiniteGuard", "NonFiniteLossError"]
 
 _ACTIONS = ("skip", "stop")
 
@@ -127,145 +109,3 @@ class NonFiniteGuard(L.Callback):
         )
         pl_module.log("train/skipped_steps", float(len(self.skipped)), on_step=True, on_epoch=False)
         print(f"{message}: optimizer step skipped", flush=True)
-
-
-def save_safetensors(module: nn.Module, path: str | Path) -> Path:
-    """Write ``module``'s state dict as safetensors, atomically.
-
-    The file is written to a temporary file in the same folder and moved over ``path`` with
-    ``os.replace``, so a crash never leaves a half-written file under the final name.
-    Tensors are saved contiguous and on the CPU; tied tensors are stored once per name.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Tensor] = {}
-    seen: set[int] = set()
-    for key, value in module.state_dict().items():
-        tensor = value.detach().cpu().contiguous()
-        if tensor.untyped_storage().data_ptr() in seen:  # safetensors refuses shared storage
-            tensor = tensor.clone()
-        seen.add(tensor.untyped_storage().data_ptr())
-        state[key] = tensor
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "module": type(module).__name__}))
-    return path
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk (fsync), then
-    move it over ``path`` with ``os.replace`` — atomic on POSIX and Windows within one
-    filesystem, which a temporary file in the same folder guarantees. A crash or SIGKILL at
-    any moment leaves either the old complete file or the new complete one under ``path``
-    (and at worst a stray ``.<name>.*.tmp``), never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique name beside the target, created like any file (mkstemp's would be mode 0600)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes every checkpoint atomically (:func:`atomic_write`).
-
-    Lightning's own ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary
-    file lives in the system temp folder; when that is another filesystem than the run folder
-    the final move is a copy, and a job killed during it leaves a truncated ``last.ckpt``.
-    This plug-in writes beside the target instead (local paths; remote URLs fall back to
-    Lightning's writer). The ``mmctx`` CLI installs it by default (``trainer.plugins``); in
-    Python: ``L.Trainer(plugins=[AtomicCheckpointIO()])``.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
-
-
-class Checkpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` is the last epoch's, as before Lightning 2.6.
-
-    Since Lightning 2.6.0 ``save_last=True`` rewrites ``last.ckpt`` only when a top-k
-    checkpoint is saved at the same step: with ``monitor`` and ``save_top_k=1`` it is a copy
-    of the best one, and ``--ckpt_path last`` resumes (or tests) the best epoch, not the last.
-    This callback also writes ``last.ckpt`` when no top-k checkpoint was saved. Same
-    arguments as ``ModelCheckpoint``; in YAML::
-
-        - class_path: mmctx.trainers.Checkpoint
-          init_args: {monitor: val/acc, mode: max, filename: best, save_last: true}
-    """
-
-    def _save_last_too(self, trainer: L.Trainer, at_train_epoch_end: bool) -> None:
-        if (
-            self.save_last is True
-            and not self._should_skip_saving_checkpoint(trainer)  # also skips when a save just happened
-            and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
-        ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        self._save_last_too(trainer, at_train_epoch_end=True)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        self._save_last_too(trainer, at_train_epoch_end=False)
-
-
-class SafetensorsCheckpoint(Checkpoint):
-    """:class:`Checkpoint` that also writes the weights as ``<name>.safetensors`` beside each
-    ``<name>.ckpt`` (and removes it with the checkpoint when top-k rotates it out).
-
-    The safetensors file holds the deployable model only: the task's ``model`` (for
-    :class:`~mmctx.trainers.DistillationTask` the student, not the teacher), keys relative
-    to it, so ``load_weights(FusionModel(...), "best.safetensors")`` works and no pickled code
-    is ever needed to read it. It is written atomically (temporary file, then
-    ``os.replace``). Same arguments as ``ModelCheckpoint``; in YAML replace its class_path::
-
-        - class_path: mmctx.trainers.SafetensorsCheckpoint
-          init_args: {monitor: val/acc, mode: max, filename: best, save_last: true}
-    """
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
-        if trainer.is_global_zero:
-            module = getattr(trainer.lightning_module, "model", trainer.lightning_module)
-            save_safetensors(module, Path(filepath).with_suffix(".safetensors"))
-
-    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        super()._remove_checkpoint(trainer, filepath)
-        if trainer.is_global_zero:
-            Path(filepath).with_suffix(".safetensors").unlink(missing_ok=True)
-
-
-def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
-    """Load every weight of ``module`` from ``path``, which must match it exactly.
-
-    ``path`` is a ``.safetensors`` file, a Lightning checkpoint (``state_dict``, the task's
-    leading ``model.`` dropped) or a ``torch.save(state_dict)`` file, read with
-    ``weights_only=True`` — no pickled code runs. It is
-    :func:`~mmctx.trainers.base.load_submodules` applied to the whole module.
-
-    Returns:
-        ``module``, loaded.
-
-    Raises:
-        ValueError: the checkpoint is of another architecture; the message lists every
-            missing, unexpected and mis-shaped key, and nothing is loaded.
-    """
-    try:
-        load_submodules(module, path, [""])
-    except ValueError as err:
-        raise ValueError(
-            str(err).replace("init_from:", "load_weights:", 1).replace(" the model's ['']", f" {type(module).__name__}", 1)
-        ) from None
-    return module

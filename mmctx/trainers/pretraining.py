@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
@@ -14,46 +13,13 @@ from torch import Tensor, nn
 from mmctx.heads import ClassifierHead
 from mmctx.layers import masked_mean
 from mmctx.losses import ContrastiveLoss, mask_tokens, masked_token_loss, matching_loss, matching_pairs
-from mmctx.trainers.base import MMCtxTask, gather_rows
+from mmctx.metrics.retrieval import caption_groups, recall_at_k
+from mmctx.models.pretraining_backbone import PretrainingBackbone
+from mmctx.trainers.base import MMCtxTask
+from mmctx.trainers.distributed import gather_rows
 from mmctx.types import MultimodalBatch, Tokens
 
-__all__ = ["PretrainingTask", "PretrainingBackbone", "caption_groups", "recall_at_k"]
-
-
-class PretrainingBackbone(nn.Module):
-    """The part of a model that pretraining trains and fine-tuning reuses: one encoder per
-    modality and (optionally) a fusion, stored under the same names as in
-    :class:`~mmctx.models.FusionModel` (``encoders.<modality>``, ``fusion``), so a pretraining
-    checkpoint's weights load into a classifier or captioner by submodule name."""
-
-    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module | None = None) -> None:
-        super().__init__()
-        self.encoders = nn.ModuleDict(encoders)
-        self.fusion = fusion
-
-
-def caption_groups(texts: list[str]) -> Tensor:
-    """One int64 per text, equal for identical texts (a stable hash: the same on every
-    process, so it can be gathered under DDP). Shapes: → (B,) long."""
-    return torch.tensor(
-        [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little", signed=True) for t in texts],
-        dtype=torch.long,
-    )
-
-
-def recall_at_k(query: Tensor, gallery: Tensor, positives: Tensor, ks: list[int]) -> dict[int, float]:
-    """Retrieval recall@k: the fraction of queries with a positive among their k nearest
-    gallery items (by dot product, i.e. cosine for normalised embeddings).
-
-    Shapes:
-        query: (Q, E); gallery: (G, E); positives: (Q, G) bool, True where gallery item g
-        is a right answer for query q (e.g. the same caption)
-        returns: {k: recall in [0, 1]}
-    """
-    sim = query.float() @ gallery.float().t()  # (Q, G)
-    top = sim.topk(min(max(ks), sim.shape[1]), dim=1).indices  # (Q, k_max)
-    hits = positives.gather(1, top)  # (Q, k_max)
-    return {k: float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
+__all__ = ["PretrainingTask"]
 
 
 class PretrainingTask(MMCtxTask):

@@ -22,13 +22,7 @@ from mmctx.trainers import CaptioningTask, JsonlPredictionWriter
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a busy 2-core machine: a second intra-op thread only waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def datamodule(root: Path, batch_size: int = 8, **overrides) -> DefaultDataModule:

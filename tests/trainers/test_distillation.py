@@ -7,13 +7,13 @@ import lightning as L
 import pytest
 import torch
 
-from mmctx.compress import distillation_loss
+from mmctx.deploy import distillation_loss
 from mmctx.encoders import TextTransformerEncoder
 from mmctx.fusion import ConcatFusion
 from mmctx.heads import ClassifierHead
 from mmctx.models import FusionModel
 from mmctx.trainers import DistillationTask
-from mmctx.trainers.guards import save_safetensors
+from mmctx.trainers.checkpoints import save_safetensors
 from mmctx.types import ModalityInput, MultimodalBatch
 
 

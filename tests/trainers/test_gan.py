@@ -23,12 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 DIM = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def datamodule(root: Path, audio: bool = False, batch_size: int = 4) -> DefaultDataModule:
@@ -269,3 +264,28 @@ def test_score_gan_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch
     for row in results.values():
         assert 0.0 <= row["category_acc"] <= 1.0
     assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0
+
+
+def test_init_encoders_from_reports_missing_unexpected_and_misshaped_keys(default_root, tmp_path):
+    """The GAN loads its conditioning encoders through the one checked loader (it used to
+    skip the shape and unexpected-key checks)."""
+    dm = datamodule(default_root)
+    state = {f"model.{k}": v for k, v in tiny_task(dm).model.state_dict().items()}
+    wide = dict(state, **{"model.fusion.norm.weight": torch.ones(DIM + 4)})
+    torch.save({"state_dict": wide}, tmp_path / "wide.ckpt")
+    with pytest.raises(ValueError, match=r"GANTask: init_encoders_from: .* does not match[\s\S]*"
+                                         rf"shape mismatch fusion\.norm\.weight: checkpoint \({DIM + 4},\) vs model \({DIM},\)"):
+        tiny_task(dm, init_encoders_from=str(tmp_path / "wide.ckpt"))
+    extra = dict(state, **{"model.encoders.text.extra.weight": torch.ones(2)})
+    torch.save({"state_dict": extra}, tmp_path / "extra.ckpt")
+    with pytest.raises(ValueError, match=r"not in the model: encoders\.text\.extra\.weight"):
+        tiny_task(dm, init_encoders_from=str(tmp_path / "extra.ckpt"))
+    partial = {k: v for k, v in state.items() if not k.startswith("model.fusion.proj")}
+    torch.save({"state_dict": partial}, tmp_path / "partial.ckpt")
+    with pytest.raises(ValueError, match=r"missing in checkpoint: fusion\.proj\.text\.weight"):
+        tiny_task(dm, init_encoders_from=str(tmp_path / "partial.ckpt"))
+    # weights of parts the GAN does not condition on (another encoder, the head) are ignored
+    other = dict(state, **{"model.encoders.image.proj.weight": torch.ones(3, 3)})
+    torch.save({"state_dict": other}, tmp_path / "other.ckpt")
+    loaded = tiny_task(dm, seed=3, init_encoders_from=str(tmp_path / "other.ckpt"))
+    assert torch.equal(loaded.model.fusion.norm.weight, state["model.fusion.norm.weight"])

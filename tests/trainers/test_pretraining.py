@@ -18,10 +18,8 @@ from mmctx.fusion import ConcatFusion, CrossAttentionFusion
 from mmctx.heads import ClassifierHead
 from mmctx.models import FusionModel
 from mmctx.trainers import ClassificationTask, InitFromCheckpoint, PretrainingTask
-from mmctx.trainers.base import freeze_submodules, load_submodules
-from mmctx.trainers.pretraining import recall_at_k
+from mmctx.trainers.checkpoints import freeze_submodules, load_submodules
 
-SMALL = {"num_train": 40, "num_val": 10, "num_test": 10, "data_seed": 0}
 D = 16
 
 
@@ -33,8 +31,8 @@ def encoders(vocab_size: int, image_dim: int = D) -> dict[str, torch.nn.Module]:
     }
 
 
-def pretraining_data(root: Path, **kwargs) -> DefaultDataModule:
-    return DefaultDataModule(root=str(root), **SMALL, modalities=["image", "audio", "text"], text_field="caption",
+def pretraining_data(root: Path, small_data: dict, **kwargs) -> DefaultDataModule:
+    return DefaultDataModule(root=str(root), **small_data, modalities=["image", "audio", "text"], text_field="caption",
                              audio_field="caption_audio", caption_field="caption", label_field=None,
                              max_text_len=24, batch_size=10, num_workers=0, **kwargs)
 
@@ -51,20 +49,8 @@ def pretraining_task(vocab_size: int, mask_id: int = 4, **kwargs) -> Pretraining
     )
 
 
-def test_recall_at_k_by_hand():
-    query = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
-    gallery = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    positives = torch.tensor([[True, False, False], [False, False, True], [False, True, True]])
-    # query 0: nearest is 0 (hit @1); query 1: order 1, 0|2 -> its positive 2 is last (hit @3 only);
-    # query 2: order 0|1 (tie broken by topk), then 2 -> hit by @2
-    recall = recall_at_k(query, gallery, positives, [1, 3])
-    assert recall[3] == 1.0
-    assert recall[1] in (pytest.approx(1 / 3), pytest.approx(2 / 3))
-    assert recall_at_k(query, gallery, torch.eye(3, dtype=torch.bool), [1])[1] == pytest.approx(2 / 3)
-
-
-def test_every_objective_gets_gradients_and_is_logged(default_root, tmp_path):
-    dm = pretraining_data(default_root)
+def test_every_objective_gets_gradients_and_is_logged(default_root, small_data, tmp_path):
+    dm = pretraining_data(default_root, small_data)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     task = pretraining_task(dm.vocab_size)
@@ -82,8 +68,8 @@ def test_every_objective_gets_gradients_and_is_logged(default_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_pretraining_learns_and_logs_retrieval(default_root, tmp_path):
-    dm = pretraining_data(default_root)
+def test_pretraining_learns_and_logs_retrieval(default_root, small_data, tmp_path):
+    dm = pretraining_data(default_root, small_data)
     task = pretraining_task(dm.vocab_size, mask_id=None)  # mask_id read from the data's tokenizer
     trainer = L.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
@@ -153,9 +139,9 @@ def test_init_from_rejects_a_mismatched_checkpoint_naming_the_keys(tmp_path):
         load_submodules(classifier(), tmp_path / "nope.ckpt", ["encoders.image"])
 
 
-def test_fine_tuning_callback_loads_and_freezes(default_root, tmp_path):
+def test_fine_tuning_callback_loads_and_freezes(default_root, small_data, tmp_path):
     path, pretrained = _pretraining_checkpoint(tmp_path, vocab_size=60)
-    dm = DefaultDataModule(root=str(default_root), **SMALL, batch_size=8, num_workers=0)
+    dm = DefaultDataModule(root=str(default_root), **small_data, batch_size=8, num_workers=0)
     task = ClassificationTask(classifier(), num_classes=32)
     callback = InitFromCheckpoint(str(path), modules=["encoders.image", "encoders.audio"], freeze=["encoders.image"])
     trainer = L.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,

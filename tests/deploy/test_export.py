@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmctx.encoders import RNNAudioEncoder, TextTransformerEncoder, TimmImageEncoder
-from mmctx.export import ExportAudioEncoder, example_inputs, export_onnx, export_program, exportable
+from mmctx.deploy import ExportAudioEncoder, example_inputs, export_onnx, export_program, exportable
 from mmctx.fusion import ConcatFusion, CrossAttentionFusion
 from mmctx.heads import ClassifierHead
 from mmctx.models import FusionModel

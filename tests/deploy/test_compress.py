@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmctx.compress import (
+from mmctx.deploy import (
     PRUNABLE,
     SparsitySchedule,
     distillation_loss,
