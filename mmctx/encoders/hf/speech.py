@@ -8,15 +8,16 @@ import torch
 from torch import Tensor, nn
 
 from mmctx.encoders._checks import check_bool_mask, check_prefix_mask
-from mmctx.encoders._finetune import check_finetune_args, configure_trainable, eval_frozen_parts, freeze_unused
-from mmctx.encoders.hf._load import enable_gradient_checkpointing, load_backbone, load_processor
+from mmctx.encoders._finetune import check_finetune_args
+from mmctx.encoders.hf._load import load_backbone, load_processor
 from mmctx.layers import lengths_to_mask
+from mmctx.encoders.hf._tower import HFTower
 from mmctx.types import Tokens, check_shape
 
 __all__ = ["HFSpeechEncoder"]
 
 
-class HFSpeechEncoder(nn.Module):
+class HFSpeechEncoder(HFTower):
     """Wrap a Hugging Face speech encoder as an mmctx audio encoder over raw waveforms.
 
     The input is what the data side delivers with ``sample_rate`` set to the model's rate
@@ -105,21 +106,13 @@ class HFSpeechEncoder(nn.Module):
         hidden = getattr(hf_config, "hidden_size", None) or getattr(hf_config, "d_model", None)
         if not isinstance(hidden, int):
             raise ValueError(f"{owner}: the backbone config ({type(hf_config).__name__}) has no hidden_size/d_model")
-        self.hidden_size = hidden
-        self.freeze = freeze
 
         def probe() -> Tensor:
             length = max(self.min_samples, self.sample_rate // 10)
             wave = torch.zeros(1, length)
             return self._frames(wave, torch.tensor([length]))
 
-        self.unused_parameters: list[str] = [] if freeze else freeze_unused(self.backbone, probe)
-        configure_trainable(owner, self.backbone, freeze, train_last_layers, trainable)
-        if gradient_checkpointing:
-            enable_gradient_checkpointing(owner, self.backbone)
-        eval_frozen_parts(self.backbone)
-        self.proj = nn.Linear(hidden, out_dim) if out_dim is not None else None
-        self.out_dim = out_dim if out_dim is not None else hidden
+        self._finish_backbone(owner, probe, hidden, out_dim, freeze, train_last_layers, trainable, gradient_checkpointing)
 
     def _setup_whisper(self, owner: str, hf_config: Any, extractor: Any) -> None:
         from transformers import WhisperFeatureExtractor
@@ -146,12 +139,6 @@ class HFSpeechEncoder(nn.Module):
         self.min_samples = 1
         self.register_buffer("mel_filters", torch.from_numpy(extractor.mel_filters).float().T.contiguous(), persistent=False)  # (M, F)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)  # (n_fft,)
-
-    def train(self, mode: bool = True) -> HFSpeechEncoder:
-        """Set training mode; frozen parts of the backbone always stay in eval mode."""
-        super().train(mode)
-        eval_frozen_parts(self.backbone)
-        return self
 
     def output_lengths(self, sample_lengths: Tensor) -> Tensor:
         """Number of real tokens for waveforms of the given numbers of real samples.

@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmctx.encoders._checks import check_bool_mask, check_token_ids
-from mmctx.encoders._finetune import check_finetune_args, configure_trainable, eval_frozen_parts, freeze_unused
-from mmctx.encoders.hf._load import enable_gradient_checkpointing, load_backbone
+from mmctx.encoders._finetune import check_finetune_args
+from mmctx.encoders.hf._load import load_backbone
+from mmctx.encoders.hf._tower import HFTower
 from mmctx.types import Tokens, check_shape
 
 __all__ = ["HFTextEncoder"]
 
 
-class HFTextEncoder(nn.Module):
+class HFTextEncoder(HFTower):
     """Wrap a Hugging Face ``transformers`` encoder model as an mmctx text encoder.
 
     The backbone comes from exactly one of:
@@ -83,30 +84,16 @@ class HFTextEncoder(nn.Module):
         hidden = getattr(hf_config, "hidden_size", None)
         if not isinstance(hidden, int):
             raise ValueError(f"{owner}: the backbone config ({type(hf_config).__name__}) has no hidden_size")
-        self.hidden_size = hidden
         self.max_seq_len: int | None = getattr(hf_config, "max_position_embeddings", None)
         self.vocab_size: int = hf_config.vocab_size
         pad = getattr(hf_config, "pad_token_id", None)
         self.pad_id: int = pad if isinstance(pad, int) and 0 <= pad < self.vocab_size else 0
-        self.freeze = freeze
 
         def probe() -> Tensor:
             ids = torch.zeros(1, 2, dtype=torch.long)
             return self.backbone(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
 
-        self.unused_parameters: list[str] = [] if freeze else freeze_unused(self.backbone, probe)
-        configure_trainable(owner, self.backbone, freeze, train_last_layers, trainable)
-        if gradient_checkpointing:
-            enable_gradient_checkpointing(owner, self.backbone)
-        eval_frozen_parts(self.backbone)
-        self.proj = nn.Linear(hidden, out_dim) if out_dim is not None else None
-        self.out_dim = out_dim if out_dim is not None else hidden
-
-    def train(self, mode: bool = True) -> HFTextEncoder:
-        """Set training mode; frozen parts of the backbone always stay in eval mode."""
-        super().train(mode)
-        eval_frozen_parts(self.backbone)
-        return self
+        self._finish_backbone(owner, probe, hidden, out_dim, freeze, train_last_layers, trainable, gradient_checkpointing)
 
     def forward(self, data: Tensor, mask: Tensor) -> Tokens:
         """Encode token ids with the wrapped backbone.

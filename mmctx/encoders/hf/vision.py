@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmctx.encoders._checks import check_bool_mask
-from mmctx.encoders._finetune import check_finetune_args, configure_trainable, eval_frozen_parts, freeze_unused
-from mmctx.encoders.hf._load import enable_gradient_checkpointing, load_backbone, load_processor
+from mmctx.encoders._finetune import check_finetune_args
+from mmctx.encoders.hf._load import load_backbone, load_processor
 from mmctx.encoders.preprocessing import hf_image_preprocessing
+from mmctx.encoders.hf._tower import HFTower
 from mmctx.types import Tokens, check_shape
 
 __all__ = ["HFVisionEncoder"]
 
 
-class HFVisionEncoder(nn.Module):
+class HFVisionEncoder(HFTower):
     """Wrap a Hugging Face vision backbone (``AutoModel``) as an mmctx image encoder.
 
     The tokens are the backbone's ``last_hidden_state``: for a vision transformer the patch
@@ -83,30 +84,16 @@ class HFVisionEncoder(nn.Module):
             hidden = sizes[-1] if sizes else None
         if not isinstance(hidden, int):
             raise ValueError(f"{owner}: the backbone config ({type(hf_config).__name__}) has no hidden_size(s)")
-        self.hidden_size = hidden
         self.in_chans: int = getattr(hf_config, "num_channels", 3)
         self.interpolate_pos_encoding = interpolate_pos_encoding
         processor = load_processor(model, revision, "AutoImageProcessor") or _default_processor(hf_config)
         self.preprocessing: dict = hf_image_preprocessing(processor)
-        self.freeze = freeze
         self._count_cache: dict[tuple[int, int], int] = {}
 
         def probe() -> Tensor:
             return self._tokens(torch.zeros(1, self.in_chans, *self.preprocessing["image_size"]))
 
-        self.unused_parameters: list[str] = [] if freeze else freeze_unused(self.backbone, probe)
-        configure_trainable(owner, self.backbone, freeze, train_last_layers, trainable)
-        if gradient_checkpointing:
-            enable_gradient_checkpointing(owner, self.backbone)
-        eval_frozen_parts(self.backbone)
-        self.proj = nn.Linear(hidden, out_dim) if out_dim is not None else None
-        self.out_dim = out_dim if out_dim is not None else hidden
-
-    def train(self, mode: bool = True) -> HFVisionEncoder:
-        """Set training mode; frozen parts of the backbone always stay in eval mode."""
-        super().train(mode)
-        eval_frozen_parts(self.backbone)
-        return self
+        self._finish_backbone(owner, probe, hidden, out_dim, freeze, train_last_layers, trainable, gradient_checkpointing)
 
     def _tokens(self, pixels: Tensor) -> Tensor:
         """The backbone's tokens.
