@@ -117,7 +117,7 @@ def main_(argv: list[str] | None = None) -> None:
     print(f"\ncompression on the default data ({len(dm._dataset('test'))} test samples), "
           f"torch {torch.__version__}, {args.threads} thread(s); training took {training_s / 60:.1f} min")
     print(f"pruned: overall Linear/Conv sparsity {sparsity(pruned)['total']:.3f}")
-    print(f"| model | size on disk (MB) | params (M) | CPU ms/sample, batch 1 | CPU ms/sample, batch 32 | test acc |")
+    print("| model | size on disk (MB) | params (M) | CPU ms/sample, batch 1 | CPU ms/sample, batch 32 | test acc |")
     print("|---|---|---|---|---|---|")
     for name, size, params, l1, l32, acc in rows:
         print(f"| {name} | {size:.2f} | {params:.2f} | {l1:.1f} | {l32:.2f} | {acc:.3f} |")

@@ -228,12 +228,12 @@ class PretrainingTask(MMCtxTask):
         return terms["loss"]
 
     def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
-    def _eval_step(self, batch: MultimodalBatch, split: str) -> None:
+    def _eval_step(self, batch: MultimodalBatch, batch_idx: int, split: str) -> None:
         terms, emb = self.compute(batch)
         for name, value in terms.items():
             self.log(f"{split}/{name}", value, prog_bar=name == "loss", batch_size=len(batch), sync_dist=True)

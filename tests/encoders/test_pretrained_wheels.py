@@ -8,7 +8,6 @@ tower's test is in tests/encoders/hf/test_text.py.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
