@@ -49,6 +49,9 @@ class HFTower(nn.Module):
         configure_trainable(owner, self.backbone, freeze, train_last_layers, trainable)
         if gradient_checkpointing:
             enable_gradient_checkpointing(owner, self.backbone)
+        # `from_pretrained` returns the model in eval mode, and Lightning keeps the modes it is
+        # given: start in training mode like any new module (dropout on), frozen parts in eval
+        self.backbone.train()
         eval_frozen_parts(self.backbone)
         self.proj = nn.Linear(hidden, out_dim) if out_dim is not None else None
         self.out_dim = out_dim if out_dim is not None else hidden

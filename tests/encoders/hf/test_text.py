@@ -127,3 +127,16 @@ def test_pretrained_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
     assert enc.max_seq_len == 512
     pooled = torch.nn.functional.normalize(masked_mean(out.x, out.mask), dim=-1)  # (2, 384)
     assert float(pooled[0] @ pooled[1]) < 0.9, "different sentences must give different embeddings"
+
+
+def test_a_tower_loaded_from_a_folder_starts_in_training_mode(tmp_path: Path) -> None:
+    """`from_pretrained` returns its model in eval mode and Lightning (2.2+) keeps the modes it
+    is given, so a tower must put its trainable backbone back in training mode (dropout on);
+    only the parts that never train (the unused pooler) stay in eval mode."""
+    _encoder().backbone.save_pretrained(tmp_path)
+    enc = HFTextEncoder(model=str(tmp_path))
+    assert enc.training
+    in_eval = {name for name, m in enc.backbone.named_modules() if not m.training}
+    assert in_eval and all(name.startswith("pooler") for name in in_eval)
+    dropouts = [m for m in enc.backbone.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(m.training for m in dropouts)
