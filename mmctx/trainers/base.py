@@ -22,7 +22,10 @@ from mmctx.trainers.seeding import reseed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MMCtxTask"]
+__all__ = ["DATA_STATE_KEY", "MMCtxTask"]
+
+#: Checkpoint key of the data module's ``inference_state()`` (see :meth:`MMCtxTask.on_save_checkpoint`).
+DATA_STATE_KEY = "mmctx_data"
 
 
 class MMCtxTask(L.LightningModule):
@@ -126,6 +129,16 @@ class MMCtxTask(L.LightningModule):
         otherwise replace a writer the user configured by the task's."""
         callbacks = self._trainer.callbacks if self._trainer is not None else []
         return [kind() for kind in kinds if not any(isinstance(c, kind) for c in callbacks)]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the data module's preprocessing (``inference_state()``: class path and the
+        preprocessing arguments, tokenizer JSON, classes) as ``checkpoint["mmctx_data"]``, so
+        ``mmctx test/predict`` and :func:`mmctx.load` rebuild the inputs without the training
+        config. A data module without ``inference_state`` stores nothing."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        state = getattr(datamodule, "inference_state", None)
+        if callable(state):
+            checkpoint[DATA_STATE_KEY] = state()
 
     @property
     def output_dir(self) -> Path:

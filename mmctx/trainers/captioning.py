@@ -252,6 +252,7 @@ class CaptioningTask(MMCtxTask):
             print(f"tokenizer saved to {path}", flush=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         backend = getattr(self.tokenizer, "backend", None)
         if backend is not None and hasattr(backend, "to_str"):  # a `tokenizers` tokenizer: one JSON string
             checkpoint[_TOKENIZER_KEY] = backend.to_str()
