@@ -13,7 +13,7 @@ from mmctx.losses.ctc import ctc_loss, ctc_targets
 from mmctx.metrics.caption import caption_metrics
 from mmctx.trainers.base import MMCtxTask
 from mmctx.trainers.distributed import gather_rows
-from mmctx.trainers.writers import CaptionSampleWriter
+from mmctx.trainers.writers import CaptionSampleWriter, JsonlPredictionWriter
 from mmctx.types import MultimodalBatch
 
 __all__ = ["CaptioningTask"]
@@ -132,7 +132,7 @@ class CaptioningTask(MMCtxTask):
 
     def configure_callbacks(self) -> list:
         """The default writer of the caption files, unless the trainer already has one."""
-        return self.default_callbacks(CaptionSampleWriter)
+        return self.default_callbacks(CaptionSampleWriter, JsonlPredictionWriter)
 
     # ------------------------------------------------------------------ model calls
 
