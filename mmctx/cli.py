@@ -253,6 +253,8 @@ def _resolve_checkpoint(cfg: Namespace) -> None:
         raise FileNotFoundError(f"--ckpt_path {which}: no {which}.ckpt under {root}/*/checkpoints; run `mmctx fit` first")
     ckpt = found[-1]
     cfg.ckpt_path = str(ckpt)
+    if which == "best":
+        _warn_if_never_improved(ckpt)
     if "version" in init:
         init.version = ckpt.parent.parent.name  # log beside the training run
     print(f"--ckpt_path {which} → {ckpt}", flush=True)
@@ -387,6 +389,33 @@ def check_task_fits_data(checkpoint: dict[str, Any], cfg: Namespace, subcommand:
         if task.endswith("ClassificationTask") and "label_field" in init and init.label_field is None:
             raise UsageError(f"{where} is scored against labels, but the data ({data_class}) has label_field=None; "
                              "fix: --data.label_field=label (or use `mmctx predict`)")
+
+
+def _warn_if_never_improved(best: Path) -> None:
+    """Warn when ``best.ckpt`` is the run's first evaluated epoch although the run went on
+    (the ``last.ckpt`` beside it is later): the monitored metric never improved, and the
+    "best" model is the first one."""
+    import warnings
+
+    best_blob = _read_checkpoint_hparams(best)
+    last_blob = _read_checkpoint_hparams(best.with_name("last.ckpt"))
+    if best_blob is None or last_blob is None:
+        return
+    best_epoch, last_epoch = best_blob.get("epoch"), last_blob.get("epoch")
+    if not isinstance(best_epoch, int) or not isinstance(last_epoch, int) or best_epoch != 0 or last_epoch <= 0:
+        return
+    monitor, score = "the monitored metric", None
+    for key, state in (best_blob.get("callbacks") or {}).items():
+        if isinstance(state, dict) and state.get("monitor") and "best_model_score" in state:
+            monitor, score = state["monitor"], state["best_model_score"]
+            break
+    shown = f" (stayed at {float(score):.4g})" if score is not None else ""
+    warnings.warn(
+        f"--ckpt_path best: {monitor} never improved after epoch 0{shown} in a run that went on to epoch "
+        f"{last_epoch}; {best} is the epoch-0 model. Check the metric (or use --ckpt_path last)",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 def expand_config_bases(args: list[str]) -> list[str]:

@@ -57,7 +57,19 @@ class MMCtxTask(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         per_step = hasattr(scheduler, "set_total_steps")
         if per_step:
-            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler.set_total_steps(total)
+            warmup = getattr(scheduler, "warmup_steps", None)
+            if isinstance(warmup, int) and warmup > total:
+                # a warning, not an error: short runs of a config sized for the full run (smoke
+                # tests, --trainer.limit_train_batches, small data) are legitimate
+                warnings.warn(
+                    f"the learning-rate warm-up ({type(scheduler).__name__} warmup_steps={warmup}) is longer than "
+                    f"the whole run ({total} optimizer steps): the learning rate never reaches its peak; "
+                    f"set --model.init_args.scheduler.init_args.warmup_steps below {total} (e.g. {max(1, total // 10)})",
+                    UserWarning,
+                    stacklevel=2,
+                )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step" if per_step else "epoch"},
