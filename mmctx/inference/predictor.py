@@ -300,7 +300,8 @@ def build_model(model_config: dict[str, Any]) -> nn.Module:
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(nn.Module, "model", fail_untyped=False)
-    return parser.instantiate_classes(parser.parse_object({"model": model_config})).model
+    config = json.loads(json.dumps(model_config))  # parse_object turns nested dicts into Namespaces in place
+    return parser.instantiate_classes(parser.parse_object({"model": config})).model
 
 
 def _build(config: dict[str, Any], data_state: dict[str, Any], weights: dict[str, Tensor],

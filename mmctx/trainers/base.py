@@ -66,7 +66,7 @@ class MMCtxTask(L.LightningModule):
                 warnings.warn(
                     f"the learning-rate warm-up ({type(scheduler).__name__} warmup_steps={warmup}) is longer than "
                     f"the whole run ({total} optimizer steps): the learning rate never reaches its peak; "
-                    f"set --model.init_args.scheduler.init_args.warmup_steps below {total} (e.g. {max(1, total // 10)})",
+                    f"set --model.init_args.scheduler.init_args.warmup_steps to at most {total} (e.g. {total // 10})",
                     UserWarning,
                     stacklevel=2,
                 )
