@@ -262,3 +262,162 @@ def test_manifest_data_module_with_classes_json_fits(default_root, tmp_path, mon
     assert cli.model.model.head.num_classes == len(classes)
     assert cli.datamodule.classes == classes and cli.datamodule.hparams["classes"] == classes
     assert cli.config.fit.data.init_args.classes == classes
+
+
+# ---------------------------------------------------------------------------- issue 14: runs that repeat nothing
+
+
+def _default_copy(default_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the small default data (a fit with another image_size regenerates it)."""
+    import shutil
+
+    return Path(shutil.copytree(default_root, tmp_path / "data"))
+
+
+@pytest.mark.slow
+def test_test_and_predict_restore_the_fit_data_settings(default_root, tmp_path, monkeypatch, capsys):
+    """Fit with --data.image_size 48; `test` and `predict` with no data flags use 48 (and the
+    fit's data), predict writes predictions.jsonl beside the checkpoint, mmctx.load gives the
+    same captions for the same files, and a conflicting flag fails naming both values."""
+    import mmctx
+
+    monkeypatch.chdir(tmp_path)
+    root = _default_copy(default_root, tmp_path)
+    config = f"--config={REPO / 'configs/caption_image.yaml'}"
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    main(["fit", config, *quiet, *data_overrides(root), "--data.image_size=48", "--trainer.max_epochs=3",
+          "--model.init_args.scheduler.init_args.warmup_steps=0"])
+    run = tmp_path / "runs" / "caption_image" / "version_0"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert saved["mmctx_data"]["init_args"]["image_size"] == 48
+    capsys.readouterr()
+
+    main(["predict", config, *quiet, f"--ckpt_path={ckpt}"])
+    out = capsys.readouterr().out
+    assert "image_size=48" in out and f"wrote 10 predictions to {run / 'predictions.jsonl'}" in out
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert [r["input"] for r in rows] == [f"test-{i:05d}" for i in range(10)]
+
+    main(["test", config, *quiet, "--ckpt_path=last"])
+    tested = [json.loads(line) for line in (run / "captions_test.jsonl").read_text().splitlines()]
+    assert [r["generated"] for r in tested] == [r["caption"] for r in rows]
+
+    # the Python API: the same captions for the same files (exact ids: same preprocessing)
+    images = [str(root / json.loads(line)["image"]) for line in (root / "test.jsonl").read_text().splitlines()]
+    predictor = mmctx.load(ckpt)
+    assert predictor.caption(images=images, batch_size=8) == [r["caption"] for r in rows]
+    with pytest.raises(TypeError, match=r"offers \.caption\(\)"):
+        predictor.classify(images=images)
+
+    # a value that contradicts the checkpoint's: one block naming both, no traceback
+    with pytest.raises(SystemExit) as done:
+        main(["predict", config, *quiet, f"--ckpt_path={ckpt}", "--data.image_size=56"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "--data.image_size: the checkpoint was trained with 48, this run gives 56" in err
+    assert "Traceback" not in err
+    # an equal value is fine
+    main(["predict", config, *quiet, f"--ckpt_path={ckpt}", "--data.image_size=48"])
+
+
+def test_checkpoint_task_that_does_not_fit_the_data_names_both():
+    from jsonargparse import Namespace
+
+    from mmctx.cli import UsageError, check_task_fits_data
+
+    checkpoint = {"hyper_parameters": {"_class_path": "mmctx.trainers.CaptioningTask",
+                                       "model": {"class_path": "m", "init_args": {"encoders": {"image": {}}}}}}
+    data = Namespace(class_path="mmctx.data.DefaultDataModule",
+                     init_args=Namespace(modalities=["audio"], caption_field="caption"))
+    with pytest.raises(UsageError, match=r"reads \['image'\], but the data \(mmctx.data.DefaultDataModule\) gives \['audio'\]"):
+        check_task_fits_data(checkpoint, Namespace(data=data), "predict", "x.ckpt")
+    data.init_args.modalities, data.init_args.caption_field = ["image"], None
+    check_task_fits_data(checkpoint, Namespace(data=data), "predict", "x.ckpt")  # predict needs no captions
+    with pytest.raises(UsageError, match="scored against captions.*caption_field=None"):
+        check_task_fits_data(checkpoint, Namespace(data=data), "test", "x.ckpt")
+
+
+def test_best_checkpoint_whose_metric_never_improved_warns(tmp_path):
+    from mmctx.cli import _warn_if_never_improved
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    state = {"Checkpoint{'monitor': 'val/acc'}": {"monitor": "val/acc", "best_model_score": torch.tensor(0.0)}}
+    torch.save({"epoch": 0, "callbacks": state}, folder / "best.ckpt")
+    torch.save({"epoch": 5, "callbacks": state}, folder / "last.ckpt")
+    with pytest.warns(UserWarning, match=r"val/acc never improved after epoch 0 \(stayed at 0\).*epoch 5"):
+        _warn_if_never_improved(folder / "best.ckpt")
+
+
+def test_warmup_longer_than_the_run_warns_naming_both(default_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"warmup_steps=50\) is longer than the whole run \(1 optimizer steps\)"):
+        main(["fit", f"--config={REPO / 'configs/default.yaml'}", "--trainer.fast_dev_run=1",
+              "--trainer.enable_progress_bar=false", *data_overrides(default_root)])
+
+
+def test_the_data_module_is_built_once_per_run(default_root, tmp_path, monkeypatch, fitted):
+    from mmctx.data import DefaultDataModule
+
+    import functools
+
+    built = []
+    original = DefaultDataModule.__init__
+
+    @functools.wraps(original)  # jsonargparse reads the signature through __wrapped__
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DefaultDataModule, "__init__", counting)
+    monkeypatch.chdir(tmp_path)
+    main(["fit", f"--config={REPO / 'configs/default.yaml'}", "--trainer.fast_dev_run=1",
+          "--trainer.enable_progress_bar=false", *data_overrides(default_root)])
+    assert len(built) == 1 and fitted[-1].datamodule is built[0]
+    # its hyperparameters are LightningCLI's (class path and the filled-in classes)
+    assert fitted[-1].datamodule.hparams["_class_path"] == "mmctx.data.DefaultDataModule"
+
+
+def test_bad_input_is_one_block_without_traceback(default_root, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "manifests"
+    data.mkdir()
+    (data / "images").symlink_to(default_root / "images")
+    rows = (default_root / "train.jsonl").read_text().splitlines()
+    bad = json.loads(rows[2])
+    bad["image"] = "images/missing.png"
+    rows[2] = json.dumps(bad)
+    (data / "train.jsonl").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", f"--config={REPO / 'configs/image_only.yaml'}", "--data=mmctx.data.MultimodalDataModule",
+            f"--data.train_manifest={data / 'train.jsonl'}", "--data.modalities=[image]", "--data.num_workers=0",
+            "--trainer.fast_dev_run=1", "--data.classes=null"]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert f"manifest: {data / 'train.jsonl'}" in err and "line:     3" in err and "field:    image" in err
+    assert "--data.on_error skip" in err and "Traceback" not in err
+    # --debug: the traceback (the error itself)
+    from mmctx.data import ManifestError
+
+    with pytest.raises(ManifestError):
+        main([*args, "--debug"])
+
+
+def test_bad_input_raised_in_a_dataloader_worker_is_unwrapped():
+    from mmctx.cli import user_error_report
+
+    wrapped = RuntimeError(
+        "Caught MediaError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise\nmmctx.data.manifest.ManifestError: /d/train.jsonl:7: '
+        "field 'image': unreadable image: cannot identify image file")
+    report = user_error_report(RuntimeError("outer").with_traceback(None).__class__("outer"))
+    assert report is None
+    outer = ValueError("lightning")
+    outer.__cause__ = wrapped
+    wrapped_manifest = RuntimeError(str(wrapped).replace("Caught MediaError", "Caught ManifestError"))
+    outer.__cause__ = wrapped_manifest
+    report = user_error_report(outer)
+    assert "line:     7" in report and "field:    image" in report and "unreadable image" in report
+    assert "Traceback" not in report.split("(the Python traceback")[0]

@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "AugmentedDataset": "augment",
     "ImageAugment": "augment",
     "TextAugment": "augment",
+    "InputEncoder": "inference",
+    "SampleTransform": "sample_transform",
     "EpochDataLoader": "loaders",
     "GlobalBatchSampler": "samplers",
     # Lightning data modules

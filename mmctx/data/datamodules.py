@@ -16,9 +16,10 @@ with ``link_arguments(..., apply_on="instantiate")``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -38,6 +39,7 @@ from mmctx.data.coco import CocoCaptionCollate, CocoCaptionDataset, read_coco_ca
 from mmctx.data.collate import MultimodalCollate
 from mmctx.data.loaders import EpochDataLoader
 from mmctx.data.manifest import ManifestDataset, ManifestError, check_bad_input_policy
+from mmctx.data.sample_transform import normalize_preprocessing
 from mmctx.data.samplers import GlobalBatchSampler
 from mmctx.data.tokenization import TextTokenizer, load_tokenizer, train_word_tokenizer
 
@@ -45,6 +47,7 @@ __all__ = [
     "CocoCaptionDataModule",
     "DefaultDataModule",
     "GeneratedDataMixin",
+    "InferenceStateMixin",
     "LongRangeDataModule",
     "MultimodalDataModule",
     "SplitLoadersMixin",
@@ -145,7 +148,48 @@ class TokenizerSizesMixin:
         return self.tokenizer.eos_id
 
 
-class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
+class InferenceStateMixin:
+    """``inference_state()``: what inference needs to preprocess inputs as this data module
+    does (see :class:`~mmctx.data.inference.InputEncoder`). A data module lists the
+    attributes that shape a sample in ``_inference_args``; only those its constructor takes
+    are written into ``init_args`` (so ``init_args`` rebuild the same class)."""
+
+    _inference_args: tuple[str, ...] = ()
+
+    def inference_state(self) -> dict[str, Any]:
+        """Everything inference needs, JSON-able; valid once the tokenizer and classes are
+        resolved (after ``__init__`` for the tokenizer, after ``setup()`` for classes found
+        in the data)::
+
+            {"class_path": "mmctx.data.MultimodalDataModule",
+             "init_args": {"modalities": [...], "image_size": 64, "preprocessing": null, ...},
+             "tokenizer_json": "<tokenizers JSON>" or null,
+             "tokenizer_specials": {"pad": 0, "unk": 1, "bos": 2, "eos": 3, "mask": null} or null,
+             "classes": [...] or null,
+             "modalities": [...]}
+
+        ``init_args`` holds the constructor arguments that shape a sample (sizes, rates,
+        lengths, fields, the image ``preprocessing``); ``tokenizer_json`` and ``classes`` are
+        the values of the ``tokenizer`` and ``classes`` arguments that rebuild the same data.
+        """
+        accepted = inspect.signature(type(self).__init__).parameters
+        init_args = {name: _plain(getattr(self, name)) for name in self._inference_args if name in accepted}
+        tokenizer: TextTokenizer | None = getattr(self, "tokenizer", None)
+        classes = self._inference_classes()
+        return {
+            "class_path": _public_class_path(type(self)),
+            "init_args": init_args,
+            "modalities": list(getattr(self, "modalities", [])),
+            "tokenizer_json": tokenizer.to_json() if tokenizer is not None else None,
+            "tokenizer_specials": tokenizer.specials if tokenizer is not None else None,
+            "classes": list(classes) if classes is not None else None,
+        }
+
+    def _inference_classes(self) -> list[str] | None:
+        return None
+
+
+class MultimodalDataModule(InferenceStateMixin, TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
     """Train/val/test/predict data from JSONL manifests (see :class:`ManifestDataset`).
 
     Batches are :class:`~mmctx.types.MultimodalBatch` (see
@@ -165,7 +209,13 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
             needed (e.g. by ``num_classes``).
         batch_size: samples per batch.
         num_workers: DataLoader worker processes (persistent when > 0).
-        image_size: side of the square images fed to the model, in pixels.
+        image_size: side of the square images fed to the model, in pixels (default recipe:
+            squash-resize, ImageNet mean/std).
+        preprocessing: the image preprocessing of a pretrained image tower, as its
+            ``.preprocessing`` reports it (``image_size``, ``mean``, ``std``,
+            ``interpolation``, ``crop_pct``, ``crop_mode``; see
+            :mod:`mmctx.data.sample_transform`), used for training, evaluation and
+            inference alike instead of the default recipe; ``image_size`` is then unused.
         sample_rate: audio sample rate fed to the model, in Hz.
         max_audio_seconds: longer audio is truncated (logged once).
         max_text_len: longer token sequences are truncated (logged once).
@@ -195,6 +245,11 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
     #: Subclasses whose ``__init__`` takes other arguments set this False and call
     #: ``save_hyperparameters()`` themselves, so ``hparams`` rebuild the subclass.
     _save_base_hparams: bool = True
+    _inference_args = (
+        "modalities", "image_size", "preprocessing", "sample_rate", "max_audio_seconds", "max_text_len",
+        "label_field", "text_field", "image_field", "audio_field", "caption_field", "min_image_size",
+        "max_image_pixels",
+    )
 
     def __init__(
         self,
@@ -208,6 +263,7 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         batch_size: int = 64,
         num_workers: int = 2,
         image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
         sample_rate: int = 16000,
         max_audio_seconds: float = 10.0,
         max_text_len: int = 64,
@@ -249,6 +305,7 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
+        self.preprocessing = normalize_preprocessing(preprocessing)
         self.sample_rate = sample_rate
         self.max_audio_seconds = max_audio_seconds
         self.max_text_len = max_text_len
@@ -280,6 +337,9 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
     def num_classes(self) -> int:
         """Number of classes (K)."""
         return len(self.classes)
+
+    def _inference_classes(self) -> list[str] | None:
+        return list(self.classes) if self.label_field is not None else None
 
     def _resolve_classes(self) -> list[str]:
         if self.label_field is None:
@@ -318,6 +378,7 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
             classes=classes,
             label_field=self.label_field,
             image_size=self.image_size,
+            preprocessing=self.preprocessing,
             sample_rate=self.sample_rate,
             max_audio_seconds=self.max_audio_seconds,
             max_text_len=self.max_text_len,
@@ -355,6 +416,27 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         return self.manifests[split] is not None
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able data (tuples → lists, paths → strings)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _public_class_path(cls: type) -> str:
+    """``mmctx.data.Name`` for the package's data modules (the path configs use), else the
+    defining module's path."""
+    import mmctx.data
+
+    if cls.__module__.startswith("mmctx.data") and cls.__name__ in getattr(mmctx.data, "__all__", ()):
+        return f"mmctx.data.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _hparams_plain(hparams: dict) -> None:
     """Store an ``augment`` dataclass as a plain dict, so checkpoints stay loadable with
     ``weights_only=True``."""
@@ -374,7 +456,7 @@ def _read_classes_file(path: Path) -> list[str]:
     return classes
 
 
-class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
+class CocoCaptionDataModule(InferenceStateMixin, TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
     """Image captioning data from COCO-style caption files (train / val / test / predict).
 
     Training yields one sample per caption; validation, test and predict one per image with
@@ -404,7 +486,11 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
         image_size: side of the square images fed to the model, in pixels.
         max_text_len: longer captions (BOS and EOS included) are truncated.
         seed: seed of the training shuffle.
+        preprocessing: a pretrained image tower's preprocessing, as for
+            :class:`MultimodalDataModule`.
     """
+
+    _inference_args = ("image_size", "preprocessing", "max_text_len")
 
     def __init__(
         self,
@@ -420,6 +506,7 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
         image_size: int = 224,
         max_text_len: int = 32,
         seed: int = 0,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -436,6 +523,7 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
+        self.preprocessing = normalize_preprocessing(preprocessing)
         self.max_text_len = max_text_len
         self.seed = seed
         if tokenizer is not None:
@@ -463,6 +551,7 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
                 require_captions=split != "predict",
                 image_size=self.image_size,
                 max_text_len=self.max_text_len,
+                preprocessing=self.preprocessing,
             )
         return self.datasets[split]
 
@@ -546,6 +635,8 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
         batch_size: samples per batch.
         num_workers: DataLoader worker processes.
         image_size: side of the generated (and loaded) images, in pixels.
+        preprocessing: a pretrained image tower's preprocessing, as for
+            :class:`MultimodalDataModule` (None: the images are fed as generated).
         sample_rate: sample rate of the generated (and loaded) audio, in Hz.
         max_audio_seconds: longer audio is truncated (logged once).
         max_text_len: longer token sequences are truncated (logged once).
@@ -575,6 +666,7 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
         batch_size: int = 64,
         num_workers: int = 2,
         image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
         sample_rate: int = 16000,
         max_audio_seconds: float = 10.0,
         max_text_len: int = 64,
@@ -597,6 +689,7 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
             batch_size=batch_size,
             num_workers=num_workers,
             image_size=image_size,
+            preprocessing=preprocessing,
             sample_rate=sample_rate,
             max_audio_seconds=max_audio_seconds,
             max_text_len=max_text_len,

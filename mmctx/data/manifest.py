@@ -48,7 +48,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmctx.data.media import MediaError, downmix, image_transform, read_audio, read_image, resample
+from mmctx.data.media import MediaError, read_audio, read_image
+from mmctx.data.sample_transform import SampleTransform
 from mmctx.data.tokenization import TextTokenizer
 from mmctx.types import MODALITIES
 
@@ -135,7 +136,7 @@ class ManifestDataset(Dataset):
     - ``"image"``: (3, H, W) float, RGB resized to ``image_size`` x ``image_size`` (aspect
       ratio not kept; transparent pixels composited on white), scaled to [0, 1] and then
       normalised with ImageNet statistics (:data:`~mmctx.data.media.IMAGENET_MEAN`,
-      ``IMAGENET_STD``). JPEGs are decoded at a reduced scale (PIL's ``draft``, a power of
+      ``IMAGENET_STD``), or as ``preprocessing`` says when given. JPEGs are decoded at a reduced scale (PIL's ``draft``, a power of
       two no smaller than ``image_size``).
     - ``"audio"``: (S,) float32 waveform at ``sample_rate`` Hz: channels averaged (downmix,
       logged once per channel count), other sample rates resampled with
@@ -165,7 +166,11 @@ class ManifestDataset(Dataset):
             sorted when all are integers); see :attr:`classes`.
         label_field: field holding the label; ``None`` loads no labels. Labels must be on
             every row or on none (an error with either ``on_error``).
-        image_size: side of the square output images, in pixels.
+        image_size: side of the square output images, in pixels (default recipe).
+        preprocessing: an image preprocessing dict (``image_size``, ``mean``, ``std``,
+            ``interpolation``, ``crop_pct``, ``crop_mode``: a pretrained image tower's
+            ``.preprocessing``), applied instead of the default recipe (see
+            :mod:`mmctx.data.sample_transform`); None: the default recipe.
         sample_rate: output audio sample rate, in Hz (files are resampled to it).
         max_audio_seconds: longer audio is truncated to this length.
         max_text_len: longer token sequences are truncated to this many tokens.
@@ -206,6 +211,7 @@ class ManifestDataset(Dataset):
         classes: list[str] | None = None,
         label_field: str | None = "label",
         image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
         sample_rate: int = 16000,
         max_audio_seconds: float = 10.0,
         max_text_len: int = 64,
@@ -243,6 +249,7 @@ class ManifestDataset(Dataset):
             self.manifest,
             tokenizer,
             image_size=image_size,
+            preprocessing=preprocessing,
             sample_rate=sample_rate,
             max_audio_seconds=max_audio_seconds,
             max_text_len=max_text_len,
@@ -272,6 +279,11 @@ class ManifestDataset(Dataset):
     def image_size(self) -> int:
         """Side of the square output images, in pixels."""
         return self.loader.image_size
+
+    @property
+    def preprocessing(self) -> dict[str, Any] | None:
+        """The image preprocessing dict (complete), or None for the default recipe."""
+        return self.loader.preprocessing
 
     @property
     def sample_rate(self) -> int:
@@ -622,8 +634,8 @@ class ManifestSampleLoader:
     Args:
         manifest: the manifest's path (for messages).
         tokenizer: tokenizer of the texts (None: the rows have none).
-        image_size, sample_rate, max_audio_seconds, max_text_len, text_field, image_field,
-            audio_field, caption_field, min_image_size, max_image_pixels: as for
+        image_size, preprocessing, sample_rate, max_audio_seconds, max_text_len, text_field,
+            image_field, audio_field, caption_field, min_image_size, max_image_pixels: as for
             :class:`ManifestDataset`.
 
     Raises:
@@ -635,6 +647,7 @@ class ManifestSampleLoader:
         manifest: Path,
         tokenizer: TextTokenizer | None,
         image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
         sample_rate: int = 16000,
         max_audio_seconds: float = 10.0,
         max_text_len: int = 64,
@@ -645,21 +658,27 @@ class ManifestSampleLoader:
         min_image_size: int = 8,
         max_image_pixels: int = 50_000_000,
     ) -> None:
-        if image_size < 1 or sample_rate < 1 or max_audio_seconds <= 0 or max_text_len < 1:
-            raise ValueError(
-                "image_size, sample_rate, max_audio_seconds and max_text_len must be positive"
-            )
         if min_image_size < 1 or max_image_pixels < 1:
             raise ValueError(
                 f"min_image_size and max_image_pixels must be positive, got {min_image_size} "
                 f"and {max_image_pixels}"
             )
+        #: The per-sample preprocessing (shared with inference, see :class:`SampleTransform`).
+        self.transform = SampleTransform(
+            tokenizer,
+            image_size=image_size,
+            preprocessing=preprocessing,
+            sample_rate=sample_rate,
+            max_audio_seconds=max_audio_seconds,
+            max_text_len=max_text_len,
+        )
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.image_size = image_size
+        self.preprocessing = self.transform.preprocessing
         self.sample_rate = sample_rate
         self.max_audio_seconds = max_audio_seconds
-        self.max_audio_samples = int(round(max_audio_seconds * sample_rate))
+        self.max_audio_samples = self.transform.max_audio_samples
         self.max_text_len = max_text_len
         self.text_field = text_field
         self.image_field = image_field
@@ -668,13 +687,12 @@ class ManifestSampleLoader:
         self.min_image_size = min_image_size
         self.max_image_pixels = max_image_pixels
         self._warned: set[str] = set()
-        self._image_transform = image_transform(image_size)
 
     def __call__(self, row: _Row) -> dict[str, Any]:
         """The sample of ``row``: a dict of tensors (see :class:`ManifestDataset`)."""
         item: dict[str, Any] = {"id": row.id, "source": f"{self.manifest.name}:{row.line}"}
         if row.image is not None:
-            item["image"] = self._image_transform(self._read_image(row))  # (3, H, W)
+            item["image"] = self.transform.image(self._read_image(row))  # (3, H, W)
         if row.audio is not None:
             item["audio"] = self._load_audio(row)  # (S,)
         if row.text is not None:
@@ -682,10 +700,8 @@ class ManifestSampleLoader:
         if row.label is not None:
             item["label"] = row.label
         if row.caption is not None:
-            assert self.tokenizer is not None and self.tokenizer.bos_id is not None
             ids = self._encode(row, self.caption_field, row.caption, reserve=2)
-            bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
-            item["caption"] = torch.cat([torch.tensor([bos]), ids, torch.tensor([eos])])  # (T,)
+            item["caption"] = self.transform.wrap_caption(ids)  # (T,)
             item["caption_text"] = row.caption
         return item
 
@@ -714,7 +730,7 @@ class ManifestSampleLoader:
             raise _row_error(self.manifest, row.line, field, str(error), "bad text") from error
         if not ids:
             raise _row_error(self.manifest, row.line, field, f"text {text!r} gives no tokens", "no tokens")
-        return ids
+        return ids  # the checks of SampleTransform.token_ids, with the row's kinds
 
     def _encode(self, row: _Row, field: str | None, text: str, reserve: int = 0) -> Tensor:
         ids = self._token_ids(row, field, text)
@@ -725,14 +741,15 @@ class ManifestSampleLoader:
                 f"{self.manifest}: field '{field}' truncated to {limit} tokens (first at line "
                 f"{row.line}: {len(ids)} tokens); raise max_text_len to keep more",
             )
-            ids = ids[:limit]
-        return torch.tensor(ids, dtype=torch.long)
+        return self.transform.truncate_ids(ids, reserve)
 
     def _read_image(self, row: _Row) -> Image.Image:
         """The row's image as RGB, after the size checks on the header."""
         assert row.image is not None
         try:
-            return read_image(row.image, self.min_image_size, self.max_image_pixels, draft_size=self.image_size)
+            return read_image(
+                row.image, self.min_image_size, self.max_image_pixels, draft_size=self.transform.draft_size
+            )
         except MediaError as error:
             raise _row_error(self.manifest, row.line, self.image_field, str(error), error.kind) from error
 
@@ -754,22 +771,20 @@ class ManifestSampleLoader:
                 f"{self.manifest}: audio downmixed {channels} channels to mono (first at line "
                 f"{row.line}); channels are averaged",
             )
-        wave = downmix(data)  # (S,)
         if rate != self.sample_rate:
             self._warn_once(
                 f"resample:{rate}",
                 f"{self.manifest}: audio resampled from {rate} Hz to {self.sample_rate} Hz "
                 f"(first at line {row.line})",
             )
-            wave = resample(wave, rate, self.sample_rate)
+        wave = self.transform.mono_at_rate(data, rate)  # (S,)
         if wave.shape[0] > self.max_audio_samples:
             self._warn_once(
                 "audio",
                 f"{self.manifest}: audio truncated to max_audio_seconds={self.max_audio_seconds} "
                 f"(first at line {row.line}: {wave.shape[0] / self.sample_rate:.2f} s)",
             )
-            wave = wave[: self.max_audio_samples]
-        return wave.contiguous()
+        return self.transform.truncate_audio(wave)
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:

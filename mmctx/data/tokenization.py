@@ -39,16 +39,21 @@ class TextTokenizer:
     Args:
         backend: a ``tokenizers.Tokenizer`` or a ``transformers.PreTrainedTokenizerBase``.
         source: where it was loaded from, for error messages.
+        specials: the special ids by role (``pad``, ``unk``, ``bos``, ``eos``, ``mask``), as
+            :attr:`specials` gives them; None: found by the tokens' names (``tokenizers``)
+            or from the ``transformers`` tokenizer's attributes.
 
     Raises:
         ValueError: if the tokenizer has no padding token.
     """
 
-    def __init__(self, backend: Any, source: str = "<memory>") -> None:
+    def __init__(self, backend: Any, source: str = "<memory>", specials: dict[str, int | None] | None = None) -> None:
         self.backend = backend
         self.source = source
         self._is_hf_tokenizers = type(backend).__module__.startswith("tokenizers")
-        if self._is_hf_tokenizers:
+        if specials is not None:
+            ids = {role: specials.get(role) for role in _SPECIALS}
+        elif self._is_hf_tokenizers:
             ids = {role: self._find(names) for role, names in _SPECIALS.items()}
         else:  # transformers
             ids = {
@@ -95,6 +100,33 @@ class TextTokenizer:
             for i in (self.pad_id, self.unk_id, self.bos_id, self.eos_id, self.mask_id)
             if i is not None
         }
+
+    @property
+    def specials(self) -> dict[str, int | None]:
+        """The special ids by role: ``pad``, ``unk``, ``bos``, ``eos``, ``mask``."""
+        return {"pad": self.pad_id, "unk": self.unk_id, "bos": self.bos_id, "eos": self.eos_id, "mask": self.mask_id}
+
+    def to_json(self) -> str | None:
+        """The ``tokenizers`` JSON of this tokenizer (``Tokenizer.to_str()``; for a fast
+        ``transformers`` tokenizer, its backend's), or None for a slow ``transformers`` one.
+        :meth:`from_json` with :attr:`specials` rebuilds a tokenizer that gives the same ids."""
+        backend = self.backend if self._is_hf_tokenizers else getattr(self.backend, "backend_tokenizer", None)
+        return backend.to_str() if backend is not None else None
+
+    @classmethod
+    def from_json(cls, text: str, specials: dict[str, int | None] | None = None, source: str = "<json>") -> TextTokenizer:
+        """A tokenizer from a ``tokenizers`` JSON string (:meth:`to_json`).
+
+        Raises:
+            ValueError: if ``text`` is not a tokenizers JSON.
+        """
+        from tokenizers import Tokenizer
+
+        try:
+            backend = Tokenizer.from_str(text)
+        except Exception as error:  # tokenizers raises bare Exceptions on bad JSON
+            raise ValueError(f"not a tokenizers JSON ({error})") from error
+        return cls(backend, source=source, specials=specials)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, without special tokens.

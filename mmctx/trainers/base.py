@@ -22,7 +22,10 @@ from mmctx.trainers.seeding import reseed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MMCtxTask"]
+__all__ = ["DATA_STATE_KEY", "MMCtxTask"]
+
+#: Checkpoint key of the data module's ``inference_state()`` (see :meth:`MMCtxTask.on_save_checkpoint`).
+DATA_STATE_KEY = "mmctx_data"
 
 
 class MMCtxTask(L.LightningModule):
@@ -54,7 +57,19 @@ class MMCtxTask(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         per_step = hasattr(scheduler, "set_total_steps")
         if per_step:
-            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler.set_total_steps(total)
+            warmup = getattr(scheduler, "warmup_steps", None)
+            if isinstance(warmup, int) and warmup > total:
+                # a warning, not an error: short runs of a config sized for the full run (smoke
+                # tests, --trainer.limit_train_batches, small data) are legitimate
+                warnings.warn(
+                    f"the learning-rate warm-up ({type(scheduler).__name__} warmup_steps={warmup}) is longer than "
+                    f"the whole run ({total} optimizer steps): the learning rate never reaches its peak; "
+                    f"set --model.init_args.scheduler.init_args.warmup_steps to at most {total} (e.g. {total // 10})",
+                    UserWarning,
+                    stacklevel=2,
+                )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step" if per_step else "epoch"},
@@ -126,6 +141,16 @@ class MMCtxTask(L.LightningModule):
         otherwise replace a writer the user configured by the task's."""
         callbacks = self._trainer.callbacks if self._trainer is not None else []
         return [kind() for kind in kinds if not any(isinstance(c, kind) for c in callbacks)]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the data module's preprocessing (``inference_state()``: class path and the
+        preprocessing arguments, tokenizer JSON, classes) as ``checkpoint["mmctx_data"]``, so
+        ``mmctx test/predict`` and :func:`mmctx.load` rebuild the inputs without the training
+        config. A data module without ``inference_state`` stores nothing."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        state = getattr(datamodule, "inference_state", None)
+        if callable(state):
+            checkpoint[DATA_STATE_KEY] = state()
 
     @property
     def output_dir(self) -> Path:

@@ -13,7 +13,7 @@ from mmctx.losses.ctc import ctc_loss, ctc_targets
 from mmctx.metrics.caption import caption_metrics
 from mmctx.trainers.base import MMCtxTask
 from mmctx.trainers.distributed import gather_rows
-from mmctx.trainers.writers import CaptionSampleWriter
+from mmctx.trainers.writers import CaptionSampleWriter, JsonlPredictionWriter
 from mmctx.types import MultimodalBatch
 
 __all__ = ["CaptioningTask"]
@@ -132,7 +132,7 @@ class CaptioningTask(MMCtxTask):
 
     def configure_callbacks(self) -> list:
         """The default writer of the caption files, unless the trainer already has one."""
-        return self.default_callbacks(CaptionSampleWriter)
+        return self.default_callbacks(CaptionSampleWriter, JsonlPredictionWriter)
 
     # ------------------------------------------------------------------ model calls
 
@@ -252,6 +252,7 @@ class CaptioningTask(MMCtxTask):
             print(f"tokenizer saved to {path}", flush=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         backend = getattr(self.tokenizer, "backend", None)
         if backend is not None and hasattr(backend, "to_str"):  # a `tokenizers` tokenizer: one JSON string
             checkpoint[_TOKENIZER_KEY] = backend.to_str()

@@ -12,7 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from mmctx.trainers.base import MMCtxTask
-from mmctx.trainers.writers import ClassificationTestWriter
+from mmctx.trainers.writers import ClassificationTestWriter, JsonlPredictionWriter
 from mmctx.types import MultimodalBatch
 
 __all__ = ["ClassificationTask"]
@@ -74,7 +74,7 @@ class ClassificationTask(MMCtxTask):
 
     def configure_callbacks(self) -> list:
         """The default writer of the test outputs, unless the trainer already has one."""
-        return self.default_callbacks(ClassificationTestWriter)
+        return self.default_callbacks(ClassificationTestWriter, JsonlPredictionWriter)
 
     def forward(self, batch: MultimodalBatch) -> Tensor:
         return self.model(batch)

@@ -16,7 +16,7 @@ from torch.optim.swa_utils import AveragedModel
 from mmctx.losses.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
 from mmctx.trainers.base import MMCtxTask
 from mmctx.trainers.checkpoints import load_submodules
-from mmctx.trainers.writers import GANSampleWriter, GeneratedSamples, SampleGrid
+from mmctx.trainers.writers import GANSampleWriter, GeneratedSamples, JsonlPredictionWriter, SampleGrid
 from mmctx.types import ExtendedContext, ModalityInput, MultimodalBatch
 
 __all__ = ["GANTask"]
@@ -192,7 +192,7 @@ class GANTask(MMCtxTask):
     def configure_callbacks(self) -> list:
         """The default writer of the sample grids and generated files, unless the trainer
         already has one."""
-        return self.default_callbacks(GANSampleWriter)
+        return self.default_callbacks(GANSampleWriter, JsonlPredictionWriter)
 
     # ------------------------------------------------------------------ parts
 

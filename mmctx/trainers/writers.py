@@ -33,18 +33,37 @@ __all__ = [
 
 
 class JsonlPredictionWriter(BasePredictionWriter):
-    """Writes ``predict_step`` outputs (lists of dicts) as JSON lines.
+    """Writes ``predict_step`` outputs (lists of dicts) as JSON lines, and says where.
+
+    The classification, captioning and GAN tasks add one by default
+    (``configure_callbacks``), so ``mmctx predict --ckpt_path ...`` writes
+    ``predictions.jsonl`` beside the checkpoint's run (``runs/X/version_N/``) unless the
+    trainer has a writer of this type already.
 
     Args:
-        output_path: the JSONL file to write (parent folders are created).
+        output_path: the JSONL file to write (parent folders are created); None:
+            ``predictions.jsonl`` in the run folder of the checkpoint predicted with
+            (the folder holding its ``checkpoints/``), else in the task's
+            :attr:`~mmctx.trainers.MMCtxTask.output_dir`.
     """
 
-    def __init__(self, output_path: str = "predictions.jsonl") -> None:
+    def __init__(self, output_path: str | None = None) -> None:
         super().__init__(write_interval="epoch")
-        self.output_path = Path(output_path)
+        self.output_path = Path(output_path) if output_path is not None else None
+
+    def resolve_path(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
+        """Where the predictions go (see ``output_path``)."""
+        if self.output_path is not None:
+            return self.output_path
+        ckpt = getattr(trainer, "ckpt_path", None)
+        if ckpt:
+            folder = Path(ckpt).parent
+            return (folder.parent if folder.name == "checkpoints" else folder) / "predictions.jsonl"
+        out = getattr(pl_module, "output_dir", None)
+        return Path(out if out is not None else trainer.default_root_dir) / "predictions.jsonl"
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # type: ignore[override]
-        path = self.output_path
+        path = self.resolve_path(trainer, pl_module)
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)

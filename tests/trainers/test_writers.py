@@ -19,6 +19,7 @@ from mmctx.trainers import (
     ClassificationTask,
     ClassificationTestWriter,
     GANSampleWriter,
+    JsonlPredictionWriter,
     RunSummary,
 )
 from mmctx.trainers.writers import GeneratedSamples, SampleGrid
@@ -101,12 +102,13 @@ def test_a_task_adds_its_default_writer_unless_the_trainer_has_one(tmp_path):
     model = FusionModel({"text": TextTransformerEncoder(vocab_size=20, dim=8, num_layers=1, num_heads=2)},
                         ConcatFusion({"text": 8}, 8), ClassifierHead(8, num_classes=3))
     task = ClassificationTask(model, num_classes=3)
-    assert [type(c) for c in task.configure_callbacks()] == [ClassificationTestWriter]
+    assert [type(c) for c in task.configure_callbacks()] == [ClassificationTestWriter, JsonlPredictionWriter]
     mine = ClassificationTestWriter()
     trainer = L.Trainer(callbacks=[mine], logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, default_root_dir=tmp_path)
     task.trainer = trainer
-    assert task.configure_callbacks() == []  # Lightning would otherwise replace the user's writer
+    # Lightning would otherwise replace the user's writer
+    assert [type(c) for c in task.configure_callbacks()] == [JsonlPredictionWriter]
 
 
 def test_run_summary_prints_the_samples_of_the_test_it_summarises(tmp_path, capsys):
