@@ -53,7 +53,14 @@ from mmctx.data.sample_transform import SampleTransform
 from mmctx.data.tokenization import TextTokenizer
 from mmctx.types import MODALITIES
 
-__all__ = ["ManifestDataset", "ManifestError", "ManifestSampleLoader", "check_bad_input_policy"]
+__all__ = [
+    "ManifestDataset",
+    "ManifestError",
+    "ManifestSampleLoader",
+    "check_bad_input_policy",
+    "read_manifest_labels",
+    "read_manifest_texts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,54 @@ def check_bad_input_policy(on_error: str, max_bad_fraction: float) -> None:
         raise ValueError(f"on_error must be one of {list(_ON_ERROR)}, got {on_error!r}")
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+
+
+def _lenient_rows(manifest: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The (line, object) of every line that parses as a JSON object; others are left to the
+    data set's validation."""
+    rows = []
+    with open(manifest, "rb") as handle:
+        for line_no, data in enumerate(handle, start=1):
+            try:
+                obj = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(obj, dict):
+                rows.append((line_no, obj))
+    return rows
+
+
+def read_manifest_texts(manifest: str | Path, fields: Sequence[str]) -> list[str]:
+    """The non-empty string values of ``fields`` over the manifest's rows (e.g. to train a
+    tokenizer), read without validating the rows.
+
+    Raises:
+        ManifestError: the manifest does not exist.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest file not found", kind="manifest not found")
+    return [
+        obj[f] for _, obj in _lenient_rows(manifest) for f in fields if isinstance(obj.get(f), str) and obj[f].strip()
+    ]
+
+
+def read_manifest_labels(manifest: str | Path, field: str) -> dict[str, int]:
+    """Each label name of the manifest's rows (``str`` of the value of ``field``) → the first
+    line it is on, read without validating the rows.
+
+    Raises:
+        ManifestError: the manifest does not exist.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest file not found", kind="manifest not found")
+    labels: dict[str, int] = {}
+    for line, obj in _lenient_rows(manifest):
+        value = obj.get(field)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            labels.setdefault(str(value), line)
+    return labels
 
 
 class ManifestError(ValueError):
