@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 BUILTIN_TOKENIZER = "builtin"
 
 _STAGES = ("train", "val", "test", "predict")
+#: ``check_files=None`` checks the files up front when the splits to check have at most this
+#: many rows together (about 0.4 ms a row for small media, tens of ms for large photos).
+CHECK_FILES_MAX_ROWS = 10_000
 _STAGE_SPLIT = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
 
 
@@ -316,6 +319,10 @@ class MultimodalDataModule(
             the tokenizer does not fit the data: an error (or a warning with
             ``unk_policy="warn"``) that says the rate and the fix.
         unk_policy: "raise" or "warn" (see ``max_unk_rate``).
+        check_files: decode every file of every split in ``setup``, before training starts,
+            so a bad PNG or WAV fails in the first seconds with manifest, line, field and
+            reason (with ``on_error="raise"``; ``"skip"`` checks the files anyway). ``None``:
+            on when the splits have at most :data:`CHECK_FILES_MAX_ROWS` rows together.
         classes: class names, index = class id. ``None``: ``classes.json`` beside the
             train manifest if present, else the sorted unique labels of the train manifest
             (the first manifest given, when there is no train manifest), read when first
@@ -361,6 +368,8 @@ class MultimodalDataModule(
     #: Measure the training texts' unknown-token rate (the built-in data sets are written in
     #: their own vocabulary and skip it).
     _measure_unk_rate: bool = True
+    #: ``check_files=None`` checks small data sets (the built-in ones are generated valid).
+    _auto_check_files: bool = True
     _inference_args = (
         "modalities", "image_size", "preprocessing", "sample_rate", "max_audio_seconds", "max_text_len",
         "label_field", "text_field", "image_field", "audio_field", "caption_field", "min_image_size",
@@ -378,6 +387,7 @@ class MultimodalDataModule(
         train_tokenizer: TokenizerTraining | None = None,
         max_unk_rate: float = 0.05,
         unk_policy: Literal["raise", "warn"] = "raise",
+        check_files: bool | None = None,
         classes: list[str] | None = None,
         batch_size: int = 64,
         num_workers: int = 2,
@@ -423,6 +433,8 @@ class MultimodalDataModule(
         self.caption_field = caption_field
         self.max_unk_rate = max_unk_rate
         self.unk_policy = unk_policy
+        self.check_files = check_files
+        self._checked: set[str] = set()
         self.tokenizer_path = tokenizer
         self.tokenizer: TextTokenizer | None = self._choose_tokenizer(
             tokenizer, train_tokenizer, self._training_texts, self._default_tokenizer(), needed=bool(self._text_fields())
@@ -558,8 +570,27 @@ class MultimodalDataModule(
             raise ValueError(f"unknown stage {stage!r} (expected one of {list(_STAGE_SPLIT)})")
         for split in splits:
             self._dataset(split)
+        # before training: every split (a bad test file must not wait for the end of training)
+        self._check_split_files([s for s in _STAGES if self.manifests[s] is not None] if stage in (None, "fit") else splits)
         if stage in (None, "fit"):
             self._save_trained_tokenizer()
+
+    def _check_split_files(self, splits: list[str]) -> None:
+        """Decode the files of ``splits`` once (see ``check_files``)."""
+        todo = [s for s in splits if s not in self._checked]
+        if not todo or self.check_files is False or self.on_error == "skip":
+            return
+        datasets = [self._dataset(s) for s in todo]
+        rows = sum(len(d) for d in datasets)
+        if self.check_files is None and (not self._auto_check_files or rows > CHECK_FILES_MAX_ROWS):
+            if self._auto_check_files:
+                log.info("%s: %d rows, files not checked up front (check_files: true checks them)", type(self).__name__, rows)
+            return
+        for split, dataset in zip(todo, datasets):
+            if split == "predict" and self.manifests["predict"] == self.manifests["test"] and "test" in self._checked:
+                continue
+            dataset.check_files()
+            self._checked.add(split)
 
     def _collate(self) -> MultimodalCollate:
         return MultimodalCollate(self.pad_id if self.pad_id is not None else 0)
@@ -646,6 +677,9 @@ class CocoCaptionDataModule(
         max_unk_rate: the training captions' fraction of unknown tokens allowed (see
             :class:`MultimodalDataModule`).
         unk_policy: "raise" or "warn" above ``max_unk_rate``.
+        check_files: decode every image of every split in ``setup``, before training
+            starts; ``None``: when the files hold at most :data:`CHECK_FILES_MAX_ROWS`
+            images together.
         batch_size: samples per batch.
         num_workers: DataLoader worker processes (persistent when > 0).
         image_size: side of the square images fed to the model, in pixels.
@@ -669,6 +703,7 @@ class CocoCaptionDataModule(
         min_word_frequency: int = 5,
         max_unk_rate: float = 0.05,
         unk_policy: Literal["raise", "warn"] = "raise",
+        check_files: bool | None = None,
         batch_size: int = 64,
         num_workers: int = 2,
         image_size: int = 224,
@@ -699,6 +734,8 @@ class CocoCaptionDataModule(
         self.seed = seed
         self.max_unk_rate = max_unk_rate
         self.unk_policy = unk_policy
+        self.check_files = check_files
+        self._checked: set[str] = set()
         if tokenizer is None and train_tokenizer is None:
             train_tokenizer = TokenizerTraining("word", min_frequency=min_word_frequency)
         self.tokenizer: TextTokenizer = self._choose_tokenizer(  # type: ignore[assignment]
@@ -746,6 +783,13 @@ class CocoCaptionDataModule(
             raise ValueError(f"unknown stage {stage!r}")
         for split in splits[stage]:
             self._dataset(split)
+        checks = [s for s in self.files if self.files[s] is not None] if stage in (None, "fit") else splits[stage]
+        datasets = {s: self._dataset(s) for s in checks if s not in self._checked}
+        count = sum(len(d.images) for d in datasets.values())
+        if self.check_files or (self.check_files is None and count <= CHECK_FILES_MAX_ROWS):
+            for split, dataset in datasets.items():
+                dataset.check_files()
+                self._checked.add(split)
         if stage in (None, "fit"):
             self._save_trained_tokenizer()
 
@@ -835,6 +879,7 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
 
     _save_base_hparams = False
     _measure_unk_rate = False
+    _auto_check_files = False
 
     def __init__(
         self,
@@ -940,6 +985,7 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
 
     _save_base_hparams = False
     _measure_unk_rate = False
+    _auto_check_files = False
 
     def __init__(
         self,

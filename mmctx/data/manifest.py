@@ -564,6 +564,35 @@ class ManifestDataset(Dataset):
                 kept.append((row, name))
         return kept
 
+    def check_files(self) -> None:
+        """Decode every file (and tokenize every text) of the rows once, up front, so bad
+        content (truncated PNG/WAV, NaN audio, text saved as .png, a tiny image) fails now
+        rather than when its sample is loaded mid-run. With ``on_error="skip"`` the rows were
+        checked when the data set was built, and this does nothing.
+
+        Raises:
+            ManifestError: naming the count of bad rows and the first few (manifest, line,
+                field, reason); its ``kind``, ``line`` and ``field`` are the first bad row's.
+        """
+        if self.on_error == "skip":
+            return
+        from tqdm import tqdm
+
+        errors: list[ManifestError] = []
+        progress = tqdm(self.rows, desc=f"checking {self.manifest.name}", unit="row",
+                        disable=len(self.rows) <= _PROGRESS_MIN_ROWS, leave=False)
+        for row in progress:
+            try:
+                self.loader.check(row)
+            except ManifestError as error:
+                errors.append(error)
+        if errors:
+            first = errors[0]
+            lines = [f"{self.manifest}: {len(errors)} of {len(self.rows)} rows have a bad file (check_files):"]
+            lines += [f"  {error}" for error in errors[:_EXAMPLES]]
+            lines.append("fix or remove these rows, or pass on_error: skip to drop bad rows")
+            raise ManifestError("\n".join(lines), kind=first.kind, line=first.line, field=first.field)
+
     def _finish_skipping(self) -> None:
         """Fill :attr:`skipped`; fail on too many bad rows, else log one warning."""
         self._skipped_errors.sort(key=lambda e: e.line or 0)
