@@ -39,7 +39,14 @@ from mmctx.data.builtin.scenes import DEFAULT_CLASSES, default_data_root, ensure
 from mmctx.data.coco import CocoCaptionCollate, CocoCaptionDataset, read_coco_captions
 from mmctx.data.collate import MultimodalCollate
 from mmctx.data.loaders import EpochDataLoader
-from mmctx.data.manifest import ManifestDataset, ManifestError, check_bad_input_policy, read_manifest_texts
+from mmctx.data.manifest import (
+    ManifestDataset,
+    ManifestError,
+    _sorted_labels,
+    check_bad_input_policy,
+    read_manifest_labels,
+    read_manifest_texts,
+)
 from mmctx.data.sample_transform import normalize_preprocessing
 from mmctx.data.samplers import GlobalBatchSampler
 from mmctx.data.tokenization import (
@@ -324,9 +331,15 @@ class MultimodalDataModule(
             reason (with ``on_error="raise"``; ``"skip"`` checks the files anyway). ``None``:
             on when the splits have at most :data:`CHECK_FILES_MAX_ROWS` rows together.
         classes: class names, index = class id. ``None``: ``classes.json`` beside the
-            train manifest if present, else the sorted unique labels of the train manifest
-            (the first manifest given, when there is no train manifest), read when first
-            needed (e.g. by ``num_classes``).
+            train manifest (the first manifest given, when there is no train manifest) if
+            present, else the sorted unique labels of the train manifest, read when first
+            needed (e.g. by ``num_classes``): then a label of another split that the
+            training split lacks is an error, and so is a data module with no train
+            manifest, unless ``labels_from_data``.
+        labels_from_data: with no class list, the classes are the sorted labels of every
+            split (a label of a validation/test split that training lacks becomes a class
+            with no training sample, logged), or, with no train manifest, of the first
+            manifest given.
         batch_size: samples per batch.
         num_workers: DataLoader worker processes (persistent when > 0).
         image_size: side of the square images fed to the model, in pixels (default recipe:
@@ -389,6 +402,7 @@ class MultimodalDataModule(
         unk_policy: Literal["raise", "warn"] = "raise",
         check_files: bool | None = None,
         classes: list[str] | None = None,
+        labels_from_data: bool = False,
         batch_size: int = 64,
         num_workers: int = 2,
         image_size: int = 64,
@@ -457,6 +471,7 @@ class MultimodalDataModule(
         self.min_image_size = min_image_size
         self.max_image_pixels = max_image_pixels
         self._classes: list[str] | None = list(classes) if classes is not None else None
+        self.labels_from_data = labels_from_data
         self.datasets: dict[str, ManifestDataset] = {}
 
     # ------------------------------------------------------------------ sizes for the model
@@ -506,12 +521,49 @@ class MultimodalDataModule(
         classes_file = manifest.parent / "classes.json"
         if classes_file.is_file():
             return _read_classes_file(classes_file)
+        if self.manifests["train"] is None and not self.labels_from_data:
+            raise ManifestError(
+                f"{type(self).__name__}: no class list and no train_manifest: the classes of a model come from its "
+                f"training data. Pass classes: [...] (or write classes.json beside {manifest.name}; `mmctx test` / "
+                "`predict` with a checkpoint restore them), or labels_from_data: true to use the sorted labels of "
+                f"{manifest.name}",
+                kind="no classes",
+            )
         # the labels of the rows kept (with on_error="skip", after the file check): the data
         # set is built once, here, and reused by setup()
         split = next(s for s in _STAGES if self.manifests[s] == manifest)
         dataset = self._build_dataset(manifest, classes=None)
         self.datasets.setdefault(split, dataset)
-        return dataset.classes
+        classes = list(dataset.classes)
+        others = [s for s in _STAGES if self.manifests[s] is not None and self.manifests[s] != manifest]
+        if self.labels_from_data:
+            extra: dict[str, str] = {}
+            for other in others:
+                for label in read_manifest_labels(self.manifests[other], self.label_field):
+                    if label not in classes and label not in extra:
+                        extra[label] = other
+            if extra:
+                log.warning("%s: labels_from_data: classes with no %s sample (from %s): %s", type(self).__name__,
+                            split, sorted(set(extra.values())), sorted(extra))
+                classes = _sorted_labels(set(classes) | set(extra))
+                del self.datasets[split]  # its label indices follow its own labels: rebuilt with these classes
+            return classes
+        for other in others:
+            labels = read_manifest_labels(self.manifests[other], self.label_field)
+            unseen = {label: line for label, line in labels.items() if label not in classes}
+            if unseen:
+                label, line = min(unseen.items(), key=lambda item: item[1])
+                raise ManifestError(
+                    f"{self.manifests[other]}:{line}: field '{self.label_field}': label {label!r} is not among the "
+                    f"training labels {classes} (no class list given, so the classes are the sorted labels of "
+                    f"{manifest.name}; {len(unseen)} such label(s): {sorted(unseen)[:10]}). Pass classes: [...] (or "
+                    "classes.json beside the train manifest) listing every class, or labels_from_data: true to make "
+                    "every split's labels classes",
+                    kind="unknown label",
+                    line=line,
+                    field=self.label_field,
+                )
+        return classes
 
     # ------------------------------------------------------------------ data sets
 

@@ -142,7 +142,7 @@ class ManifestError(ValueError):
             "image too small", "image too large", "unreadable audio", "truncated audio",
             "no audio samples", "non-finite audio", "no tokens". Whole manifest:
             "manifest not found", "no rows", "missing label" (labels on some rows only),
-            "too many bad rows", "no good rows". ``"invalid"`` when not given.
+            "too many bad rows", "no good rows"; data module: "no classes". ``"invalid"`` when not given.
         line: 1-based line of the manifest, or ``None`` for a whole-manifest problem.
         field: the row's field at fault, or ``None``.
     """
