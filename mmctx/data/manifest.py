@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -191,8 +190,8 @@ class ManifestDataset(Dataset):
     - ``"image"``: (3, H, W) float, RGB resized to ``image_size`` x ``image_size`` (aspect
       ratio not kept; transparent pixels composited on white), scaled to [0, 1] and then
       normalised with ImageNet statistics (:data:`~mmctx.data.media.IMAGENET_MEAN`,
-      ``IMAGENET_STD``), or as ``preprocessing`` says when given. JPEGs are decoded at a reduced scale (PIL's ``draft``, a power of
-      two no smaller than ``image_size``).
+      ``IMAGENET_STD``), or as ``preprocessing`` says when given. JPEGs are decoded at a
+      reduced scale (PIL's ``draft``, a power of two no smaller than the resize needs).
     - ``"audio"``: (S,) float32 waveform at ``sample_rate`` Hz: channels averaged (downmix,
       logged once per channel count), other sample rates resampled with
       ``torchaudio.functional.resample`` (logged once per source rate), truncated to

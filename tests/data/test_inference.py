@@ -122,3 +122,22 @@ def test_coco_state(tmp_path: Path) -> None:
     batch = encoder(images=[root / "images" / "p.jpg"])
     assert torch.equal(batch.inputs["image"].data[0], dm.datasets["train"][0]["image"])
     assert encoder.tokenizer.decode(encoder.tokenizer.encode("a noisy picture")) == "a noisy picture"
+
+
+def test_preprocessing_is_the_encoders_transform(tmp_path: Path, data_files) -> None:
+    """With a preprocessing dict the data set applies the pretrained tower's own transform
+    (mmctx.encoders.image_transform); without one, today's squash-resize and ImageNet statistics."""
+    from mmctx.data.media import image_transform as default_transform
+    from mmctx.encoders import image_transform
+
+    root = _folder(tmp_path, data_files)
+    for preprocessing, transform in ((PRE, image_transform(PRE)), (None, default_transform(32))):
+        dm = MultimodalDataModule(train_manifest=str(root / "train.jsonl"), modalities=["image"], image_size=32,
+                                  preprocessing=preprocessing, num_workers=0)
+        dm.setup("fit")
+        with Image.open(root / "images" / "a.png") as im:
+            expected = transform(im.convert("RGB"))
+        assert torch.equal(dm.datasets["train"][0]["image"], expected)
+    with pytest.raises(ValueError, match="missing keys"):
+        MultimodalDataModule(train_manifest=str(root / "train.jsonl"), modalities=["image"],
+                             preprocessing={"image_size": 32})
