@@ -339,6 +339,26 @@ class CocoCaptionDataset(Dataset):
             raise ManifestError(f"{self.path}: images[{image.index}] (id {image.id}): {err}", kind=err.kind) from err
         return self.transform.image(rgb)  # (3, H, W)
 
+    def check_files(self) -> None:
+        """Decode every image once, up front, so a bad file fails now rather than mid-run.
+
+        Raises:
+            ManifestError: naming the count of bad images and the first few (file, entry,
+                reason).
+        """
+        errors = []
+        for image in self.images:
+            try:
+                self.read(image).close()
+            except MediaError as err:
+                errors.append(f"  {self.path}: images[{image.index}] (id {image.id}): {err}")
+        if errors:
+            raise ManifestError(
+                "\n".join([f"{self.path}: {len(errors)} of {len(self.images)} images cannot be decoded (check_files):",
+                           *errors[:5], "fix or remove these images"]),
+                kind="unreadable image",
+            )
+
     def read(self, image: CocoImage) -> Image.Image:
         """The decoded RGB image (as :class:`~mmctx.data.inference.InputEncoder` decodes a file).
 

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -53,7 +52,14 @@ from mmctx.data.sample_transform import SampleTransform
 from mmctx.data.tokenization import TextTokenizer
 from mmctx.types import MODALITIES
 
-__all__ = ["ManifestDataset", "ManifestError", "ManifestSampleLoader", "check_bad_input_policy"]
+__all__ = [
+    "ManifestDataset",
+    "ManifestError",
+    "ManifestSampleLoader",
+    "check_bad_input_policy",
+    "read_manifest_labels",
+    "read_manifest_texts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,54 @@ def check_bad_input_policy(on_error: str, max_bad_fraction: float) -> None:
         raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
 
 
+def _lenient_rows(manifest: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The (line, object) of every line that parses as a JSON object; others are left to the
+    data set's validation."""
+    rows = []
+    with open(manifest, "rb") as handle:
+        for line_no, data in enumerate(handle, start=1):
+            try:
+                obj = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(obj, dict):
+                rows.append((line_no, obj))
+    return rows
+
+
+def read_manifest_texts(manifest: str | Path, fields: Sequence[str]) -> list[str]:
+    """The non-empty string values of ``fields`` over the manifest's rows (e.g. to train a
+    tokenizer), read without validating the rows.
+
+    Raises:
+        ManifestError: the manifest does not exist.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest file not found", kind="manifest not found")
+    return [
+        obj[f] for _, obj in _lenient_rows(manifest) for f in fields if isinstance(obj.get(f), str) and obj[f].strip()
+    ]
+
+
+def read_manifest_labels(manifest: str | Path, field: str) -> dict[str, int]:
+    """Each label name of the manifest's rows (``str`` of the value of ``field``) → the first
+    line it is on, read without validating the rows.
+
+    Raises:
+        ManifestError: the manifest does not exist.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest file not found", kind="manifest not found")
+    labels: dict[str, int] = {}
+    for line, obj in _lenient_rows(manifest):
+        value = obj.get(field)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            labels.setdefault(str(value), line)
+    return labels
+
+
 class ManifestError(ValueError):
     """A manifest row is invalid; the message names the file, the line and the field.
 
@@ -87,7 +141,7 @@ class ManifestError(ValueError):
             "image too small", "image too large", "unreadable audio", "truncated audio",
             "no audio samples", "non-finite audio", "no tokens". Whole manifest:
             "manifest not found", "no rows", "missing label" (labels on some rows only),
-            "too many bad rows", "no good rows". ``"invalid"`` when not given.
+            "too many bad rows", "no good rows"; data module: "no classes". ``"invalid"`` when not given.
         line: 1-based line of the manifest, or ``None`` for a whole-manifest problem.
         field: the row's field at fault, or ``None``.
     """
@@ -136,8 +190,8 @@ class ManifestDataset(Dataset):
     - ``"image"``: (3, H, W) float, RGB resized to ``image_size`` x ``image_size`` (aspect
       ratio not kept; transparent pixels composited on white), scaled to [0, 1] and then
       normalised with ImageNet statistics (:data:`~mmctx.data.media.IMAGENET_MEAN`,
-      ``IMAGENET_STD``), or as ``preprocessing`` says when given. JPEGs are decoded at a reduced scale (PIL's ``draft``, a power of
-      two no smaller than ``image_size``).
+      ``IMAGENET_STD``), or as ``preprocessing`` says when given. JPEGs are decoded at a
+      reduced scale (PIL's ``draft``, a power of two no smaller than the resize needs).
     - ``"audio"``: (S,) float32 waveform at ``sample_rate`` Hz: channels averaged (downmix,
       logged once per channel count), other sample rates resampled with
       ``torchaudio.functional.resample`` (logged once per source rate), truncated to
@@ -508,6 +562,35 @@ class ManifestDataset(Dataset):
             else:
                 kept.append((row, name))
         return kept
+
+    def check_files(self) -> None:
+        """Decode every file (and tokenize every text) of the rows once, up front, so bad
+        content (truncated PNG/WAV, NaN audio, text saved as .png, a tiny image) fails now
+        rather than when its sample is loaded mid-run. With ``on_error="skip"`` the rows were
+        checked when the data set was built, and this does nothing.
+
+        Raises:
+            ManifestError: naming the count of bad rows and the first few (manifest, line,
+                field, reason); its ``kind``, ``line`` and ``field`` are the first bad row's.
+        """
+        if self.on_error == "skip":
+            return
+        from tqdm import tqdm
+
+        errors: list[ManifestError] = []
+        progress = tqdm(self.rows, desc=f"checking {self.manifest.name}", unit="row",
+                        disable=len(self.rows) <= _PROGRESS_MIN_ROWS, leave=False)
+        for row in progress:
+            try:
+                self.loader.check(row)
+            except ManifestError as error:
+                errors.append(error)
+        if errors:
+            first = errors[0]
+            lines = [f"{self.manifest}: {len(errors)} of {len(self.rows)} rows have a bad file (check_files):"]
+            lines += [f"  {error}" for error in errors[:_EXAMPLES]]
+            lines.append("fix or remove these rows, or pass on_error: skip to drop bad rows")
+            raise ManifestError("\n".join(lines), kind=first.kind, line=first.line, field=first.field)
 
     def _finish_skipping(self) -> None:
         """Fill :attr:`skipped`; fail on too many bad rows, else log one warning."""

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from mmctx.data import CocoCaptionDataModule, DefaultDataModule, MultimodalDataModule
-from mmctx.data.builtin.asset_pack import default_tokenizer_path
 from mmctx.data.inference import InputEncoder
 
 PRE = {"image_size": [24, 20], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bicubic",
@@ -43,7 +42,7 @@ def _folder(tmp_path: Path, data_files) -> Path:
 def test_input_encoder_equals_the_data_set(tmp_path: Path, data_files, preprocessing) -> None:
     root = _folder(tmp_path, data_files)
     dm = MultimodalDataModule(train_manifest=str(root / "train.jsonl"), modalities=["image", "audio", "text"],
-                              tokenizer=str(default_tokenizer_path()), batch_size=3, num_workers=0,
+                              train_tokenizer={"kind": "word"}, batch_size=3, num_workers=0,
                               image_size=32, max_audio_seconds=0.5, max_text_len=3, preprocessing=preprocessing)
     dm.setup("fit")
     state = json.loads(json.dumps(dm.inference_state()))  # JSON-able, as a checkpoint keeps it
@@ -123,3 +122,22 @@ def test_coco_state(tmp_path: Path) -> None:
     batch = encoder(images=[root / "images" / "p.jpg"])
     assert torch.equal(batch.inputs["image"].data[0], dm.datasets["train"][0]["image"])
     assert encoder.tokenizer.decode(encoder.tokenizer.encode("a noisy picture")) == "a noisy picture"
+
+
+def test_preprocessing_is_the_encoders_transform(tmp_path: Path, data_files) -> None:
+    """With a preprocessing dict the data set applies the pretrained tower's own transform
+    (mmctx.encoders.image_transform); without one, today's squash-resize and ImageNet statistics."""
+    from mmctx.data.media import image_transform as default_transform
+    from mmctx.encoders import image_transform
+
+    root = _folder(tmp_path, data_files)
+    for preprocessing, transform in ((PRE, image_transform(PRE)), (None, default_transform(32))):
+        dm = MultimodalDataModule(train_manifest=str(root / "train.jsonl"), modalities=["image"], image_size=32,
+                                  preprocessing=preprocessing, num_workers=0)
+        dm.setup("fit")
+        with Image.open(root / "images" / "a.png") as im:
+            expected = transform(im.convert("RGB"))
+        assert torch.equal(dm.datasets["train"][0]["image"], expected)
+    with pytest.raises(ValueError, match="missing keys"):
+        MultimodalDataModule(train_manifest=str(root / "train.jsonl"), modalities=["image"],
+                             preprocessing={"image_size": 32})
