@@ -29,12 +29,10 @@ TEXTS = ["a small cat sits", "the dog runs fast", "my cat sleeps", "a big dog ba
 
 def _write_data(root: Path) -> None:
     """``root/data``: six samples with an image, a 1 s clip, a text, a label, a caption and a
-    transcript each; train/val/test manifests (4/1/1 rows), a word-level tokenizer over the
-    texts, and the same images as COCO caption files."""
+    transcript each; train/val/test manifests (4/1/1 rows) and the same images as COCO
+    caption files. No tokenizer: the configs train theirs on the training split."""
     import soundfile as sf
     from PIL import Image
-
-    from mmctx.data import train_word_tokenizer
 
     data = root / "data"
     (data / "images").mkdir(parents=True)
@@ -55,7 +53,6 @@ def _write_data(root: Path) -> None:
         coco = {"images": [{"id": int(r["id"]), "file_name": f"{r['id']}.png"} for r in split_rows],
                 "annotations": [{"id": int(r["id"]), "image_id": int(r["id"]), "caption": r["caption"]} for r in split_rows]}
         (data / f"captions_{split}.json").write_text(json.dumps(coco))
-    train_word_tokenizer(TEXTS).save(data / "tokenizer")
 
 
 @pytest.fixture
