@@ -61,7 +61,8 @@ from torch.utils.data import Dataset
 
 from mmctx.data.collate import collate_multimodal
 from mmctx.data.manifest import ManifestError
-from mmctx.data.media import composite_on_white, image_transform
+from mmctx.data.media import MediaError, read_image
+from mmctx.data.sample_transform import SampleTransform
 from mmctx.data.tokenization import TextTokenizer
 from mmctx.types import MultimodalBatch
 
@@ -233,8 +234,10 @@ class CocoCaptionDataset(Dataset):
             (evaluation, prediction).
         require_captions: drop images without captions (logged); False keeps them
             (prediction), without caption fields.
-        image_size: side of the square images fed to the model.
+        image_size: side of the square images fed to the model (default recipe).
         max_text_len: longer captions are truncated (logged once).
+        preprocessing: an image preprocessing dict instead of the default recipe (see
+            :mod:`mmctx.data.sample_transform`).
     """
 
     def __init__(
@@ -246,6 +249,7 @@ class CocoCaptionDataset(Dataset):
         require_captions: bool = True,
         image_size: int = 64,
         max_text_len: int = 64,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if tokenizer.bos_id is None or tokenizer.eos_id is None:
@@ -280,7 +284,10 @@ class CocoCaptionDataset(Dataset):
             else [(i, None) for i in range(len(self.images))]
         )
         self._warned = False
-        self._image_transform = image_transform(image_size)
+        #: The per-sample preprocessing (shared with inference).
+        self.transform = SampleTransform(
+            tokenizer, image_size=image_size, preprocessing=preprocessing, max_text_len=max_text_len
+        )
 
     @property
     def references(self) -> list[list[str]]:
@@ -327,15 +334,38 @@ class CocoCaptionDataset(Dataset):
 
     def _load_image(self, image: CocoImage) -> Tensor:
         try:
-            with Image.open(image.path) as im:
-                im.load()
-                rgb = composite_on_white(im)
-        except Exception as err:  # PIL raises OSError, ValueError, DecompressionBombError...
+            rgb = self.read(image)
+        except MediaError as err:
+            raise ManifestError(f"{self.path}: images[{image.index}] (id {image.id}): {err}", kind=err.kind) from err
+        return self.transform.image(rgb)  # (3, H, W)
+
+    def check_files(self) -> None:
+        """Decode every image once, up front, so a bad file fails now rather than mid-run.
+
+        Raises:
+            ManifestError: naming the count of bad images and the first few (file, entry,
+                reason).
+        """
+        errors = []
+        for image in self.images:
+            try:
+                self.read(image).close()
+            except MediaError as err:
+                errors.append(f"  {self.path}: images[{image.index}] (id {image.id}): {err}")
+        if errors:
             raise ManifestError(
-                f"{self.path}: images[{image.index}] (id {image.id}): cannot read image {image.path}: "
-                f"{type(err).__name__}: {err}"
-            ) from err
-        return self._image_transform(rgb)  # (3, H, W)
+                "\n".join([f"{self.path}: {len(errors)} of {len(self.images)} images cannot be decoded (check_files):",
+                           *errors[:5], "fix or remove these images"]),
+                kind="unreadable image",
+            )
+
+    def read(self, image: CocoImage) -> Image.Image:
+        """The decoded RGB image (as :class:`~mmctx.data.inference.InputEncoder` decodes a file).
+
+        Raises:
+            mmctx.data.media.MediaError: the file cannot be decoded.
+        """
+        return read_image(image.path, draft_size=self.transform.draft_size)
 
 
 class CocoCaptionCollate:

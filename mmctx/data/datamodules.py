@@ -16,9 +16,11 @@ with ``link_arguments(..., apply_on="instantiate")``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -37,21 +39,49 @@ from mmctx.data.builtin.scenes import DEFAULT_CLASSES, default_data_root, ensure
 from mmctx.data.coco import CocoCaptionCollate, CocoCaptionDataset, read_coco_captions
 from mmctx.data.collate import MultimodalCollate
 from mmctx.data.loaders import EpochDataLoader
-from mmctx.data.manifest import ManifestDataset, ManifestError, check_bad_input_policy
+from mmctx.data.manifest import (
+    ManifestDataset,
+    ManifestError,
+    _sorted_labels,
+    check_bad_input_policy,
+    read_manifest_labels,
+    read_manifest_texts,
+)
+from mmctx.data.sample_transform import normalize_preprocessing
 from mmctx.data.samplers import GlobalBatchSampler
-from mmctx.data.tokenization import TextTokenizer, load_tokenizer, train_word_tokenizer
+from mmctx.data.tokenization import (
+    TextTokenizer,
+    TokenizerTraining,
+    resolve_tokenizer,
+    unknown_token_rate,
+)
+from mmctx.data.tokenization import (
+    train_tokenizer as train_tokenizer_on,
+    unknown_token_rate,
+)
 
 __all__ = [
     "CocoCaptionDataModule",
     "DefaultDataModule",
     "GeneratedDataMixin",
+    "InferenceStateMixin",
     "LongRangeDataModule",
     "MultimodalDataModule",
     "SplitLoadersMixin",
+    "TokenizerChoiceMixin",
     "TokenizerSizesMixin",
 ]
 
+log = logging.getLogger(__name__)
+
+#: What a data module's ``tokenizer`` may name besides paths, JSON and hub ids: the asset
+#: pack's 92-word vocabulary (the demo data's).
+BUILTIN_TOKENIZER = "builtin"
+
 _STAGES = ("train", "val", "test", "predict")
+#: ``check_files=None`` checks the files up front when the splits to check have at most this
+#: many rows together (about 0.4 ms a row for small media, tens of ms for large photos).
+CHECK_FILES_MAX_ROWS = 10_000
 _STAGE_SPLIT = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
 
 
@@ -120,32 +150,158 @@ class SplitLoadersMixin:
 
 class TokenizerSizesMixin:
     """The sizes a data module's ``tokenizer`` knows, as the properties the ``mmctx`` CLI
-    fills into the model (``vocab_size`` and the special-token ids)."""
+    fills into the model (``vocab_size`` and the special-token ids); None without a
+    tokenizer (data with no text)."""
 
-    tokenizer: TextTokenizer
+    tokenizer: TextTokenizer | None
 
     @property
-    def vocab_size(self) -> int:
+    def vocab_size(self) -> int | None:
         """Tokenizer vocabulary size (V)."""
-        return self.tokenizer.vocab_size
+        return self.tokenizer.vocab_size if self.tokenizer is not None else None
 
     @property
-    def pad_id(self) -> int:
+    def pad_id(self) -> int | None:
         """Tokenizer padding id."""
-        return self.tokenizer.pad_id
+        return self.tokenizer.pad_id if self.tokenizer is not None else None
 
     @property
     def bos_id(self) -> int | None:
         """Tokenizer begin-of-sequence id (for text decoders)."""
-        return self.tokenizer.bos_id
+        return self.tokenizer.bos_id if self.tokenizer is not None else None
 
     @property
     def eos_id(self) -> int | None:
         """Tokenizer end-of-sequence id (for text decoders)."""
-        return self.tokenizer.eos_id
+        return self.tokenizer.eos_id if self.tokenizer is not None else None
 
 
-class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
+class TokenizerChoiceMixin:
+    """A tokenizer that fits the data: chosen (``tokenizer``), or trained on the training
+    split (``train_tokenizer``), then checked on the training texts (``max_unk_rate``,
+    ``unk_policy``). A trained tokenizer is saved in the run folder when fitting starts."""
+
+    tokenizer: TextTokenizer | None
+    #: Whether :attr:`tokenizer` was trained here (saved into the run folder by ``setup``).
+    tokenizer_trained: bool = False
+    #: The training texts' unknown-token rate, once measured.
+    unk_rate: float | None = None
+
+    def _choose_tokenizer(
+        self,
+        tokenizer: str | None,
+        train_tokenizer: TokenizerTraining | dict | None,
+        training_texts: Any,
+        default: TextTokenizer | None,
+        needed: bool,
+    ) -> TextTokenizer | None:
+        """The tokenizer of ``tokenizer`` (see :func:`~mmctx.data.tokenization.resolve_tokenizer`,
+        or ``"builtin"``), else one trained as ``train_tokenizer`` says on
+        ``training_texts()``, else ``default``; an error when text is ``needed`` and none is."""
+        name = type(self).__name__
+        if tokenizer is not None and train_tokenizer is not None:
+            raise ValueError(f"{name}: give tokenizer or train_tokenizer, not both (tokenizer={tokenizer!r})")
+        if tokenizer is not None:
+            if tokenizer == BUILTIN_TOKENIZER:
+                return resolve_tokenizer(str(default_tokenizer_path()))
+            return resolve_tokenizer(tokenizer)
+        if train_tokenizer is not None:
+            training = TokenizerTraining(**train_tokenizer) if isinstance(train_tokenizer, dict) else train_tokenizer
+            texts = training_texts()
+            if not texts:
+                raise ValueError(f"{name}: train_tokenizer needs training texts, and the training split has none")
+            trained = train_tokenizer_on(texts, training)
+            self.tokenizer_trained = True
+            log.info("%s: trained %r on %d training texts", name, trained, len(texts))
+            return trained
+        if default is None and needed:
+            raise ValueError(
+                f"{name}: this data has text but no tokenizer is chosen. Choose one that fits it:\n"
+                "  tokenizer: <a pretrained one: the text tower's own hub id or folder, e.g. "
+                "bert-base-uncased, or a tokenizer.json>\n"
+                "  train_tokenizer: {kind: word}   (or {kind: bpe, vocab_size: 8000}: trained on the training "
+                "split, saved in the run folder)\n"
+                "  tokenizer: builtin   (the demo's 92-word vocabulary: only for the demo's own data)"
+            )
+        return default
+
+    def _check_unknown_rate(self, texts: list[str], where: str, max_unk_rate: float, unk_policy: str) -> None:
+        """Measure the unknown-token rate of the training texts; above ``max_unk_rate`` it is
+        an error (``unk_policy="raise"``) or a warning (``"warn"``)."""
+        if self.tokenizer is None or not texts:
+            return
+        rate, total = unknown_token_rate(self.tokenizer, texts)
+        self.unk_rate = rate
+        if rate <= max_unk_rate:
+            return
+        message = (
+            f"{where}: {rate:.1%} of the {total} training text tokens are unknown to the tokenizer "
+            f"{self.tokenizer.source} (unk id {self.tokenizer.unk_id}; max_unk_rate={max_unk_rate}): its vocabulary "
+            "does not fit this data. Train one on the training split (train_tokenizer: {kind: word}, or "
+            "{kind: bpe, vocab_size: 8000}) or use the text tower's own (tokenizer: <hub id or folder>); "
+            "unk_policy: warn trains anyway"
+        )
+        if unk_policy == "warn":
+            log.warning(message)
+        else:
+            raise ValueError(message)
+
+    def _save_trained_tokenizer(self) -> None:
+        """Save a tokenizer trained here as ``<run folder>/tokenizer/`` (rank 0, when fitting)."""
+        trainer = getattr(self, "trainer", None)
+        if not self.tokenizer_trained or self.tokenizer is None or trainer is None:
+            return
+        log_dir = getattr(trainer, "log_dir", None)
+        if log_dir is None or not trainer.is_global_zero:
+            return
+        path = self.tokenizer.save(Path(log_dir) / "tokenizer")
+        print(f"tokenizer trained on the training split saved to {path} (reuse it with --data.tokenizer={path})", flush=True)
+
+
+class InferenceStateMixin:
+    """``inference_state()``: what inference needs to preprocess inputs as this data module
+    does (see :class:`~mmctx.data.inference.InputEncoder`). A data module lists the
+    attributes that shape a sample in ``_inference_args``; only those its constructor takes
+    are written into ``init_args`` (so ``init_args`` rebuild the same class)."""
+
+    _inference_args: tuple[str, ...] = ()
+
+    def inference_state(self) -> dict[str, Any]:
+        """Everything inference needs, JSON-able; valid once the tokenizer and classes are
+        resolved (after ``__init__`` for the tokenizer, after ``setup()`` for classes found
+        in the data)::
+
+            {"class_path": "mmctx.data.MultimodalDataModule",
+             "init_args": {"modalities": [...], "image_size": 64, "preprocessing": null, ...},
+             "tokenizer_json": "<tokenizers JSON>" or null,
+             "tokenizer_specials": {"pad": 0, "unk": 1, "bos": 2, "eos": 3, "mask": null} or null,
+             "classes": [...] or null,
+             "modalities": [...]}
+
+        ``init_args`` holds the constructor arguments that shape a sample (sizes, rates,
+        lengths, fields, the image ``preprocessing``); ``tokenizer_json`` and ``classes`` are
+        the values of the ``tokenizer`` and ``classes`` arguments that rebuild the same data.
+        """
+        accepted = inspect.signature(type(self).__init__).parameters
+        init_args = {name: _plain(getattr(self, name)) for name in self._inference_args if name in accepted}
+        tokenizer: TextTokenizer | None = getattr(self, "tokenizer", None)
+        classes = self._inference_classes()
+        return {
+            "class_path": _public_class_path(type(self)),
+            "init_args": init_args,
+            "modalities": list(getattr(self, "modalities", [])),
+            "tokenizer_json": tokenizer.to_json() if tokenizer is not None else None,
+            "tokenizer_specials": tokenizer.specials if tokenizer is not None else None,
+            "classes": list(classes) if classes is not None else None,
+        }
+
+    def _inference_classes(self) -> list[str] | None:
+        return None
+
+
+class MultimodalDataModule(
+    InferenceStateMixin, TokenizerChoiceMixin, TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule
+):
     """Train/val/test/predict data from JSONL manifests (see :class:`ManifestDataset`).
 
     Batches are :class:`~mmctx.types.MultimodalBatch` (see
@@ -157,15 +313,42 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         test_manifest: JSONL manifest of the test split (optional).
         predict_manifest: JSONL manifest for ``predict`` (optional).
         modalities: which of "text", "image", "audio" to load.
-        tokenizer: a ``tokenizer.json`` or a local ``transformers`` tokenizer folder;
-            ``None`` is the default asset pack's word-level tokenizer.
+        tokenizer: the tokenizer of the text (needed when "text" is loaded or
+            ``caption_field`` is set): a pretrained one — any ``AutoTokenizer`` hub id or
+            folder, e.g. the text tower's own — a ``tokenizer.json``, a ``tokenizers`` JSON
+            string, or ``"builtin"`` (the demo's 92-word vocabulary, for the demo's data
+            only). ``None`` with ``train_tokenizer``: trained on the training split.
+        train_tokenizer: train the tokenizer on the training split's texts (text and
+            captions), e.g. ``{kind: word}`` or ``{kind: bpe, vocab_size: 8000}`` (see
+            :class:`~mmctx.data.tokenization.TokenizerTraining`); saved as
+            ``tokenizer/tokenizer.json`` in the run folder when fitting starts.
+        max_unk_rate: the training split's fraction of unknown tokens allowed; above it
+            the tokenizer does not fit the data: an error (or a warning with
+            ``unk_policy="warn"``) that says the rate and the fix.
+        unk_policy: "raise" or "warn" (see ``max_unk_rate``).
+        check_files: decode every file of every split in ``setup``, before training starts,
+            so a bad PNG or WAV fails in the first seconds with manifest, line, field and
+            reason (with ``on_error="raise"``; ``"skip"`` checks the files anyway). ``None``:
+            on when the splits have at most :data:`CHECK_FILES_MAX_ROWS` rows together.
         classes: class names, index = class id. ``None``: ``classes.json`` beside the
-            train manifest if present, else the sorted unique labels of the train manifest
-            (the first manifest given, when there is no train manifest), read when first
-            needed (e.g. by ``num_classes``).
+            train manifest (the first manifest given, when there is no train manifest) if
+            present, else the sorted unique labels of the train manifest, read when first
+            needed (e.g. by ``num_classes``): then a label of another split that the
+            training split lacks is an error, and so is a data module with no train
+            manifest, unless ``labels_from_data``.
+        labels_from_data: with no class list, the classes are the sorted labels of every
+            split (a label of a validation/test split that training lacks becomes a class
+            with no training sample, logged), or, with no train manifest, of the first
+            manifest given.
         batch_size: samples per batch.
         num_workers: DataLoader worker processes (persistent when > 0).
-        image_size: side of the square images fed to the model, in pixels.
+        image_size: side of the square images fed to the model, in pixels (default recipe:
+            squash-resize, ImageNet mean/std).
+        preprocessing: the image preprocessing of a pretrained image tower, as its
+            ``.preprocessing`` reports it (``image_size``, ``mean``, ``std``,
+            ``interpolation``, ``crop_pct``, ``crop_mode``; see
+            :mod:`mmctx.data.sample_transform`), used for training, evaluation and
+            inference alike instead of the default recipe; ``image_size`` is then unused.
         sample_rate: audio sample rate fed to the model, in Hz.
         max_audio_seconds: longer audio is truncated (logged once).
         max_text_len: longer token sequences are truncated (logged once).
@@ -195,6 +378,16 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
     #: Subclasses whose ``__init__`` takes other arguments set this False and call
     #: ``save_hyperparameters()`` themselves, so ``hparams`` rebuild the subclass.
     _save_base_hparams: bool = True
+    #: Measure the training texts' unknown-token rate (the built-in data sets are written in
+    #: their own vocabulary and skip it).
+    _measure_unk_rate: bool = True
+    #: ``check_files=None`` checks small data sets (the built-in ones are generated valid).
+    _auto_check_files: bool = True
+    _inference_args = (
+        "modalities", "image_size", "preprocessing", "sample_rate", "max_audio_seconds", "max_text_len",
+        "label_field", "text_field", "image_field", "audio_field", "caption_field", "min_image_size",
+        "max_image_pixels",
+    )
 
     def __init__(
         self,
@@ -204,10 +397,16 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         predict_manifest: str | None = None,
         modalities: list[str] = ["image", "audio"],  # noqa: B006 - never mutated; shown by the CLI
         tokenizer: str | None = None,
+        train_tokenizer: TokenizerTraining | None = None,
+        max_unk_rate: float = 0.05,
+        unk_policy: Literal["raise", "warn"] = "raise",
+        check_files: bool | None = None,
         classes: list[str] | None = None,
+        labels_from_data: bool = False,
         batch_size: int = 64,
         num_workers: int = 2,
         image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
         sample_rate: int = 16000,
         max_audio_seconds: float = 10.0,
         max_text_len: int = 64,
@@ -241,23 +440,30 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
             "test": Path(test_manifest) if test_manifest else None,
             "predict": Path(predict_manifest) if predict_manifest else None,
         }
+        if unk_policy not in ("raise", "warn") or not 0.0 <= max_unk_rate <= 1.0:
+            raise ValueError(f"unk_policy must be 'raise' or 'warn' and max_unk_rate in [0, 1], got {unk_policy!r}, {max_unk_rate}")
         self.modalities = list(modalities)
+        self.text_field = text_field
+        self.caption_field = caption_field
+        self.max_unk_rate = max_unk_rate
+        self.unk_policy = unk_policy
+        self.check_files = check_files
+        self._checked: set[str] = set()
         self.tokenizer_path = tokenizer
-        self.tokenizer: TextTokenizer = load_tokenizer(
-            tokenizer if tokenizer is not None else default_tokenizer_path()
+        self.tokenizer: TextTokenizer | None = self._choose_tokenizer(
+            tokenizer, train_tokenizer, self._training_texts, self._default_tokenizer(), needed=bool(self._text_fields())
         )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
+        self.preprocessing = normalize_preprocessing(preprocessing)
         self.sample_rate = sample_rate
         self.max_audio_seconds = max_audio_seconds
         self.max_text_len = max_text_len
         self.seed = seed
         self.label_field = label_field
-        self.text_field = text_field
         self.image_field = image_field
         self.audio_field = audio_field
-        self.caption_field = caption_field
         self.augment = augment
         self.label_fraction = label_fraction
         self.on_error = on_error
@@ -265,6 +471,7 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         self.min_image_size = min_image_size
         self.max_image_pixels = max_image_pixels
         self._classes: list[str] | None = list(classes) if classes is not None else None
+        self.labels_from_data = labels_from_data
         self.datasets: dict[str, ManifestDataset] = {}
 
     # ------------------------------------------------------------------ sizes for the model
@@ -281,6 +488,29 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         """Number of classes (K)."""
         return len(self.classes)
 
+    def _inference_classes(self) -> list[str] | None:
+        return list(self.classes) if self.label_field is not None else None
+
+    # ------------------------------------------------------------------ tokenizer
+
+    def _default_tokenizer(self) -> TextTokenizer | None:
+        """The tokenizer when none is chosen: none for the user's manifests (the built-in
+        data modules have their own vocabulary)."""
+        return None
+
+    def _text_fields(self) -> list[str]:
+        """The manifest fields that are tokenized."""
+        fields = [self.text_field] if "text" in self.modalities else []
+        return fields + ([self.caption_field] if self.caption_field is not None else [])
+
+    def _training_texts(self) -> list[str]:
+        """The texts of the training manifest's tokenized fields (read without validating the
+        rows: that happens when the data set is built)."""
+        manifest = self.manifests["train"]
+        if manifest is None:
+            raise ValueError(f"{type(self).__name__}: train_tokenizer needs train_manifest")
+        return read_manifest_texts(manifest, self._text_fields())
+
     def _resolve_classes(self) -> list[str]:
         if self.label_field is None:
             return []
@@ -291,12 +521,49 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         classes_file = manifest.parent / "classes.json"
         if classes_file.is_file():
             return _read_classes_file(classes_file)
+        if self.manifests["train"] is None and not self.labels_from_data:
+            raise ManifestError(
+                f"{type(self).__name__}: no class list and no train_manifest: the classes of a model come from its "
+                f"training data. Pass classes: [...] (or write classes.json beside {manifest.name}; `mmctx test` / "
+                "`predict` with a checkpoint restore them), or labels_from_data: true to use the sorted labels of "
+                f"{manifest.name}",
+                kind="no classes",
+            )
         # the labels of the rows kept (with on_error="skip", after the file check): the data
         # set is built once, here, and reused by setup()
         split = next(s for s in _STAGES if self.manifests[s] == manifest)
         dataset = self._build_dataset(manifest, classes=None)
         self.datasets.setdefault(split, dataset)
-        return dataset.classes
+        classes = list(dataset.classes)
+        others = [s for s in _STAGES if self.manifests[s] is not None and self.manifests[s] != manifest]
+        if self.labels_from_data:
+            extra: dict[str, str] = {}
+            for other in others:
+                for label in read_manifest_labels(self.manifests[other], self.label_field):
+                    if label not in classes and label not in extra:
+                        extra[label] = other
+            if extra:
+                log.warning("%s: labels_from_data: classes with no %s sample (from %s): %s", type(self).__name__,
+                            split, sorted(set(extra.values())), sorted(extra))
+                classes = _sorted_labels(set(classes) | set(extra))
+                del self.datasets[split]  # its label indices follow its own labels: rebuilt with these classes
+            return classes
+        for other in others:
+            labels = read_manifest_labels(self.manifests[other], self.label_field)
+            unseen = {label: line for label, line in labels.items() if label not in classes}
+            if unseen:
+                label, line = min(unseen.items(), key=lambda item: item[1])
+                raise ManifestError(
+                    f"{self.manifests[other]}:{line}: field '{self.label_field}': label {label!r} is not among the "
+                    f"training labels {classes} (no class list given, so the classes are the sorted labels of "
+                    f"{manifest.name}; {len(unseen)} such label(s): {sorted(unseen)[:10]}). Pass classes: [...] (or "
+                    "classes.json beside the train manifest) listing every class, or labels_from_data: true to make "
+                    "every split's labels classes",
+                    kind="unknown label",
+                    line=line,
+                    field=self.label_field,
+                )
+        return classes
 
     # ------------------------------------------------------------------ data sets
 
@@ -311,6 +578,13 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
         return self.datasets[split]
 
     def _build_dataset(self, manifest: Path, classes: list[str] | None) -> ManifestDataset:
+        dataset = self._new_dataset(manifest, classes)
+        if self._measure_unk_rate and manifest == self.manifests["train"] and self.unk_rate is None:
+            texts = [t for row in dataset.rows for t in (row.text, row.caption) if t is not None]
+            self._check_unknown_rate(texts, str(manifest), self.max_unk_rate, self.unk_policy)
+        return dataset
+
+    def _new_dataset(self, manifest: Path, classes: list[str] | None) -> ManifestDataset:
         return ManifestDataset(
             manifest,
             self.modalities,
@@ -318,6 +592,7 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
             classes=classes,
             label_field=self.label_field,
             image_size=self.image_size,
+            preprocessing=self.preprocessing,
             sample_rate=self.sample_rate,
             max_audio_seconds=self.max_audio_seconds,
             max_text_len=self.max_text_len,
@@ -347,19 +622,62 @@ class MultimodalDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningData
             raise ValueError(f"unknown stage {stage!r} (expected one of {list(_STAGE_SPLIT)})")
         for split in splits:
             self._dataset(split)
+        # before training: every split (a bad test file must not wait for the end of training)
+        self._check_split_files([s for s in _STAGES if self.manifests[s] is not None] if stage in (None, "fit") else splits)
+        if stage in (None, "fit"):
+            self._save_trained_tokenizer()
+
+    def _check_split_files(self, splits: list[str]) -> None:
+        """Decode the files of ``splits`` once (see ``check_files``)."""
+        todo = [s for s in splits if s not in self._checked]
+        if not todo or self.check_files is False or self.on_error == "skip":
+            return
+        datasets = [self._dataset(s) for s in todo]
+        rows = sum(len(d) for d in datasets)
+        if self.check_files is None and (not self._auto_check_files or rows > CHECK_FILES_MAX_ROWS):
+            if self._auto_check_files:
+                log.info("%s: %d rows, files not checked up front (check_files: true checks them)", type(self).__name__, rows)
+            return
+        for split, dataset in zip(todo, datasets):
+            if split == "predict" and self.manifests["predict"] == self.manifests["test"] and "test" in self._checked:
+                continue
+            dataset.check_files()
+            self._checked.add(split)
 
     def _collate(self) -> MultimodalCollate:
-        return MultimodalCollate(self.pad_id)
+        return MultimodalCollate(self.pad_id if self.pad_id is not None else 0)
 
     def _has_split(self, split: str) -> bool:
         return self.manifests[split] is not None
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able data (tuples → lists, paths → strings)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _public_class_path(cls: type) -> str:
+    """``mmctx.data.Name`` for the package's data modules (the path configs use), else the
+    defining module's path."""
+    import mmctx.data
+
+    if cls.__module__.startswith("mmctx.data") and cls.__name__ in getattr(mmctx.data, "__all__", ()):
+        return f"mmctx.data.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _hparams_plain(hparams: dict) -> None:
-    """Store an ``augment`` dataclass as a plain dict, so checkpoints stay loadable with
-    ``weights_only=True``."""
-    if dataclasses.is_dataclass(hparams.get("augment")):
-        hparams["augment"] = dataclasses.asdict(hparams["augment"])
+    """Store the ``augment`` and ``train_tokenizer`` dataclasses as plain dicts, so
+    checkpoints stay loadable with ``weights_only=True``."""
+    for key in ("augment", "train_tokenizer"):
+        if dataclasses.is_dataclass(hparams.get(key)):
+            hparams[key] = dataclasses.asdict(hparams[key])
 
 
 def _read_classes_file(path: Path) -> list[str]:
@@ -374,7 +692,9 @@ def _read_classes_file(path: Path) -> list[str]:
     return classes
 
 
-class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule):
+class CocoCaptionDataModule(
+    InferenceStateMixin, TokenizerChoiceMixin, TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule
+):
     """Image captioning data from COCO-style caption files (train / val / test / predict).
 
     Training yields one sample per caption; validation, test and predict one per image with
@@ -382,11 +702,14 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
     ``bos_id`` and ``eos_id`` are known after ``__init__``, so the CLI fills them into the
     model.
 
-    The tokenizer: ``tokenizer`` (a ``tokenizer.json`` or a local ``transformers``
-    folder), or, when None, a word-level one built from the training captions by
-    :func:`~mmctx.data.tokenization.train_word_tokenizer` (deterministic, so a later
-    ``mmctx test`` rebuilds the same one; the captioning task also saves it in the run
-    folder, where a later config can point ``tokenizer`` at it).
+    The tokenizer: ``tokenizer`` (a pretrained one, as for :class:`MultimodalDataModule`),
+    or one trained on the training captions: as ``train_tokenizer`` says, or, when both are
+    None, a word-level one keeping the words seen ``min_word_frequency`` times
+    (:func:`~mmctx.data.tokenization.train_word_tokenizer`; deterministic, so a later
+    ``mmctx test`` rebuilds the same one). A trained tokenizer is saved in the run folder
+    (``tokenizer/tokenizer.json``) when fitting starts, where a later config can point
+    ``tokenizer`` at it. The training captions' unknown-token rate is checked as for
+    :class:`MultimodalDataModule` (``max_unk_rate``, ``unk_policy``).
 
     Args:
         train_file: caption file of the training split (also the tokenizer's source).
@@ -396,15 +719,29 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
             captions) or a folder of images; default: the test file.
         image_dir: folder the ``file_name`` entries are relative to; None: each caption
             file's own folder.
-        tokenizer: tokenizer path, or None to build one from the training captions.
+        tokenizer: a pretrained tokenizer (hub id, folder, ``tokenizer.json``, JSON string),
+            or None to train one on the training captions.
+        train_tokenizer: how to train it (see
+            :class:`~mmctx.data.tokenization.TokenizerTraining`); None: word-level with
+            ``min_word_frequency``.
         min_word_frequency: words rarer than this in the training captions become
-            ``[UNK]`` (built tokenizer only).
+            ``[UNK]`` (the default word-level tokenizer only).
+        max_unk_rate: the training captions' fraction of unknown tokens allowed (see
+            :class:`MultimodalDataModule`).
+        unk_policy: "raise" or "warn" above ``max_unk_rate``.
+        check_files: decode every image of every split in ``setup``, before training
+            starts; ``None``: when the files hold at most :data:`CHECK_FILES_MAX_ROWS`
+            images together.
         batch_size: samples per batch.
         num_workers: DataLoader worker processes (persistent when > 0).
         image_size: side of the square images fed to the model, in pixels.
         max_text_len: longer captions (BOS and EOS included) are truncated.
         seed: seed of the training shuffle.
+        preprocessing: a pretrained image tower's preprocessing, as for
+            :class:`MultimodalDataModule`.
     """
+
+    _inference_args = ("image_size", "preprocessing", "max_text_len")
 
     def __init__(
         self,
@@ -414,15 +751,23 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
         predict_path: str | None = None,
         image_dir: str | None = None,
         tokenizer: str | None = None,
+        train_tokenizer: TokenizerTraining | None = None,
         min_word_frequency: int = 5,
+        max_unk_rate: float = 0.05,
+        unk_policy: Literal["raise", "warn"] = "raise",
+        check_files: bool | None = None,
         batch_size: int = 64,
         num_workers: int = 2,
         image_size: int = 224,
         max_text_len: int = 32,
         seed: int = 0,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        _hparams_plain(self.hparams)
+        if unk_policy not in ("raise", "warn") or not 0.0 <= max_unk_rate <= 1.0:
+            raise ValueError(f"unk_policy must be 'raise' or 'warn' and max_unk_rate in [0, 1], got {unk_policy!r}, {max_unk_rate}")
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         self.files: dict[str, Path | None] = {
@@ -436,18 +781,25 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
+        self.preprocessing = normalize_preprocessing(preprocessing)
         self.max_text_len = max_text_len
         self.seed = seed
-        if tokenizer is not None:
-            self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
-        else:
-            if self.files["train"] is None:
-                raise ValueError("CocoCaptionDataModule: without train_file, pass a tokenizer path")
-            images = read_coco_captions(self.files["train"], image_dir, check_files=False)
-            self.tokenizer = train_word_tokenizer(
-                (c for im in images for c in im.captions), min_frequency=min_word_frequency
-            )
+        self.max_unk_rate = max_unk_rate
+        self.unk_policy = unk_policy
+        self.check_files = check_files
+        self._checked: set[str] = set()
+        if tokenizer is None and train_tokenizer is None:
+            train_tokenizer = TokenizerTraining("word", min_frequency=min_word_frequency)
+        self.tokenizer: TextTokenizer = self._choose_tokenizer(  # type: ignore[assignment]
+            tokenizer, train_tokenizer, self._training_texts, None, needed=True
+        )
         self.datasets: dict[str, CocoCaptionDataset] = {}
+
+    def _training_texts(self) -> list[str]:
+        if self.files["train"] is None:
+            raise ValueError("CocoCaptionDataModule: without train_file, pass a tokenizer")
+        images = read_coco_captions(self.files["train"], self.image_dir, check_files=False)
+        return [c for im in images for c in im.captions]
 
     def _dataset(self, split: str) -> CocoCaptionDataset:
         if split not in self.datasets:
@@ -463,7 +815,11 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
                 require_captions=split != "predict",
                 image_size=self.image_size,
                 max_text_len=self.max_text_len,
+                preprocessing=self.preprocessing,
             )
+            if split == "train" and self.unk_rate is None:
+                texts = [c for im in self.datasets[split].images for c in im.captions]
+                self._check_unknown_rate(texts, str(self.files["train"]), self.max_unk_rate, self.unk_policy)
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -479,6 +835,15 @@ class CocoCaptionDataModule(TokenizerSizesMixin, SplitLoadersMixin, LightningDat
             raise ValueError(f"unknown stage {stage!r}")
         for split in splits[stage]:
             self._dataset(split)
+        checks = [s for s in self.files if self.files[s] is not None] if stage in (None, "fit") else splits[stage]
+        datasets = {s: self._dataset(s) for s in checks if s not in self._checked}
+        count = sum(len(d.images) for d in datasets.values())
+        if self.check_files or (self.check_files is None and count <= CHECK_FILES_MAX_ROWS):
+            for split, dataset in datasets.items():
+                dataset.check_files()
+                self._checked.add(split)
+        if stage in (None, "fit"):
+            self._save_trained_tokenizer()
 
     def _collate(self) -> CocoCaptionCollate:
         return CocoCaptionCollate(self.pad_id)
@@ -542,10 +907,13 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
         data_seed: generation seed (``seed`` only seeds the shuffle).
         modalities: which of "text", "image", "audio" to load ("text" is the transcript of
             the spoken question).
-        tokenizer: as for :class:`MultimodalDataModule`.
+        tokenizer: as for :class:`MultimodalDataModule`; None: the asset pack's word-level
+            tokenizer (the data's own vocabulary).
         batch_size: samples per batch.
         num_workers: DataLoader worker processes.
         image_size: side of the generated (and loaded) images, in pixels.
+        preprocessing: a pretrained image tower's preprocessing, as for
+            :class:`MultimodalDataModule` (None: the images are fed as generated).
         sample_rate: sample rate of the generated (and loaded) audio, in Hz.
         max_audio_seconds: longer audio is truncated (logged once).
         max_text_len: longer token sequences are truncated (logged once).
@@ -562,6 +930,8 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
     """
 
     _save_base_hparams = False
+    _measure_unk_rate = False
+    _auto_check_files = False
 
     def __init__(
         self,
@@ -575,6 +945,7 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
         batch_size: int = 64,
         num_workers: int = 2,
         image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
         sample_rate: int = 16000,
         max_audio_seconds: float = 10.0,
         max_text_len: int = 64,
@@ -597,6 +968,7 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
             batch_size=batch_size,
             num_workers=num_workers,
             image_size=image_size,
+            preprocessing=preprocessing,
             sample_rate=sample_rate,
             max_audio_seconds=max_audio_seconds,
             max_text_len=max_text_len,
@@ -624,6 +996,10 @@ class DefaultDataModule(GeneratedDataMixin, MultimodalDataModule):
 
     def _generate(self) -> None:
         ensure_default_dataset(self.root, **self.generation)
+
+    def _default_tokenizer(self) -> TextTokenizer:
+        """The asset pack's word-level tokenizer: the data is written in its vocabulary."""
+        return resolve_tokenizer(str(default_tokenizer_path()))
 
 
 class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
@@ -660,6 +1036,8 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
     """
 
     _save_base_hparams = False
+    _measure_unk_rate = False
+    _auto_check_files = False
 
     def __init__(
         self,
@@ -696,8 +1074,6 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
             on_error=on_error,
             max_bad_fraction=max_bad_fraction,
         )
-        # the task's own vocabulary (fixed, so vocab_size is known without the data)
-        self.tokenizer = long_range_tokenizer()
         self.generation = long_range_params(
             num_train, num_val, num_test, min_tokens, max_tokens, image_size, data_seed, train_min_tokens
         )
@@ -705,3 +1081,7 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
 
     def _generate(self) -> None:
         ensure_long_range_dataset(self.root, **self.generation)
+
+    def _default_tokenizer(self) -> TextTokenizer:
+        """The task's own vocabulary (fixed, so vocab_size is known without the data)."""
+        return long_range_tokenizer()

@@ -48,11 +48,19 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmctx.data.media import MediaError, downmix, image_transform, read_audio, read_image, resample
+from mmctx.data.media import MediaError, read_audio, read_image
+from mmctx.data.sample_transform import SampleTransform
 from mmctx.data.tokenization import TextTokenizer
 from mmctx.types import MODALITIES
 
-__all__ = ["ManifestDataset", "ManifestError", "ManifestSampleLoader", "check_bad_input_policy"]
+__all__ = [
+    "ManifestDataset",
+    "ManifestError",
+    "ManifestSampleLoader",
+    "check_bad_input_policy",
+    "read_manifest_labels",
+    "read_manifest_texts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,54 @@ def check_bad_input_policy(on_error: str, max_bad_fraction: float) -> None:
         raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
 
 
+def _lenient_rows(manifest: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The (line, object) of every line that parses as a JSON object; others are left to the
+    data set's validation."""
+    rows = []
+    with open(manifest, "rb") as handle:
+        for line_no, data in enumerate(handle, start=1):
+            try:
+                obj = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(obj, dict):
+                rows.append((line_no, obj))
+    return rows
+
+
+def read_manifest_texts(manifest: str | Path, fields: Sequence[str]) -> list[str]:
+    """The non-empty string values of ``fields`` over the manifest's rows (e.g. to train a
+    tokenizer), read without validating the rows.
+
+    Raises:
+        ManifestError: the manifest does not exist.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest file not found", kind="manifest not found")
+    return [
+        obj[f] for _, obj in _lenient_rows(manifest) for f in fields if isinstance(obj.get(f), str) and obj[f].strip()
+    ]
+
+
+def read_manifest_labels(manifest: str | Path, field: str) -> dict[str, int]:
+    """Each label name of the manifest's rows (``str`` of the value of ``field``) → the first
+    line it is on, read without validating the rows.
+
+    Raises:
+        ManifestError: the manifest does not exist.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest file not found", kind="manifest not found")
+    labels: dict[str, int] = {}
+    for line, obj in _lenient_rows(manifest):
+        value = obj.get(field)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            labels.setdefault(str(value), line)
+    return labels
+
+
 class ManifestError(ValueError):
     """A manifest row is invalid; the message names the file, the line and the field.
 
@@ -86,7 +142,7 @@ class ManifestError(ValueError):
             "image too small", "image too large", "unreadable audio", "truncated audio",
             "no audio samples", "non-finite audio", "no tokens". Whole manifest:
             "manifest not found", "no rows", "missing label" (labels on some rows only),
-            "too many bad rows", "no good rows". ``"invalid"`` when not given.
+            "too many bad rows", "no good rows"; data module: "no classes". ``"invalid"`` when not given.
         line: 1-based line of the manifest, or ``None`` for a whole-manifest problem.
         field: the row's field at fault, or ``None``.
     """
@@ -135,7 +191,7 @@ class ManifestDataset(Dataset):
     - ``"image"``: (3, H, W) float, RGB resized to ``image_size`` x ``image_size`` (aspect
       ratio not kept; transparent pixels composited on white), scaled to [0, 1] and then
       normalised with ImageNet statistics (:data:`~mmctx.data.media.IMAGENET_MEAN`,
-      ``IMAGENET_STD``). JPEGs are decoded at a reduced scale (PIL's ``draft``, a power of
+      ``IMAGENET_STD``), or as ``preprocessing`` says when given. JPEGs are decoded at a reduced scale (PIL's ``draft``, a power of
       two no smaller than ``image_size``).
     - ``"audio"``: (S,) float32 waveform at ``sample_rate`` Hz: channels averaged (downmix,
       logged once per channel count), other sample rates resampled with
@@ -165,7 +221,11 @@ class ManifestDataset(Dataset):
             sorted when all are integers); see :attr:`classes`.
         label_field: field holding the label; ``None`` loads no labels. Labels must be on
             every row or on none (an error with either ``on_error``).
-        image_size: side of the square output images, in pixels.
+        image_size: side of the square output images, in pixels (default recipe).
+        preprocessing: an image preprocessing dict (``image_size``, ``mean``, ``std``,
+            ``interpolation``, ``crop_pct``, ``crop_mode``: a pretrained image tower's
+            ``.preprocessing``), applied instead of the default recipe (see
+            :mod:`mmctx.data.sample_transform`); None: the default recipe.
         sample_rate: output audio sample rate, in Hz (files are resampled to it).
         max_audio_seconds: longer audio is truncated to this length.
         max_text_len: longer token sequences are truncated to this many tokens.
@@ -206,6 +266,7 @@ class ManifestDataset(Dataset):
         classes: list[str] | None = None,
         label_field: str | None = "label",
         image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
         sample_rate: int = 16000,
         max_audio_seconds: float = 10.0,
         max_text_len: int = 64,
@@ -243,6 +304,7 @@ class ManifestDataset(Dataset):
             self.manifest,
             tokenizer,
             image_size=image_size,
+            preprocessing=preprocessing,
             sample_rate=sample_rate,
             max_audio_seconds=max_audio_seconds,
             max_text_len=max_text_len,
@@ -272,6 +334,11 @@ class ManifestDataset(Dataset):
     def image_size(self) -> int:
         """Side of the square output images, in pixels."""
         return self.loader.image_size
+
+    @property
+    def preprocessing(self) -> dict[str, Any] | None:
+        """The image preprocessing dict (complete), or None for the default recipe."""
+        return self.loader.preprocessing
 
     @property
     def sample_rate(self) -> int:
@@ -497,6 +564,35 @@ class ManifestDataset(Dataset):
                 kept.append((row, name))
         return kept
 
+    def check_files(self) -> None:
+        """Decode every file (and tokenize every text) of the rows once, up front, so bad
+        content (truncated PNG/WAV, NaN audio, text saved as .png, a tiny image) fails now
+        rather than when its sample is loaded mid-run. With ``on_error="skip"`` the rows were
+        checked when the data set was built, and this does nothing.
+
+        Raises:
+            ManifestError: naming the count of bad rows and the first few (manifest, line,
+                field, reason); its ``kind``, ``line`` and ``field`` are the first bad row's.
+        """
+        if self.on_error == "skip":
+            return
+        from tqdm import tqdm
+
+        errors: list[ManifestError] = []
+        progress = tqdm(self.rows, desc=f"checking {self.manifest.name}", unit="row",
+                        disable=len(self.rows) <= _PROGRESS_MIN_ROWS, leave=False)
+        for row in progress:
+            try:
+                self.loader.check(row)
+            except ManifestError as error:
+                errors.append(error)
+        if errors:
+            first = errors[0]
+            lines = [f"{self.manifest}: {len(errors)} of {len(self.rows)} rows have a bad file (check_files):"]
+            lines += [f"  {error}" for error in errors[:_EXAMPLES]]
+            lines.append("fix or remove these rows, or pass on_error: skip to drop bad rows")
+            raise ManifestError("\n".join(lines), kind=first.kind, line=first.line, field=first.field)
+
     def _finish_skipping(self) -> None:
         """Fill :attr:`skipped`; fail on too many bad rows, else log one warning."""
         self._skipped_errors.sort(key=lambda e: e.line or 0)
@@ -622,8 +718,8 @@ class ManifestSampleLoader:
     Args:
         manifest: the manifest's path (for messages).
         tokenizer: tokenizer of the texts (None: the rows have none).
-        image_size, sample_rate, max_audio_seconds, max_text_len, text_field, image_field,
-            audio_field, caption_field, min_image_size, max_image_pixels: as for
+        image_size, preprocessing, sample_rate, max_audio_seconds, max_text_len, text_field,
+            image_field, audio_field, caption_field, min_image_size, max_image_pixels: as for
             :class:`ManifestDataset`.
 
     Raises:
@@ -635,6 +731,7 @@ class ManifestSampleLoader:
         manifest: Path,
         tokenizer: TextTokenizer | None,
         image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
         sample_rate: int = 16000,
         max_audio_seconds: float = 10.0,
         max_text_len: int = 64,
@@ -645,21 +742,27 @@ class ManifestSampleLoader:
         min_image_size: int = 8,
         max_image_pixels: int = 50_000_000,
     ) -> None:
-        if image_size < 1 or sample_rate < 1 or max_audio_seconds <= 0 or max_text_len < 1:
-            raise ValueError(
-                "image_size, sample_rate, max_audio_seconds and max_text_len must be positive"
-            )
         if min_image_size < 1 or max_image_pixels < 1:
             raise ValueError(
                 f"min_image_size and max_image_pixels must be positive, got {min_image_size} "
                 f"and {max_image_pixels}"
             )
+        #: The per-sample preprocessing (shared with inference, see :class:`SampleTransform`).
+        self.transform = SampleTransform(
+            tokenizer,
+            image_size=image_size,
+            preprocessing=preprocessing,
+            sample_rate=sample_rate,
+            max_audio_seconds=max_audio_seconds,
+            max_text_len=max_text_len,
+        )
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.image_size = image_size
+        self.preprocessing = self.transform.preprocessing
         self.sample_rate = sample_rate
         self.max_audio_seconds = max_audio_seconds
-        self.max_audio_samples = int(round(max_audio_seconds * sample_rate))
+        self.max_audio_samples = self.transform.max_audio_samples
         self.max_text_len = max_text_len
         self.text_field = text_field
         self.image_field = image_field
@@ -668,13 +771,12 @@ class ManifestSampleLoader:
         self.min_image_size = min_image_size
         self.max_image_pixels = max_image_pixels
         self._warned: set[str] = set()
-        self._image_transform = image_transform(image_size)
 
     def __call__(self, row: _Row) -> dict[str, Any]:
         """The sample of ``row``: a dict of tensors (see :class:`ManifestDataset`)."""
         item: dict[str, Any] = {"id": row.id, "source": f"{self.manifest.name}:{row.line}"}
         if row.image is not None:
-            item["image"] = self._image_transform(self._read_image(row))  # (3, H, W)
+            item["image"] = self.transform.image(self._read_image(row))  # (3, H, W)
         if row.audio is not None:
             item["audio"] = self._load_audio(row)  # (S,)
         if row.text is not None:
@@ -682,10 +784,8 @@ class ManifestSampleLoader:
         if row.label is not None:
             item["label"] = row.label
         if row.caption is not None:
-            assert self.tokenizer is not None and self.tokenizer.bos_id is not None
             ids = self._encode(row, self.caption_field, row.caption, reserve=2)
-            bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
-            item["caption"] = torch.cat([torch.tensor([bos]), ids, torch.tensor([eos])])  # (T,)
+            item["caption"] = self.transform.wrap_caption(ids)  # (T,)
             item["caption_text"] = row.caption
         return item
 
@@ -714,7 +814,7 @@ class ManifestSampleLoader:
             raise _row_error(self.manifest, row.line, field, str(error), "bad text") from error
         if not ids:
             raise _row_error(self.manifest, row.line, field, f"text {text!r} gives no tokens", "no tokens")
-        return ids
+        return ids  # the checks of SampleTransform.token_ids, with the row's kinds
 
     def _encode(self, row: _Row, field: str | None, text: str, reserve: int = 0) -> Tensor:
         ids = self._token_ids(row, field, text)
@@ -725,14 +825,15 @@ class ManifestSampleLoader:
                 f"{self.manifest}: field '{field}' truncated to {limit} tokens (first at line "
                 f"{row.line}: {len(ids)} tokens); raise max_text_len to keep more",
             )
-            ids = ids[:limit]
-        return torch.tensor(ids, dtype=torch.long)
+        return self.transform.truncate_ids(ids, reserve)
 
     def _read_image(self, row: _Row) -> Image.Image:
         """The row's image as RGB, after the size checks on the header."""
         assert row.image is not None
         try:
-            return read_image(row.image, self.min_image_size, self.max_image_pixels, draft_size=self.image_size)
+            return read_image(
+                row.image, self.min_image_size, self.max_image_pixels, draft_size=self.transform.draft_size
+            )
         except MediaError as error:
             raise _row_error(self.manifest, row.line, self.image_field, str(error), error.kind) from error
 
@@ -754,22 +855,20 @@ class ManifestSampleLoader:
                 f"{self.manifest}: audio downmixed {channels} channels to mono (first at line "
                 f"{row.line}); channels are averaged",
             )
-        wave = downmix(data)  # (S,)
         if rate != self.sample_rate:
             self._warn_once(
                 f"resample:{rate}",
                 f"{self.manifest}: audio resampled from {rate} Hz to {self.sample_rate} Hz "
                 f"(first at line {row.line})",
             )
-            wave = resample(wave, rate, self.sample_rate)
+        wave = self.transform.mono_at_rate(data, rate)  # (S,)
         if wave.shape[0] > self.max_audio_samples:
             self._warn_once(
                 "audio",
                 f"{self.manifest}: audio truncated to max_audio_seconds={self.max_audio_seconds} "
                 f"(first at line {row.line}: {wave.shape[0] / self.sample_rate:.2f} s)",
             )
-            wave = wave[: self.max_audio_samples]
-        return wave.contiguous()
+        return self.transform.truncate_audio(wave)
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:

@@ -177,3 +177,34 @@ def test_fits_with_lightning(default_root: Path, small_data: dict[str, int]) -> 
     assert seen == {"train": [8, 8], "val": [8, 2]}  # 2 training batches; the 10 validation samples
     assert not torch.equal(model.linear.weight, before)  # the optimizer stepped on real batches
     assert torch.isfinite(trainer.callback_metrics["val_loss"])
+
+
+def test_label_unseen_in_training_is_an_error_unless_labels_from_data(
+    small_manifest: Callable[[list], Path], data_files
+) -> None:
+    path = small_manifest([{"image": "images/a.png", "label": "dog"}, {"image": "images/a.png", "label": "cat"}])
+    val = data_files.manifest(path.parent / "val.jsonl", [{"image": "images/a.png", "label": label}
+                                                           for label in ("cat", "cow", "dog", "ant")])
+    kwargs = dict(train_manifest=str(path), val_manifest=str(val), modalities=["image"], num_workers=0)
+    for on_error in ("raise", "skip"):  # a label is not a bad row to drop
+        with pytest.raises(ManifestError, match=r"val\.jsonl:2: field 'label': label 'cow' is not among the "
+                                                r"training labels \['cat', 'dog'\]") as info:
+            MultimodalDataModule(**kwargs, on_error=on_error).num_classes
+        assert info.value.kind == "unknown label" and "labels_from_data: true" in str(info.value)
+        assert "['ant', 'cow']" in str(info.value)
+
+    dm = MultimodalDataModule(**kwargs, labels_from_data=True, batch_size=8)
+    assert dm.classes == ["ant", "cat", "cow", "dog"]
+    dm.setup("fit")
+    train = next(iter(dm.train_dataloader()))
+    assert sorted(train.targets["label"].tolist()) == [1, 3]  # cat, dog in the union's order
+    assert next(iter(dm.val_dataloader())).targets["label"].tolist() == [1, 2, 3, 0]
+
+    # no train manifest and no class list: the classes cannot be the model's
+    with pytest.raises(ManifestError, match="no class list and no train_manifest") as info:
+        MultimodalDataModule(test_manifest=str(val), modalities=["image"]).classes
+    assert info.value.kind == "no classes"
+    dm = MultimodalDataModule(test_manifest=str(val), modalities=["image"], labels_from_data=True)
+    assert dm.classes == ["ant", "cat", "cow", "dog"]
+    assert MultimodalDataModule(test_manifest=str(val), modalities=["image"], classes=["ant", "cat", "cow", "dog"]
+                                ).num_classes == 4

@@ -341,7 +341,8 @@ def test_datamodule_with_skip_loads_only_good_rows(
     train = manifest(folder, bad, good=6)
     val = manifest(folder, [CASES["text as wav"][0]], good=3, name="val.jsonl")
     (folder / "classes.json").write_text(json.dumps(CLASSES))
-    kwargs = dict(train_manifest=str(train), val_manifest=str(val), modalities=MODALITIES, batch_size=4, num_workers=0)
+    kwargs = dict(train_manifest=str(train), val_manifest=str(val), modalities=MODALITIES, batch_size=4, num_workers=0,
+                  tokenizer="builtin")
     with pytest.raises(ManifestError, match=r"train\.jsonl:7: field 'image': file not found"):
         MultimodalDataModule(**kwargs).setup("fit")  # on_error="raise" by default
 
@@ -370,7 +371,8 @@ def test_datamodule_infers_classes_with_one_check_pass(
     train = manifest(folder, [{**GOOD, "label": "cow", "audio": "audio/nan.wav"}], good=3)
     with caplog.at_level(logging.WARNING, logger="mmctx.data.manifest"):
         dm = MultimodalDataModule(
-            train_manifest=str(train), modalities=MODALITIES, num_workers=0, on_error="skip", max_bad_fraction=0.5
+            train_manifest=str(train), modalities=MODALITIES, num_workers=0, on_error="skip", max_bad_fraction=0.5,
+            tokenizer="builtin",
         )
         assert dm.classes == ["dog"]  # "cow" is only on the dropped row
         dm.setup("fit")
