@@ -2,6 +2,7 @@
 
 - ``default_root``: a small default data set generated once (seeded, read-only);
 - ``small_data``: the sizes of that set as data-module arguments (``num_train`` ... ``data_seed``);
+- ``no_network``: block every socket connection and name lookup (returns the attempts);
 - ``one_thread``: run a module's tiny models on one thread (request it with
   ``pytestmark = pytest.mark.usefixtures("one_thread")``);
 - ``assert_gradients``: after a float64 backward pass, check that every trainable parameter got
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
+import socket
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,19 @@ def _assert_gradients(module: nn.Module, dead: Mapping[str, str] | None = None) 
 def assert_gradients() -> Callable[..., None]:
     """``assert_gradients(module, dead={pattern: why})``: see :func:`_assert_gradients`."""
     return _assert_gradients
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Block every socket connection and name lookup; returns the list of attempts."""
+    attempts: list[tuple] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: refuse(*a))
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, *a: refuse(*a))
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts

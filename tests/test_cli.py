@@ -421,3 +421,18 @@ def test_bad_input_raised_in_a_dataloader_worker_is_unwrapped():
     report = user_error_report(outer)
     assert "line:     7" in report and "field:    image" in report and "unreadable image" in report
     assert "Traceback" not in report.split("(the Python traceback")[0]
+
+
+@pytest.mark.slow
+def test_the_readme_jobs_never_touch_the_network(default_root, tmp_path, monkeypatch, no_network, fitted):
+    """`make demo`'s two experiments (fit, then test from the checkpoint) with every socket
+    blocked: nothing tries to connect (no hub, no download)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("default", "caption_image"):
+        main(["fit", f"--config={REPO / 'configs' / f'{name}.yaml'}", "--trainer.max_epochs=1",
+              "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+              *data_overrides(default_root)])
+        assert fitted[-1].trainer.state.finished
+        main(["test", f"--config={REPO / 'configs' / f'{name}.yaml'}", "--ckpt_path=best",
+              "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false", *data_overrides(default_root)])
+    assert no_network == []
