@@ -473,14 +473,36 @@ def _config_chain(value: str, seen: tuple[Path, ...]) -> list[str]:
     for base in bases:
         if not isinstance(base, str):
             raise ValueError(f"{value}: `config:` must name a file or a list of files, got {base!r}")
-        base_path = path.parent / base
-        if not base_path.is_file():
-            raise FileNotFoundError(f"{value}: `config: {base}`: no such file {base_path}")
+        base_path = _find_base(path, base)
         chain += _config_chain(str(base_path), (*seen, path.resolve()))
     rest = _without_top_level_key(text, "config")
     if yaml.safe_load(rest) is not None:  # a file holding nothing but `config:` adds nothing
         chain.append(rest)
     return chain
+
+
+#: The repository's configs/ folder (a checkout or an editable install), where a copied
+#: config's ``config: ../base/...`` is looked up when it is not beside the copy.
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _find_base(path: Path, base: str) -> Path:
+    """The file ``base`` names from the config at ``path``: relative to that config, else (a
+    config copied out of ``configs/``, e.g. ``configs/examples/x.yaml`` → ``my_task.yaml``)
+    the same relative name inside :data:`CONFIGS_DIR` (``../base/trainer.yaml`` →
+    ``configs/base/trainer.yaml``)."""
+    beside = path.parent / base
+    if beside.is_file():
+        return beside
+    parts = [p for p in Path(base).parts if p not in {"..", "."}]
+    in_repo = CONFIGS_DIR.joinpath(*parts) if parts and not Path(base).is_absolute() else None
+    if in_repo is not None and in_repo.is_file():
+        return in_repo
+    raise FileNotFoundError(
+        f"{path}: `config: {base}`: no such file {beside}"
+        + (f" (nor {in_repo})" if in_repo is not None else "")
+        + "; name the base by an absolute path, or keep the config inside mmctx's configs/ folder"
+    )
 
 
 def _without_top_level_key(text: str, key: str) -> str:

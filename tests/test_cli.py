@@ -436,3 +436,22 @@ def test_the_readme_jobs_never_touch_the_network(default_root, tmp_path, monkeyp
         main(["test", f"--config={REPO / 'configs' / f'{name}.yaml'}", "--ckpt_path=best",
               "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false", *data_overrides(default_root)])
     assert no_network == []
+
+
+def test_a_config_copied_out_of_configs_still_finds_its_base(tmp_path):
+    """`cp configs/examples/image_classification.yaml my_task.yaml` (the README's step 2): its
+    `config: ../base/classification.yaml` is found in the checkout's configs/ folder; a base
+    that exists nowhere is an error naming both places it looked."""
+    from mmctx.cli import CONFIGS_DIR, expand_config_bases
+
+    copy = tmp_path / "my_task.yaml"
+    copy.write_text((REPO / "configs" / "examples" / "image_classification.yaml").read_text())
+    args = expand_config_bases(["fit", "--config", str(copy)])
+    configs = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    # trainer.yaml (names no base: passed as a file), then classification.yaml's and the copy's
+    # own text without their `config:` lines
+    assert configs[0] == str(CONFIGS_DIR / "base" / "trainer.yaml") and len(configs) == 3
+    assert "mmctx.trainers.ClassificationTask" in configs[1] and "train_manifest" in configs[2]
+    (tmp_path / "lost.yaml").write_text("config: ../nowhere/base.yaml\ntrainer: {max_epochs: 1}\n")
+    with pytest.raises(FileNotFoundError, match=r"no such file .*nowhere/base.yaml \(nor .*configs/nowhere/base.yaml\)"):
+        expand_config_bases(["fit", "--config", str(tmp_path / "lost.yaml")])
