@@ -250,7 +250,7 @@ def _resolve_checkpoint(cfg: Namespace) -> None:
     root = Path(save_dir) / str(init.get("name") or "lightning_logs")
     found = sorted(root.glob(f"*/checkpoints/{which}.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"--ckpt_path {which}: no {which}.ckpt under {root}/*/checkpoints; run `mmctx fit` first")
+        raise UsageError(f"--ckpt_path {which}: no {which}.ckpt under {root}/*/checkpoints; run `mmctx fit` first")
     ckpt = found[-1]
     cfg.ckpt_path = str(ckpt)
     if which == "best":
@@ -467,12 +467,12 @@ def _config_chain(value: str, seen: tuple[Path, ...]) -> list[str]:
     if not isinstance(loaded, dict) or "config" not in loaded:
         return [value]
     if path.resolve() in seen:
-        raise ValueError(f"config: {value} names itself through {' -> '.join(map(str, seen))}")
+        raise UsageError(f"config: {value} names itself through {' -> '.join(map(str, seen))}")
     bases = loaded["config"] if isinstance(loaded["config"], list) else [loaded["config"]]
     chain: list[str] = []
     for base in bases:
         if not isinstance(base, str):
-            raise ValueError(f"{value}: `config:` must name a file or a list of files, got {base!r}")
+            raise UsageError(f"{value}: `config:` must name a file or a list of files, got {base!r}")
         base_path = _find_base(path, base)
         chain += _config_chain(str(base_path), (*seen, path.resolve()))
     rest = _without_top_level_key(text, "config")
@@ -498,7 +498,7 @@ def _find_base(path: Path, base: str) -> Path:
     in_repo = CONFIGS_DIR.joinpath(*parts) if parts and not Path(base).is_absolute() else None
     if in_repo is not None and in_repo.is_file():
         return in_repo
-    raise FileNotFoundError(
+    raise UsageError(
         f"{path}: `config: {base}`: no such file {beside}"
         + (f" (nor {in_repo})" if in_repo is not None else "")
         + "; name the base by an absolute path, or keep the config inside mmctx's configs/ folder"

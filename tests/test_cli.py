@@ -134,8 +134,9 @@ def test_a_config_builds_on_the_config_it_names(tmp_path, monkeypatch, capsys):
 
     # a loop of bases is an error that names it
     (tmp_path / "loop.yaml").write_text("config: loop.yaml\n")
-    with pytest.raises(ValueError, match="names itself"):
+    with pytest.raises(SystemExit) as exit_:
         main(["fit", "--config=loop.yaml", "--print_config"])
+    assert exit_.value.code == 2 and "names itself" in capsys.readouterr().err  # one block, no traceback
 
 
 def test_unknown_key_is_rejected_with_the_valid_choices(default_root, tmp_path, monkeypatch, capsys):
@@ -198,10 +199,11 @@ def test_fit_then_test_best_checkpoint_in_a_new_process_and_reload(default_root,
     assert len((tmp_path / "pred.jsonl").read_text().splitlines()) == 10
 
 
-def test_ckpt_best_without_a_fit_says_what_to_do(default_root, tmp_path, monkeypatch):
+def test_ckpt_best_without_a_fit_says_what_to_do(default_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="run `mmctx fit` first"):
+    with pytest.raises(SystemExit) as exit_:
         main(["test", f"--config={REPO / 'configs/default.yaml'}", "--ckpt_path=best", *data_overrides(default_root)])
+    assert exit_.value.code == 2 and "run `mmctx fit` first" in capsys.readouterr().err
 
 
 STRATEGIES = sorted((REPO / "configs" / "strategies").glob("*.yaml"))
@@ -453,5 +455,5 @@ def test_a_config_copied_out_of_configs_still_finds_its_base(tmp_path):
     assert configs[0] == str(CONFIGS_DIR / "base" / "trainer.yaml") and len(configs) == 3
     assert "mmctx.trainers.ClassificationTask" in configs[1] and "train_manifest" in configs[2]
     (tmp_path / "lost.yaml").write_text("config: ../nowhere/base.yaml\ntrainer: {max_epochs: 1}\n")
-    with pytest.raises(FileNotFoundError, match=r"no such file .*nowhere/base.yaml \(nor .*configs/nowhere/base.yaml\)"):
+    with pytest.raises(ValueError, match=r"no such file .*nowhere/base.yaml \(nor .*configs/nowhere/base.yaml\)"):
         expand_config_bases(["fit", "--config", str(tmp_path / "lost.yaml")])
