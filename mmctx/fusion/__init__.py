@@ -7,6 +7,7 @@ importing this package never imports Lightning::
 """
 
 from mmctx.fusion.base import Fusion
+from mmctx.fusion.causal_lm import CrossAttendingDecoderLayer, MultimodalCausalLM, find_decoder_layers
 from mmctx.fusion.concat import ConcatFusion
 from mmctx.fusion.cross_attention import CrossAttentionFusion, GatedCrossAttentionBlock
 from mmctx.fusion.gated import GatedFusion
@@ -20,4 +21,7 @@ __all__ = [
     "GatedFusion",
     "PerceiverResampler",
     "PerceiverBlock",
+    "MultimodalCausalLM",
+    "CrossAttendingDecoderLayer",
+    "find_decoder_layers",
 ]
