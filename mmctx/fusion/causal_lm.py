@@ -98,6 +98,7 @@ class CrossAttendingDecoderLayer(nn.Module):
         if ctx is None:
             return hidden
         x, mask = ctx
+        x, mask = x.to(hidden.device), mask.to(hidden.device)  # layers may sit on other devices (device_map)
         use_ckpt = getattr(self.layer, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled()
         if use_ckpt:
             return checkpoint(self.xattn, hidden, x, mask, use_reentrant=False)
@@ -215,10 +216,21 @@ class MultimodalCausalLM(nn.Module):
         self.context_proj = nn.Linear(context_dim, self.hidden_size)
         self._slot = _ContextSlot()
         ref = next(iter(lm.parameters()))
+        self.context_proj.to(device=ref.device, dtype=ref.dtype)
         for i in self.injected_layers:
             block = GatedCrossAttentionBlock(self.hidden_size, self.num_heads, mlp_ratio, dropout, gated=True)
-            layers[i] = CrossAttendingDecoderLayer(layers[i], block.to(device=ref.device, dtype=ref.dtype), self._slot)
-        self.context_proj.to(device=ref.device, dtype=ref.dtype)
+            here = next(iter(layers[i].parameters()), ref)  # each block beside its layer
+            layers[i] = CrossAttendingDecoderLayer(layers[i], block.to(device=here.device, dtype=here.dtype), self._slot)
+
+    def unwrap(self) -> nn.Module:
+        """Put the original decoder layers back and return the LM (its own state-dict keys
+        again, e.g. for ``save_pretrained``); this object is unusable afterwards."""
+        layers = self.lm.get_submodule(self.layers_path)
+        for i in self.injected_layers:
+            if isinstance(layers[i], CrossAttendingDecoderLayer):
+                layers[i] = layers[i].layer
+        self.set_context(None)
+        return self.lm
 
     # -- the context ---------------------------------------------------------------------
 

@@ -234,3 +234,19 @@ def test_context_batch_must_divide_the_lm_batch():
     with pytest.raises(ValueError, match="context_dim"):
         model(_ids(), ExtendedContext(torch.zeros(2, 3, 5), torch.ones(2, 3, dtype=torch.bool),
                                       torch.zeros(2, 3, dtype=torch.long)))
+
+
+def test_deepcopy_keeps_one_shared_context_and_unwrap_restores_the_lm():
+    lm = _base_lm("gpt2")
+    keys = set(lm.state_dict())
+    model = MultimodalCausalLM(lm, CTX_DIM, every=2)
+    _nudge_gates(model)
+    twin = copy.deepcopy(model)
+    ids, ctx = _ids(), _context()
+    with torch.no_grad():
+        assert torch.equal(twin(ids, ctx).logits, model(ids, ctx).logits)
+        with twin.attend(ctx):  # the copy's wrappers read the copy's context, not the original's
+            assert model._slot.x is None
+    restored = model.unwrap()
+    assert set(restored.state_dict()) == keys
+    assert not any(isinstance(m, CrossAttendingDecoderLayer) for m in restored.modules())
