@@ -8,7 +8,6 @@ importing this package never imports Lightning::
 
 from mmctx.fusion.base import Fusion
 from mmctx.fusion.causal_lm import CrossAttendingDecoderLayer, MultimodalCausalLM, find_decoder_layers
-from mmctx.fusion.causal_lm_decoder import CausalLMDecoder
 from mmctx.fusion.concat import ConcatFusion
 from mmctx.fusion.cross_attention import CrossAttentionFusion, GatedCrossAttentionBlock
 from mmctx.fusion.gated import GatedFusion
@@ -25,5 +24,4 @@ __all__ = [
     "MultimodalCausalLM",
     "CrossAttendingDecoderLayer",
     "find_decoder_layers",
-    "CausalLMDecoder",
 ]

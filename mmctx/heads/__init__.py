@@ -1,5 +1,6 @@
 """Heads consume an extended context and return logits or samples (never a loss)."""
 
+from mmctx.heads.causal_lm import CausalLMDecoder
 from mmctx.heads.classifier import ClassifierHead
 from mmctx.heads.decoder import DecoderCache, TextDecoder
 from mmctx.heads.gan import ConditionalGenerator, LogMelCodec, ProjectionDiscriminator, SpectrogramGenerator
@@ -7,6 +8,7 @@ from mmctx.heads.gan import ConditionalGenerator, LogMelCodec, ProjectionDiscrim
 __all__ = [
     "ClassifierHead",
     "TextDecoder",
+    "CausalLMDecoder",
     "DecoderCache",
     "ConditionalGenerator",
     "SpectrogramGenerator",

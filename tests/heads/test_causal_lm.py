@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmctx.fusion import CausalLMDecoder
+from mmctx.heads import CausalLMDecoder
 from mmctx.types import ExtendedContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
