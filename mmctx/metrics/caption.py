@@ -47,6 +47,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from itertools import repeat
+from operator import mul, sub
+
+try:  # the C loop behind Counter.update, into a plain dict (no Counter.__init__ per caption)
+    from collections import _count_elements  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - other Python implementations
+
+    def _count_elements(mapping: dict, iterable) -> None:  # type: ignore[no-redef]
+        for item in iterable:
+            mapping[item] = mapping.get(item, 0) + 1
 
 __all__ = [
     "caption_tokens",
@@ -110,17 +120,19 @@ class _Counted:
     def __init__(self, candidates: Sequence[str], references: Sequence[Sequence[str]], max_n: int) -> None:
         _check(candidates, references)
         self.max_n = max_n
-        cache: dict[str, tuple[list[str], list[Counter]]] = {}  # identical captions are counted once
+        cache: dict[str, tuple[list[str], list[dict]]] = {}  # identical captions are counted once
         self.cand = [self._count(c, cache) for c in candidates]
         self.refs = [[self._count(r, cache) for r in rs] for rs in references]
 
-    def _count(self, text: str, cache: dict) -> tuple[list[str], list[Counter]]:
+    def _count(self, text: str, cache: dict) -> tuple[list[str], list[dict]]:
         hit = cache.get(text)
         if hit is None:
             words = caption_tokens(text)
-            counts = [Counter(words)]
-            for n in range(2, self.max_n + 1):
-                counts.append(Counter(zip(*[words[i:] for i in range(n)])))
+            counts: list[dict] = []
+            for n in range(1, self.max_n + 1):
+                by_n: dict = {}
+                _count_elements(by_n, words if n == 1 else zip(*[words[i:] for i in range(n)]))
+                counts.append(by_n)
             hit = cache[text] = (words, counts)
         return hit
 
@@ -151,7 +163,7 @@ def _bleu(counted: _Counted, max_n: int) -> dict[str, float]:
                 continue
             if len(refs) == 1:
                 ref_k = refs[0][1][k]
-                correct[k] += sum(min(c, ref_k[g]) for g, c in cand_k.items() if g in ref_k)
+                correct[k] += sum(min(c, ref_k[g]) for g in cand_k.keys() & ref_k.keys() for c in (cand_k[g],))
             else:
                 ref_ks = [r[1][k] for r in refs]
                 for g, c in cand_k.items():
@@ -244,17 +256,19 @@ def rouge_l(candidates: Sequence[str], references: Sequence[Sequence[str]], beta
 # ----------------------------------------------------------------------------- CIDEr-D
 
 
-def _tfidf(counts: list[Counter], idf: dict, idf_unseen: float, max_n: int) -> tuple[list[dict], list[float]]:
-    """TF-IDF vectors (term count × ``log(N) - log(max(1, df))``) and their L2 norms."""
-    vecs, norms = [], []
+def _norms(counts: list[dict], idf2: dict, idf2_unseen: float, max_n: int) -> list[float]:
+    """L2 norms of the TF-IDF vectors (term count × idf) of each n-gram order."""
+    out = []
     for k in range(max_n):
-        vec = {g: tf * idf.get(g, idf_unseen) for g, tf in counts[k].items()}
-        vecs.append(vec)
-        norms.append(math.sqrt(sum(v * v for v in vec.values())))
-    return vecs, norms
+        tfs = counts[k].values()
+        weights = map(idf2.get, counts[k], repeat(idf2_unseen))
+        out.append(math.sqrt(sum(map(mul, map(mul, tfs, tfs), weights))))
+    return out
 
 
 def _cider_d(counted: _Counted, max_n: int, sigma: float) -> tuple[float, list[float]]:
+    # TF-IDF weights are never built as vectors: with g = tf * idf and idf >= 0,
+    # min(g_c, g_r) * g_r = min(tf_c, tf_r) * tf_r * idf^2, summed over the shared n-grams.
     if not counted.cand:
         return 0.0, []
     df: Counter = Counter()
@@ -265,30 +279,30 @@ def _cider_d(counted: _Counted, max_n: int, sigma: float) -> tuple[float, list[f
                 seen.update(counts[k])
         df.update(seen)  # once per sample
     log_num_docs = math.log(float(len(counted.cand)))
-    idf = {g: log_num_docs - math.log(d) for g, d in df.items()}  # d >= 1
+    idf = map(sub, repeat(log_num_docs), map(math.log, df.values()))  # log(N) - log(df), df >= 1
+    idf2 = dict(zip(df.keys(), map(pow, idf, repeat(2))))
+    idf2_unseen = log_num_docs**2  # df = 0 counts as 1
     two_sigma2 = 2 * sigma**2
-    ref_vectors: dict[int, tuple[list[dict], list[float]]] = {}  # by id of the counts: shared captions once
+    ref_norms: dict[int, list[float]] = {}  # by id of the counts: a caption shared by samples once
     scores = []
     for (words, counts), refs in zip(counted.cand, counted.refs):
-        vec_c, norm_c = _tfidf(counts, idf, log_num_docs, max_n)
+        norm_c = _norms(counts, idf2, idf2_unseen, max_n)
         total = 0.0
         for r_words, r_counts in refs:
-            key = id(r_counts)
-            if key not in ref_vectors:
-                ref_vectors[key] = _tfidf(r_counts, idf, log_num_docs, max_n)
-            vec_r, norm_r = ref_vectors[key]
-            penalty = math.exp(-((len(words) - len(r_words)) ** 2) / two_sigma2)
+            norm_r = ref_norms.get(id(r_counts))
+            if norm_r is None:
+                norm_r = ref_norms[id(r_counts)] = _norms(r_counts, idf2, idf2_unseen, max_n)
             per_n = 0.0
             for k in range(max_n):
                 if norm_c[k] == 0 or norm_r[k] == 0:
                     continue
-                rk = vec_r[k]
+                ck, rk = counts[k], r_counts[k]
                 dot = 0.0
-                for g, w in vec_c[k].items():
-                    wr = rk.get(g)
-                    if wr is not None:
-                        dot += (w if w < wr else wr) * wr
+                for g in ck.keys() & rk.keys():  # shared n-grams only
+                    tc, tr = ck[g], rk[g]
+                    dot += (tc if tc < tr else tr) * tr * idf2[g]
                 per_n += dot / (norm_c[k] * norm_r[k])
+            penalty = math.exp(-((len(words) - len(r_words)) ** 2) / two_sigma2)
             total += per_n * penalty / max_n
         scores.append(10.0 * total / len(refs))
     return sum(scores) / len(scores), scores
