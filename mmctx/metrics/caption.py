@@ -161,15 +161,15 @@ def _bleu(counted: _Counted, max_n: int) -> dict[str, float]:
             cand_k = counts[k]
             if not cand_k:
                 continue
-            if len(refs) == 1:
-                ref_k = refs[0][1][k]
-                correct[k] += sum(min(c, ref_k[g]) for g in cand_k.keys() & ref_k.keys() for c in (cand_k[g],))
-            else:
-                ref_ks = [r[1][k] for r in refs]
-                for g, c in cand_k.items():
-                    best = max(r.get(g, 0) for r in ref_ks)
-                    if best:
-                        correct[k] += min(c, best)
+            best: dict = {}  # highest count in one reference, of the candidate's n-grams
+            for _, r_counts in refs:
+                ref_k = r_counts[k]
+                for g in cand_k.keys() & ref_k.keys():
+                    if ref_k[g] > best.get(g, 0):
+                        best[g] = ref_k[g]
+            for g, b in best.items():
+                c = cand_k[g]
+                correct[k] += c if c < b else b
     out = {}
     product = 1.0
     ratio = (test_len + _TINY) / (ref_len + _SMALL)
