@@ -21,7 +21,7 @@ bleu1..bleu4   corpus BLEU-n (Papineni et al. 2002): geometric mean of the clipp
 rougeL         ROUGE-L (Lin 2004): the best longest-common-subsequence precision P and
                recall R over a sample's references, ``(1 + b^2) P R / (R + b^2 P)``,
                averaged over samples; b = 1.2 as coco-caption (pycocoevalcap ``Rouge``),
-               ``rouge_beta`` to change it. (Before 0.3: b = 1 and the reference with the
+               ``rouge_beta`` to change it. (Earlier versions: b = 1 and the reference with the
                best F1, torchmetrics' ``rouge_score(accumulate="best")``.)
 cider          CIDEr-D (Vedantam et al. 2015), as in the coco-caption toolkit: 1..4-gram
                TF-IDF vectors, document frequencies counted over **the references of the
@@ -244,8 +244,8 @@ def rouge_l(candidates: Sequence[str], references: Sequence[Sequence[str]], beta
 
     For each sample, ``P`` and ``R`` are the best longest-common-subsequence precision and
     recall over its references (each maximised on its own) and the score is
-    ``(1 + beta^2) P R / (R + beta^2 P)``. ``beta = 1.2`` is coco-caption's (and the default
-    since 0.3); ``beta = 1`` gives the plain F1 of P and R.
+    ``(1 + beta^2) P R / (R + beta^2 P)``. ``beta = 1.2`` (the default) is coco-caption's;
+    ``beta = 1`` gives the plain F1 of P and R.
 
     Returns:
         the mean score, in [0, 1].
@@ -378,9 +378,10 @@ def caption_metrics(
     out = _bleu(counted, 4)
     out["rougeL"] = _rouge_l(counted, rouge_beta)
     out["cider"] = _cider_d(counted, 4, 6.0)[0]
-    num = len(counted.cand)
+    num = max(1, len(counted.cand))  # an empty split scores 0
     cand_words = [words for words, _ in counted.cand]
-    out["exact_match"] = sum(any(c == r for r, _ in refs) for c, refs in zip(cand_words, counted.refs)) / num if num else 0.0
-    out["distinct"] = len({tuple(c) for c in cand_words}) / num if num else 0.0
-    out["ref_distinct"] = len({tuple(refs[0][0]) for refs in counted.refs}) / num if num else 0.0
+    matches = sum(any(c == r for r, _ in refs) for c, refs in zip(cand_words, counted.refs))
+    out["exact_match"] = matches / num
+    out["distinct"] = len({tuple(c) for c in cand_words}) / num
+    out["ref_distinct"] = len({tuple(refs[0][0]) for refs in counted.refs}) / num
     return out
