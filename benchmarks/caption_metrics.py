@@ -9,7 +9,7 @@ sides run interleaved in one process (one warm-up each, then the median of ``--r
 time is the steadier of the two). The values are compared first: BLEU-1..4 and CIDEr-D must agree to 1e-6 and
 ROUGE-L (with coco's beta = 1.2) too.
 
-    pip install --no-deps pycocoevalcap        # dev extra; only bleu/, rouge/, cider/ are used
+    pip install --no-deps pycocoevalcap        # only its bleu/, rouge/, cider/ scorers are used
     python benchmarks/caption_metrics.py       # 1,000 samples, 7 repeats
 """
 
