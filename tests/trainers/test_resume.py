@@ -94,9 +94,10 @@ def assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> 
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
 
 
-def test_fit_ckpt_path_last_without_a_run_says_what_to_do(default_root, tmp_path, monkeypatch):
+def test_fit_ckpt_path_last_without_a_run_says_what_to_do(default_root, tmp_path, monkeypatch, capsys):
     from mmctx.cli import main
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no last.ckpt under runs/default"):
+    with pytest.raises(SystemExit) as exit_:  # a usage error: one block, exit 2, no traceback
         main(["fit", f"--config={REPO / 'configs/default.yaml'}", f"--data.root={default_root}", "--ckpt_path=last"])
+    assert exit_.value.code == 2 and "no last.ckpt under runs/default" in capsys.readouterr().err
