@@ -141,14 +141,15 @@ class Predictor:
                 texts: Sequence[str] | None = None, batch_size: int = 32, max_new_tokens: int | None = None,
                 strategy: str | None = None, num_beams: int | None = None, length_penalty: float | None = None,
                 no_repeat_ngram_size: int | None = None, repetition_penalty: float | None = None,
-                **sampling: Any) -> list[str]:
+                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> list[str]:
         """A caption (or transcript) per sample. Generation settings default to the task's
-        (:attr:`generation`); ``strategy="sample"`` also takes ``temperature``, ``top_k``,
-        ``top_p`` and ``generator``."""
+        (:attr:`generation`); ``temperature``, ``top_k``, ``top_p`` and ``generator`` apply
+        with ``strategy="sample"``."""
         ids = self.generate_ids(images, audio, texts, batch_size, max_new_tokens=max_new_tokens, strategy=strategy,
                                 num_beams=num_beams, length_penalty=length_penalty,
                                 no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty,
-                                **sampling)
+                                temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
         tokenizer = self.encoder.tokenizer
         if tokenizer is None:
             raise RuntimeError("caption(): the checkpoint has no tokenizer to decode with")
