@@ -2,7 +2,8 @@
 
 - generic loading: JSONL manifests (:mod:`~mmctx.data.manifest`), COCO-style caption
   files (:mod:`~mmctx.data.coco`), media decoding (:mod:`~mmctx.data.media`), collation,
-  tokenization, augmentation, samplers and loaders;
+  tokenization, augmentation, samplers and loaders, and sharded streaming data
+  (:mod:`~mmctx.data.shards`);
 - :mod:`mmctx.data.builtin`: the generated data sets (pictogram scenes, long-range task),
   the asset pack and the cache protocol; they build on the generic code, never the reverse;
 - :mod:`~mmctx.data.datamodules`: every Lightning data module (the only Lightning import).
@@ -48,6 +49,13 @@ _EXPORTS: dict[str, str] = {
     "DefaultDataModule": "datamodules",
     "LongRangeDataModule": "datamodules",
     "MultimodalDataModule": "datamodules",
+    "StreamingDataModule": "datamodules",
+    "DefaultStreamingDataModule": "datamodules",
+    # sharded streaming data
+    "ShardBatchSampler": "shards",
+    "ShardDataset": "shards",
+    "write_shards": "shards",
+    "ensure_default_shards": "builtin.shards",
     # built-in generated data sets
     "AssetPack": "builtin.asset_pack",
     "ObjectInfo": "builtin.asset_pack",

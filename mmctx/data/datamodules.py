@@ -4,6 +4,9 @@ Lightning).
 - over the user's data: :class:`MultimodalDataModule` (JSONL manifests, see
   :mod:`mmctx.data.manifest`) and :class:`CocoCaptionDataModule` (COCO-style caption files,
   see :mod:`mmctx.data.coco`);
+- over shards (litdata chunks, local or in an object store, see :mod:`mmctx.data.shards`):
+  :class:`StreamingDataModule`, and :class:`DefaultStreamingDataModule` (the default data
+  converted to shards on first use);
 - over the built-in generated data sets (:mod:`mmctx.data.builtin`), generated on first use:
   :class:`DefaultDataModule` (the pictogram scenes) and :class:`LongRangeDataModule` (the
   long-range retrieval task).
@@ -68,6 +71,8 @@ __all__ = [
     "LongRangeDataModule",
     "MultimodalDataModule",
     "SplitLoadersMixin",
+    "StreamingDataModule",
+    "DefaultStreamingDataModule",
     "TokenizerChoiceMixin",
     "TokenizerSizesMixin",
 ]
@@ -120,7 +125,7 @@ class SplitLoadersMixin:
         loader_class = EpochDataLoader if augmented else DataLoader  # it advances the augmentation's epoch
         # training: the order is a function of (seed, epoch) and the global batches do not
         # depend on the number of DDP processes (see GlobalBatchSampler)
-        sampler = GlobalBatchSampler(len(dataset), self.batch_size, seed=self.seed) if split == "train" else None
+        sampler = self._train_sampler(dataset) if split == "train" else None
         return loader_class(
             dataset,
             batch_size=self.batch_size,
@@ -130,6 +135,10 @@ class SplitLoadersMixin:
             pin_memory=torch.cuda.is_available(),
             collate_fn=self._collate(),
         )
+
+    def _train_sampler(self, dataset: Dataset) -> GlobalBatchSampler:
+        """The training order (seeded; see :class:`~mmctx.data.samplers.GlobalBatchSampler`)."""
+        return GlobalBatchSampler(len(dataset), self.batch_size, seed=self.seed)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (seeded)."""
@@ -1085,3 +1094,309 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
     def _default_tokenizer(self) -> TextTokenizer:
         """The task's own vocabulary (fixed, so vocab_size is known without the data)."""
         return long_range_tokenizer()
+
+
+class StreamingDataModule(
+    InferenceStateMixin, TokenizerChoiceMixin, TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule
+):
+    """Train/val/test/predict data from shard folders written by
+    :func:`~mmctx.data.shards.write_shards` (``python -m mmctx.data.shards convert``), local
+    or streamed from an object store (``s3://bucket/prefix`` and the other URLs litdata reads).
+
+    Batches are :class:`~mmctx.types.MultimodalBatch`, the same as
+    :class:`MultimodalDataModule` gives for the manifest the shards were made from: every
+    sample is decoded, checked and preprocessed by the manifest path's own loader (see
+    :class:`~mmctx.data.shards.ShardDataset`), and collated by the same collate. The bad-input
+    policy (``on_error``, ``max_bad_fraction``) was applied when the shards were written; a file
+    that still fails to decode raises :class:`~mmctx.data.manifest.ManifestError` naming the
+    manifest line.
+
+    Training order: :class:`~mmctx.data.shards.ShardBatchSampler`, a function of
+    ``(seed, epoch)`` only that goes shard by shard (``shuffle_window`` chunks mixed at a time).
+    Under DDP every rank takes its block of the same global batches, and every rank gets the
+    same number of batches whatever the shard sizes (the order is padded with at most
+    ``world_size - 1`` repeated samples when the sample count is not a multiple of it). A run
+    resumed with ``mmctx fit --ckpt_path ...`` from a mid-epoch checkpoint skips exactly the
+    batches trained before it (the tasks call ``skip_batches`` on the sampler), so it neither
+    repeats nor skips samples. :meth:`state_dict` (stored in every checkpoint by Lightning)
+    records the training shards' layout, seed and batch size; resuming on other shards or
+    with another seed or batch size is refused, since the position in the epoch would no
+    longer mean the same samples.
+
+    Args:
+        train_dir: shard folder (or URL) of the training split.
+        val_dir: shard folder of the validation split (optional).
+        test_dir: shard folder of the test split (optional).
+        predict_dir: shard folder for ``predict`` (optional; default: the test split).
+        modalities: which of the converted modalities to load.
+        tokenizer: the tokenizer of the text, as for :class:`MultimodalDataModule` (needed
+            when "text" is loaded or ``captions``).
+        classes: class names, index = class id; None: the classes recorded in the
+            training shards (the first split given, without training shards).
+        labels: load the labels (``targets["label"]``) when the shards have them.
+        captions: load the captions (``targets["caption"]``); the shards must have them.
+        batch_size: samples per batch (per process).
+        num_workers: DataLoader worker processes (persistent when > 0).
+        image_size, preprocessing, sample_rate, max_audio_seconds, max_text_len,
+            min_image_size, max_image_pixels: the preprocessing, as for
+            :class:`MultimodalDataModule`.
+        seed: seed of the training shuffle.
+        shuffle_window: chunks whose samples are shuffled together (more mixes better,
+            fewer reads fewer chunks at once).
+        cache_dir: where remote chunks are cached (None: litdata's default).
+        storage_options: object-store client options, e.g. ``{"endpoint_url": "http://..."}``
+            for an S3-compatible server (litdata's ``storage_options``).
+    """
+
+    _save_base_hparams: bool = True
+    _inference_args = (
+        "modalities", "image_size", "preprocessing", "sample_rate", "max_audio_seconds", "max_text_len",
+        "min_image_size", "max_image_pixels",
+    )
+
+    def __init__(
+        self,
+        train_dir: str | None = None,
+        val_dir: str | None = None,
+        test_dir: str | None = None,
+        predict_dir: str | None = None,
+        modalities: list[str] = ["image", "audio"],  # noqa: B006 - never mutated; shown by the CLI
+        tokenizer: str | None = None,
+        classes: list[str] | None = None,
+        labels: bool = True,
+        captions: bool = False,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        image_size: int = 64,
+        preprocessing: dict[str, Any] | None = None,
+        sample_rate: int = 16000,
+        max_audio_seconds: float = 10.0,
+        max_text_len: int = 64,
+        min_image_size: int = 8,
+        max_image_pixels: int = 50_000_000,
+        seed: int = 0,
+        shuffle_window: int = 4,
+        cache_dir: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if self._save_base_hparams:
+            self.save_hyperparameters()
+        if batch_size < 1 or num_workers < 0 or shuffle_window < 1:
+            raise ValueError(
+                f"batch_size and shuffle_window must be >= 1 and num_workers >= 0, got {batch_size}, "
+                f"{shuffle_window}, {num_workers}"
+            )
+        self.dirs: dict[str, str | None] = {
+            "train": train_dir, "val": val_dir, "test": test_dir, "predict": predict_dir or test_dir,
+        }
+        self.modalities = list(modalities)
+        self.labels = labels
+        self.captions = captions
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.preprocessing = normalize_preprocessing(preprocessing)
+        self.sample_rate = sample_rate
+        self.max_audio_seconds = max_audio_seconds
+        self.max_text_len = max_text_len
+        self.min_image_size = min_image_size
+        self.max_image_pixels = max_image_pixels
+        self.seed = seed
+        self.shuffle_window = shuffle_window
+        self.cache_dir = cache_dir
+        self.storage_options = storage_options
+        self.tokenizer: TextTokenizer | None = self._choose_tokenizer(
+            tokenizer, None, list, self._default_tokenizer(), needed="text" in self.modalities or captions
+        )
+        self._classes = list(classes) if classes is not None else None
+        self.datasets: dict[str, Any] = {}
+        self._resume_state: dict[str, Any] | None = None
+
+    def _default_tokenizer(self) -> TextTokenizer | None:
+        return None
+
+    # ------------------------------------------------------------------ sizes for the model
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, index = class id (the training shards' when not given)."""
+        if self._classes is None:
+            split = next((s for s in _STAGES if self.dirs[s] is not None), None)
+            if split is None:
+                raise ValueError("StreamingDataModule: no shard folder given: cannot find the classes; pass classes=[...]")
+            self._classes = list(self._dataset(split).info["classes"] or []) if self.labels else []
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (K)."""
+        return len(self.classes)
+
+    def _inference_classes(self) -> list[str] | None:
+        return list(self.classes) if self.labels else None
+
+    # ------------------------------------------------------------------ data sets
+
+    def _dataset(self, split: str) -> Any:
+        from mmctx.data.shards import ShardDataset
+
+        if split not in self.datasets:
+            input_dir = self.dirs[split]
+            if input_dir is None:
+                raise ValueError(f"StreamingDataModule: {split}_dir is not set: cannot build the {split} data")
+            self.datasets[split] = ShardDataset(
+                input_dir,
+                self.modalities,
+                tokenizer=self.tokenizer,
+                classes=self._classes,
+                labels=self.labels,
+                captions=self.captions,
+                image_size=self.image_size,
+                preprocessing=self.preprocessing,
+                sample_rate=self.sample_rate,
+                max_audio_seconds=self.max_audio_seconds,
+                max_text_len=self.max_text_len,
+                min_image_size=self.min_image_size,
+                max_image_pixels=self.max_image_pixels,
+                cache_dir=self.cache_dir,
+                storage_options=self.storage_options,
+            )
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the shard folders the stage needs (reads their ``index.json``)."""
+        if stage is None:
+            splits = [s for s in _STAGES if self.dirs[s] is not None]
+        elif stage in _STAGE_SPLIT:
+            splits = [_STAGE_SPLIT[stage]] + (["val"] if stage == "fit" and self.dirs["val"] else [])
+        else:
+            raise ValueError(f"unknown stage {stage!r} (expected one of {list(_STAGE_SPLIT)})")
+        for split in splits:
+            self._dataset(split)
+
+    def _train_sampler(self, dataset: Dataset) -> GlobalBatchSampler:
+        from mmctx.data.shards import ShardBatchSampler
+
+        self._check_resume(dataset)
+        return ShardBatchSampler(dataset.chunk_sizes, self.batch_size, seed=self.seed, shuffle_window=self.shuffle_window)
+
+    def _collate(self) -> MultimodalCollate:
+        return MultimodalCollate(self.pad_id if self.pad_id is not None else 0)
+
+    def _has_split(self, split: str) -> bool:
+        return self.dirs[split] is not None
+
+    # ------------------------------------------------------------------ resuming
+
+    def _order_state(self, dataset: Any) -> dict[str, Any]:
+        return {
+            "chunk_sizes": list(dataset.chunk_sizes),
+            "seed": self.seed,
+            "shuffle_window": self.shuffle_window,
+            "batch_size": self.batch_size,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """What decides the training order (the training shards' chunk sizes, seed,
+        shuffle window, batch size), saved in every checkpoint; empty before training."""
+        dataset = self.datasets.get("train")
+        return {"train_order": self._order_state(dataset)} if dataset is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep a checkpoint's training-order state, checked when the training loader is made."""
+        self._resume_state = state_dict.get("train_order")
+
+    def _check_resume(self, dataset: Any) -> None:
+        if self._resume_state is None:
+            return
+        now = self._order_state(dataset)
+        changed = [k for k in now if self._resume_state.get(k) != now[k]]
+        if changed:
+            raise ValueError(
+                f"StreamingDataModule: the checkpoint was trained with other {changed} "
+                f"({ {k: self._resume_state.get(k) for k in changed} } now { {k: now[k] for k in changed} }): "
+                "resuming would repeat or skip samples. Resume with the same shards, seed, shuffle_window and "
+                "batch_size, or start a new run from the weights (--model.init_args.weights / a fresh fit)"
+            )
+
+
+class DefaultStreamingDataModule(GeneratedDataMixin, StreamingDataModule):
+    """The embedded default data set as shards (``configs/streaming.yaml``): generated and
+    converted on first use (:func:`~mmctx.data.builtin.shards.ensure_default_shards`, in
+    ``prepare_data`` and before the first data set is built), then read as
+    :class:`StreamingDataModule` reads any shards.
+
+    Args:
+        root: the default data's folder; None:
+            :func:`~mmctx.data.builtin.scenes.default_data_root`.
+        shards_root: where the shards go; None: ``<root>-shards``.
+        num_train, num_val, num_test, data_seed: generation parameters, as for
+            :class:`DefaultDataModule`.
+        modalities, tokenizer, labels, captions, batch_size, num_workers, image_size,
+            sample_rate, max_audio_seconds, max_text_len, seed, shuffle_window: as for
+            :class:`StreamingDataModule` (``image_size`` and ``sample_rate`` are also the
+            generated data's); tokenizer None: the asset pack's vocabulary.
+    """
+
+    _save_base_hparams = False
+
+    def __init__(
+        self,
+        root: str | None = None,
+        shards_root: str | None = None,
+        num_train: int = 3000,
+        num_val: int = 500,
+        num_test: int = 500,
+        data_seed: int = 0,
+        modalities: list[str] = ["image", "audio"],  # noqa: B006 - never mutated
+        tokenizer: str | None = None,
+        labels: bool = True,
+        captions: bool = False,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        image_size: int = 64,
+        sample_rate: int = 16000,
+        max_audio_seconds: float = 10.0,
+        max_text_len: int = 64,
+        seed: int = 0,
+        shuffle_window: int = 4,
+    ) -> None:
+        from mmctx.data.builtin.shards import default_shards_root
+
+        self.root = Path(root).expanduser() if root else default_data_root()
+        self.shards_root = Path(shards_root).expanduser() if shards_root else default_shards_root(self.root)
+        dirs = {
+            f"{split}_dir": str(self.shards_root / split) if count > 0 else None
+            for split, count in (("train", num_train), ("val", num_val), ("test", num_test))
+        }
+        super().__init__(
+            **dirs,
+            modalities=modalities,
+            tokenizer=tokenizer,
+            classes=list(DEFAULT_CLASSES) if labels else [],
+            labels=labels,
+            captions=captions,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            image_size=image_size,
+            sample_rate=sample_rate,
+            max_audio_seconds=max_audio_seconds,
+            max_text_len=max_text_len,
+            seed=seed,
+            shuffle_window=shuffle_window,
+        )
+        self.generation = dict(
+            num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size,
+            sample_rate=sample_rate, seed=data_seed,
+        )
+        self.save_hyperparameters()
+
+    def _generate(self) -> None:
+        from mmctx.data.builtin.shards import ensure_default_shards
+
+        ensure_default_shards(self.root, self.shards_root, **self.generation)
+
+    def _default_tokenizer(self) -> TextTokenizer:
+        """The asset pack's word-level tokenizer: the data is written in its vocabulary."""
+        return resolve_tokenizer(str(default_tokenizer_path()))

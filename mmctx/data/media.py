@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import struct
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import soundfile as sf
@@ -76,7 +77,7 @@ def composite_on_white(image: Image.Image) -> Image.Image:
 
 
 def read_image(
-    path: str | Path,
+    path: str | Path | IO[bytes],
     min_image_size: int = 1,
     max_image_pixels: int | None = None,
     draft_size: int | None = None,
@@ -85,7 +86,7 @@ def read_image(
     before them).
 
     Args:
-        path: the image file.
+        path: the image file, or an open binary file (e.g. the bytes of a shard's sample).
         min_image_size: smallest allowed side, in pixels.
         max_image_pixels: largest allowed width x height (None: PIL's own limit only).
         draft_size: a JPEG is decoded at 1/2..1/8 scale if that still covers
@@ -146,15 +147,17 @@ def image_transform(image_size: int) -> Any:
 # ----------------------------------------------------------------------------- audio
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """The samples of the audio file at ``path`` as (S, C) float32 and their rate, after the
-    content checks.
+def read_audio(path: str | Path | IO[bytes]) -> tuple[np.ndarray, int]:
+    """The samples of the audio file at ``path`` (or of an open binary file, e.g. the bytes of
+    a shard's sample) as (S, C) float32 and their rate, after the content checks.
 
     Raises:
         MediaError: "unreadable audio", "truncated audio" (a WAV whose data chunk declares
             more bytes than the file holds: libsndfile reads what is there without
             complaint), "no audio samples" or "non-finite audio" (NaN/Inf samples).
     """
+    if hasattr(path, "seek"):
+        path.seek(0)
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)  # (S, C)
     except Exception as error:  # soundfile raises LibsndfileError/RuntimeError/TypeError
@@ -189,15 +192,18 @@ def resample(wave: Tensor, rate: int, new_rate: int) -> Tensor:
     return AF.resample(wave, rate, new_rate)
 
 
-def wav_truncation(path: str | Path) -> str | None:
-    """For a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds,
-    a description of the cut; else ``None`` (also for other formats, which their decoders
-    check). Sizes 0 and 0xFFFFFFFF mean "unknown" (streamed WAVs) and are accepted."""
-    with open(path, "rb") as handle:
+def wav_truncation(path: str | Path | IO[bytes]) -> str | None:
+    """For a RIFF/WAVE file (a path or an open binary file) whose ``data`` chunk declares more
+    bytes than the file holds, a description of the cut; else ``None`` (also for other
+    formats, which their decoders check). Sizes 0 and 0xFFFFFFFF mean "unknown" (streamed
+    WAVs) and are accepted."""
+    opened = hasattr(path, "read")
+    with nullcontext(path) if opened else open(path, "rb") as handle:  # type: ignore[arg-type]
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(0)
         head = handle.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
-        size = os.fstat(handle.fileno()).st_size
         position = 12
         while position + 8 <= size:
             handle.seek(position)

@@ -92,13 +92,20 @@ class GlobalBatchSampler(DistributedSampler):
         self.epoch = epoch
         self._driven = True
 
+    def epoch_order(self) -> list[int]:
+        """The order of the current epoch's ``n`` indices, before padding (a subclass may
+        change how they are shuffled, e.g. shard by shard)."""
+        if self.shuffle:
+            return torch.randperm(self.n, generator=self.epoch_generator()).tolist()
+        return list(range(self.n))
+
+    def epoch_generator(self) -> torch.Generator:
+        """A generator seeded with (seed, epoch) only."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
     def global_order(self) -> list[int]:
         """The padded order of the current epoch, over all processes (length ``total_size``)."""
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=generator).tolist()
-        else:
-            order = list(range(self.n))
+        order = self.epoch_order()
         pad = self.total_size - self.n
         return order + (order * (pad // self.n + 1))[:pad]
 
