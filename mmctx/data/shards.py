@@ -171,6 +171,7 @@ def write_shards(
         "classes": list(dataset.classes) if dataset.has_labels else None,
         "fields": {"image": image_field, "audio": audio_field, "text": text_field, "label": label_field,
                    "caption": caption_field},
+        "patterns": _modality_patterns(dataset.rows),
         "total_rows": dataset.total_rows,
         "skipped": {kind: len(messages) for kind, messages in dataset.skipped.items()},
     }
@@ -179,6 +180,17 @@ def write_shards(
     index[_INFO_KEY] = info
     index_file.write_text(json.dumps(index))
     return info
+
+
+def _modality_patterns(rows: Sequence[_Row]) -> dict[str, dict[str, int]]:
+    """Which modalities the rows have: ``"image+text"`` → count and first line, so a reader
+    finds rows with none of the modalities it asks for without reading them."""
+    patterns: dict[str, dict[str, int]] = {}
+    for row in rows:
+        present = [m for m, value in (("image", row.image), ("audio", row.audio), ("text", row.text)) if value is not None]
+        entry = patterns.setdefault("+".join(present), {"count": 0, "line": row.line})
+        entry["count"] += 1
+    return patterns
 
 
 def _item(row: _Row, dataset: ManifestDataset) -> dict[str, Any]:
@@ -251,6 +263,8 @@ class ShardDataset(Dataset):
     Raises:
         ValueError: a folder without mmctx shards, a modality, labels or captions the shards
             do not have, or a label missing from ``classes``.
+        ManifestError: samples with none of ``modalities`` (kind "no modality", as the
+            manifest path; found from the shards' index, without reading the samples).
     """
 
     def __init__(
@@ -289,6 +303,16 @@ class ShardDataset(Dataset):
             raise ValueError(
                 f"{self.input_dir}: modalities {list(self.modalities)}: the shards hold {self.info['modalities']}"
                 + (f" (not {missing})" if missing else "")
+            )
+        empty = {p: e for p, e in self.info["patterns"].items() if not set(p.split("+")) & set(self.modalities)}
+        if empty:
+            count = sum(e["count"] for e in empty.values())
+            line = min(e["line"] for e in empty.values())
+            raise ManifestError(
+                f"{self.input_dir}: {count} sample(s) have none of the modalities {list(self.modalities)} (first: "
+                f"{self.info['manifest']}:{line}); load more modalities, or convert without those rows",
+                kind="no modality",
+                line=line,
             )
         if captions and not self.info["captions"]:
             raise ValueError(f"{self.input_dir}: captions asked for, but the shards were converted without caption_field")
@@ -350,15 +374,7 @@ class ShardDataset(Dataset):
         text = meta["text"] if "text" in self.modalities else None
         label = self._class_index[meta["label"]] if self.labels and meta["label"] is not None else None
         caption = meta["caption"] if self.captions else None
-        row = _Row(int(meta["line"]), str(meta["id"]), image, audio, text, label, caption)  # type: ignore[arg-type]
-        if image is None and audio is None and text is None:
-            raise ManifestError(
-                f"{self.info['manifest']}:{row.line} (shards {self.input_dir}): row has none of the modalities "
-                f"{list(self.modalities)}",
-                kind="no modality",
-                line=row.line,
-            )
-        return row
+        return _Row(int(meta["line"]), str(meta["id"]), image, audio, text, label, caption)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.loader(self.row(index))
