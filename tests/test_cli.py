@@ -52,6 +52,8 @@ CONFIG_DATA_OVERRIDES: dict[str, object] = {
     "finetune_from_pretrain": lambda root, tmp: [*data_overrides(root), "--trainer.callbacks.path=null"],
     # a one-step teacher checkpoint (tests/trainers/test_distillation.py checks the loss and the frozen teacher)
     "distill": lambda root, tmp: [*data_overrides(root), f"--model.init_args.teacher_checkpoint={_teacher_checkpoint(root, tmp)}"],
+    # the default data converted to shards in this test's folder (not beside the shared default_root)
+    "streaming": lambda root, tmp: [*data_overrides(root), f"--data.shards_root={tmp / 'shards'}"],
     # a tiny long-range data set (documents of 600-800 tokens), one entry per long_context variant
     **{config_id(c): lambda root, tmp: [f"--data.root={tmp / 'long_range'}", "--data.num_train=8", "--data.num_val=4",
                                         "--data.num_test=4", "--data.min_tokens=600", "--data.max_tokens=800",

@@ -1100,7 +1100,7 @@ class StreamingDataModule(
     InferenceStateMixin, TokenizerChoiceMixin, TokenizerSizesMixin, SplitLoadersMixin, LightningDataModule
 ):
     """Train/val/test/predict data from shard folders written by
-    :func:`~mmctx.data.shards.write_shards` (``python -m mmctx.data.shards convert``), local
+    :func:`~mmctx.data.shards.write_shards` (``python -m mmctx.data.shards``), local
     or streamed from an object store (``s3://bucket/prefix`` and the other URLs litdata reads).
 
     Batches are :class:`~mmctx.types.MultimodalBatch`, the same as

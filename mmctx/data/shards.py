@@ -1,7 +1,7 @@
 """Sharded streaming data: a manifest converted to litdata chunks, read locally or from an
 object store, preprocessed at read time exactly as the manifest path does.
 
-Writing (:func:`write_shards`, or ``python -m mmctx.data.shards convert``): the rows of a
+Writing (:func:`write_shards`, or ``python -m mmctx.data.shards``): the rows of a
 JSONL manifest are validated by :class:`~mmctx.data.manifest.ManifestDataset` (the same
 checks, the same ``on_error`` / ``max_bad_fraction`` policy, every file decoded once), then
 each kept row is written with litdata's ``BinaryWriter`` as one item::
@@ -230,7 +230,7 @@ def read_shards_info(index: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise ValueError(
             f"{where}: index.json has no {_INFO_KEY!r} entry: not shards written by mmctx "
-            "(convert a manifest with `python -m mmctx.data.shards convert MANIFEST OUT`)"
+            "(convert a manifest with `python -m mmctx.data.shards MANIFEST OUT`)"
         )
     if info.get("format") != SHARDS_FORMAT:
         raise ValueError(f"{where}: shard format {info.get('format')!r}, this mmctx reads {SHARDS_FORMAT}")
@@ -438,43 +438,45 @@ class ShardBatchSampler(GlobalBatchSampler):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m mmctx.data.shards``: convert a manifest (``convert``) or the default data
-    set (``default``) to shards."""
-    parser = argparse.ArgumentParser(prog="python -m mmctx.data.shards", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    convert = sub.add_parser("convert", help="a JSONL manifest → a shard folder")
-    convert.add_argument("manifest")
-    convert.add_argument("output_dir")
-    convert.add_argument("--modalities", nargs="+", default=["image", "audio", "text"], choices=list(MODALITIES))
-    convert.add_argument("--tokenizer", default=None,
-                         help="checks the texts tokenize (hub id, folder, tokenizer.json, or 'builtin'); needed with text")
-    convert.add_argument("--label-field", default="label", help="'none' for no labels")
-    convert.add_argument("--text-field", default="text")
-    convert.add_argument("--image-field", default="image")
-    convert.add_argument("--audio-field", default="audio")
-    convert.add_argument("--caption-field", default=None)
-    convert.add_argument("--on-error", choices=["raise", "skip"], default="raise")
-    convert.add_argument("--max-bad-fraction", type=float, default=0.05)
-    convert.add_argument("--chunk-bytes", default="64MB")
-    convert.add_argument("--chunk-size", type=int, default=None, help="samples per chunk (instead of --chunk-bytes)")
-    convert.add_argument("--overwrite", action="store_true")
-    default = sub.add_parser("default", help="the embedded default data set → shards (train/val/test)")
-    default.add_argument("--root", default=None, help="the default data's folder (generated if needed)")
-    default.add_argument("--output", default=None, help="shard root (default: <root>-shards)")
+    """``python -m mmctx.data.shards MANIFEST OUTPUT_DIR [...]``: convert a manifest to shards
+    (the default data set: ``python -m mmctx.data.builtin.shards``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mmctx.data.shards",
+        description="Convert a JSONL manifest into litdata shards (see docs/streaming.md). The default data set: "
+        "python -m mmctx.data.builtin.shards",
+    )
+    parser.add_argument("manifest")
+    parser.add_argument("output_dir")
+    parser.add_argument("--modalities", nargs="+", default=["image", "audio", "text"], choices=list(MODALITIES))
+    parser.add_argument("--tokenizer", default=None,
+                        help="checks that the texts tokenize (hub id, folder or tokenizer.json); needed with text")
+    parser.add_argument("--label-field", default="label", help="'none' for no labels")
+    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--image-field", default="image")
+    parser.add_argument("--audio-field", default="audio")
+    parser.add_argument("--caption-field", default=None)
+    parser.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.05)
+    parser.add_argument("--chunk-bytes", default="64MB")
+    parser.add_argument("--chunk-size", type=int, default=None, help="samples per chunk (instead of --chunk-bytes)")
+    parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "default":
-        from mmctx.data.builtin.shards import ensure_default_shards
-
-        out = ensure_default_shards(args.root, args.output)
-        print(f"default data shards in {out}")
-        return
     tokenizer = None
     if args.tokenizer is not None:
-        from mmctx.data.builtin.asset_pack import default_tokenizer_path
         from mmctx.data.tokenization import resolve_tokenizer
 
-        tokenizer = resolve_tokenizer(str(default_tokenizer_path()) if args.tokenizer == "builtin" else args.tokenizer)
-    info = write_shards(
+        tokenizer = resolve_tokenizer(args.tokenizer)
+    try:
+        info = _convert(args, tokenizer)
+    except (FileExistsError, ValueError) as error:  # ManifestError too: one short message, no traceback
+        parser.exit(2, f"python -m mmctx.data.shards: error: {error}\n")
+    skipped = sum(info["skipped"].values())
+    print(f"{args.output_dir}: {info['num_samples']} samples of {args.manifest}"
+          + (f" ({skipped} bad rows skipped: {info['skipped']})" if skipped else ""))
+
+
+def _convert(args: argparse.Namespace, tokenizer: TextTokenizer | None) -> dict[str, Any]:
+    return write_shards(
         args.manifest,
         args.output_dir,
         modalities=args.modalities,
@@ -490,9 +492,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         chunk_size=args.chunk_size,
         overwrite=args.overwrite,
     )
-    skipped = sum(info["skipped"].values())
-    print(f"{args.output_dir}: {info['num_samples']} samples of {args.manifest}"
-          + (f" ({skipped} bad rows skipped: {info['skipped']})" if skipped else ""))
 
 
 if __name__ == "__main__":

@@ -249,3 +249,18 @@ def test_streaming_loader_with_workers_gives_the_same_batches(converted):
         batches.append(list(dm.train_dataloader()))
     for a, b in zip(*batches):
         assert a.ids == b.ids and torch.equal(a.inputs["audio"].data, b.inputs["audio"].data)
+
+
+def test_the_command_line_converts_a_manifest(converted, tmp_path, capsys):
+    from mmctx.data.shards import main
+
+    manifest, shards, _ = converted
+    main([str(manifest), str(tmp_path / "cli"), "--modalities", "image", "audio", "--label-field", "none",
+          "--chunk-size", "6"])
+    assert "13 samples of" in capsys.readouterr().out
+    streamed = ShardDataset(tmp_path / "cli", ["image", "audio"])
+    assert streamed.chunk_sizes == [6, 6, 1] and streamed.classes == [] and "label" not in streamed[0]
+    assert torch.equal(streamed[5]["image"], ShardDataset(shards, ["image", "audio"])[5]["image"])
+    with pytest.raises(SystemExit) as exit_:
+        main([str(manifest), str(tmp_path / "cli")])  # not empty: refused in one line, no traceback
+    assert exit_.value.code == 2 and "not empty; pass overwrite=True (--overwrite)" in capsys.readouterr().err

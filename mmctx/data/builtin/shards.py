@@ -10,6 +10,8 @@ rebuilt exactly when the data they were made from changed.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from mmctx.data.builtin import cache
@@ -90,3 +92,17 @@ def ensure_default_shards(
         return out
 
     return cache.ensure(out, up_to_date, convert)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m mmctx.data.builtin.shards``: the default data set as shards."""
+    parser = argparse.ArgumentParser(prog="python -m mmctx.data.builtin.shards",
+                                     description="Convert mmctx's default data set (generated if needed) to shards.")
+    parser.add_argument("--root", default=None, help="the default data's folder (default: the cache)")
+    parser.add_argument("--output", default=None, help="the shard root (default: <root>-shards)")
+    args = parser.parse_args(argv)
+    print(f"default data shards in {ensure_default_shards(args.root, args.output)}")
+
+
+if __name__ == "__main__":
+    main()
