@@ -4,19 +4,21 @@
 (:func:`~mmctx.data.builtin.scenes.ensure_default_dataset`), then converts each split with
 :func:`~mmctx.data.shards.write_shards` into ``<shard root>/{train,val,test}``, under the
 cache protocol of :mod:`mmctx.data.builtin.cache`: written into a temporary folder and
-renamed into place, stamped last with the default data's own stamp, so the shards are
-rebuilt exactly when the data they were made from changed.
+renamed into place, stamped last with the default data's own stamp and the shard format, so
+the shards are rebuilt exactly when the data they were made from, or the format, changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from mmctx.data.builtin import cache
 from mmctx.data.builtin.asset_pack import default_tokenizer_path
 from mmctx.data.builtin.scenes import DEFAULT_CLASSES, SPLITS, default_data_root, ensure_default_dataset
+from mmctx.data.shards import SHARDS_FORMAT, write_shards
 from mmctx.data.tokenization import resolve_tokenizer
 
 __all__ = ["SHARDS_DATASET", "default_shards_root", "ensure_default_shards"]
@@ -53,8 +55,6 @@ def ensure_default_shards(
         num_train, num_val, num_test, image_size, sample_rate, seed: the default data's
             generation parameters (see :func:`~mmctx.data.builtin.scenes.ensure_default_dataset`).
     """
-    from mmctx.data.shards import write_shards
-
     data_root = Path(data_root).expanduser() if data_root else default_data_root()
     out = (Path(output).expanduser() if output else default_shards_root(data_root)).resolve()
     ensure_default_dataset(data_root, num_train, num_val, num_test, image_size, sample_rate, seed)
@@ -67,6 +67,7 @@ def ensure_default_shards(
         return (
             stamp is not None
             and stamp.get("dataset") == SHARDS_DATASET
+            and stamp.get("format") == SHARDS_FORMAT
             and stamp.get("source") == {k: source[k] for k in ("version", "params", "assets")}
             and all((out / s / "index.json").is_file() for s in splits)
         )
@@ -84,10 +85,8 @@ def ensure_default_shards(
                     caption_field="caption",
                     chunk_bytes=_CHUNK_BYTES,
                 )
-            stamp = {"dataset": SHARDS_DATASET, "source": {k: source[k] for k in ("version", "params", "assets")},
+            stamp = {"dataset": SHARDS_DATASET, "format": SHARDS_FORMAT, "source": {k: source[k] for k in ("version", "params", "assets")},
                      "data_root": str(data_root)}
-            import json
-
             (tmp / cache.STAMP).write_text(json.dumps(stamp, indent=1))
         return out
 
