@@ -1145,7 +1145,9 @@ class StreamingDataModule(
             fewer reads fewer chunks at once).
         cache_dir: where remote chunks are cached (None: litdata's default).
         storage_options: object-store client options, e.g. ``{"endpoint_url": "http://..."}``
-            for an S3-compatible server (litdata's ``storage_options``).
+            for an S3-compatible server (litdata's ``storage_options``). They are saved with
+            the hyperparameters: give credentials through the store's environment variables
+            or config files, never here.
     """
 
     _save_base_hparams: bool = True
@@ -1207,7 +1209,7 @@ class StreamingDataModule(
         self.cache_dir = cache_dir
         self.storage_options = storage_options
         self.tokenizer: TextTokenizer | None = self._choose_tokenizer(
-            tokenizer, None, list, self._default_tokenizer(), needed="text" in self.modalities or captions
+            tokenizer, None, lambda: [], self._default_tokenizer(), needed="text" in self.modalities or captions
         )
         self._classes = list(classes) if classes is not None else None
         self.datasets: dict[str, Any] = {}
