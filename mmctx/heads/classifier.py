@@ -10,7 +10,7 @@ from mmctx.types import ExtendedContext
 
 __all__ = ["ClassifierHead"]
 
-_POOLINGS = ("mean", "attention")
+_POOLINGS = ("mean", "attention", "max")
 
 
 class ClassifierHead(nn.Module):
@@ -20,7 +20,10 @@ class ClassifierHead(nn.Module):
         dim: width D of the context.
         num_classes: K. Left unset in YAML configs: the CLI fills it from the data module.
         pooling: ``"mean"`` (masked mean) or ``"attention"`` (a learned query attends the
-            context, so the head can pick out the tokens that matter).
+            context, so the head can pick out the tokens that matter) or ``"max"`` (masked
+            max over the real tokens, per channel: unlike a softmax, it does not dilute one
+            relevant token among more distractors as the context grows, so a head trained on
+            short contexts reads long ones the same way; see docs/long_context.md).
         hidden_dim: width of a hidden layer (0: a single linear layer).
         num_heads: heads of the attention pooling.
         dropout: dropout before the output layer.
@@ -61,6 +64,9 @@ class ClassifierHead(nn.Module):
         """Shapes: context.x (B, N, D) → (B, D); a sample with no real token pools to zeros."""
         if self.pooling == "mean":
             return masked_mean(context.x, context.mask)
+        if self.pooling == "max":
+            x = context.x.masked_fill(~context.mask[..., None], float("-inf")).amax(dim=1)  # (B, D)
+            return x.masked_fill(~context.mask.any(dim=1, keepdim=True), 0.0)
         query = self.query.expand(context.x.shape[0], -1, -1)  # (B, 1, D)
         return self.attn(query, context=context.x, key_mask=context.mask).squeeze(1)
 

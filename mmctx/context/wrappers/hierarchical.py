@@ -12,7 +12,7 @@ from mmctx.types import Tokens, check_shape
 
 __all__ = ["HierarchicalEncoder"]
 
-POOLINGS: tuple[str, ...] = ("attention", "mean")
+POOLINGS: tuple[str, ...] = ("attention", "mean", "max")
 
 
 class HierarchicalEncoder(nn.Module):
@@ -30,7 +30,9 @@ class HierarchicalEncoder(nn.Module):
     so this module is itself an encoder (``forward(data, mask) -> Tokens``, ``out_dim``).
 
     Pooling: ``"attention"``: S learned queries cross-attend the chunk's real tokens (plus a
-    residual and LayerNorm); ``"mean"``: the masked mean of the chunk's tokens (S must be 1).
+    residual and LayerNorm); ``"mean"``: the masked mean of the chunk's tokens (S must be 1);
+    ``"max"``: their per-channel masked max (S must be 1), which keeps one token's feature
+    (a needle) undiluted by the rest of its chunk.
     A chunk with no real input (padding, a missing sample) gives masked-out summaries; with an
     encoder that has ``output_lengths`` (audio), a final chunk too short to give one token is
     dropped as well.
@@ -43,7 +45,7 @@ class HierarchicalEncoder(nn.Module):
         summary_tokens: summaries S per chunk.
         second_level: module called as ``second_level(x (B, C·S, D), mask (B, C·S)) -> (B, C·S, D)``;
             None returns the summaries as they are.
-        pooling: ``"attention"`` or ``"mean"``.
+        pooling: ``"attention"``, ``"mean"`` or ``"max"``.
         num_heads: heads of the attention pooling.
         chunk_batch_size: encode at most this many chunks per encoder call (None: all).
 
@@ -68,9 +70,9 @@ class HierarchicalEncoder(nn.Module):
             raise ValueError(f"HierarchicalEncoder: summary_tokens must be >= 1, got {summary_tokens}")
         if pooling not in POOLINGS:
             raise ValueError(f"HierarchicalEncoder: pooling must be one of {list(POOLINGS)}, got {pooling!r}")
-        if pooling == "mean" and summary_tokens != 1:
+        if pooling in ("mean", "max") and summary_tokens != 1:
             raise ValueError(
-                f"HierarchicalEncoder: pooling='mean' gives one summary per chunk, got summary_tokens={summary_tokens}"
+                f"HierarchicalEncoder: pooling={pooling!r} gives one summary per chunk, got summary_tokens={summary_tokens}"
             )
         if chunk_batch_size is not None and chunk_batch_size < 1:
             raise ValueError(f"HierarchicalEncoder: chunk_batch_size must be >= 1, got {chunk_batch_size}")
@@ -148,6 +150,8 @@ class HierarchicalEncoder(nn.Module):
             tok = self.encoder(chunks[i : i + size], chunk_mask[i : i + size])  # x (p, n, D)
             if self.pooling == "mean":
                 out.append(masked_mean(tok.x, tok.mask).unsqueeze(1))  # (p, 1, D)
+            elif self.pooling == "max":  # every chunk here has a real token
+                out.append(tok.x.masked_fill(~tok.mask[..., None], float("-inf")).amax(dim=1, keepdim=True))  # (p, 1, D)
             else:
                 q = self.queries.to(tok.x.dtype).expand(tok.x.shape[0], -1, -1)  # (p, S, D)
                 out.append(self.pool_norm(q + self.pool_attn(q, context=tok.x, key_mask=tok.mask)))  # (p, S, D)

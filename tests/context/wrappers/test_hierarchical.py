@@ -36,7 +36,7 @@ def test_shapes_and_masks():
     assert torch.isfinite(out.x).all() and (out.x[~out.mask] == 0).all()
 
 
-@pytest.mark.parametrize("pooling,summary_tokens", [("attention", 3), ("mean", 1)])
+@pytest.mark.parametrize("pooling,summary_tokens", [("attention", 3), ("mean", 1), ("max", 1)])
 def test_gradients_reach_every_parameter(pooling, summary_tokens):
     model = build(summary_tokens, pooling)
     data, mask = batch()
@@ -66,6 +66,11 @@ def test_sliding_window_second_level_and_no_second_level():
     out = plain(data, mask)
     # no second level: each summary is its chunk's mean token
     torch.testing.assert_close(out.x[0, 0], enc(data[:1, :8], mask[:1, :8]).x[0].mean(0), atol=1e-6, rtol=0)
+    # max pooling: each summary is its chunk's per-channel max over the REAL tokens only
+    peak = HierarchicalEncoder(enc, 8, 1, None, pooling="max").eval()(data, mask)
+    last = enc(data[1:2, 24:32], mask[1:2, 24:32])  # sample 1 has 30 tokens: its 4th chunk holds 6
+    torch.testing.assert_close(peak.x[1, 3], last.x[0, :6].max(0).values, atol=1e-6, rtol=0)
+    assert peak.mask[1].tolist() == [True] * 4 + [False] * 4
 
 
 def test_audio_chunks_drop_a_tail_too_short_for_a_token():
@@ -86,7 +91,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="pooling='mean'"):
         HierarchicalEncoder(enc, 8, summary_tokens=2, pooling="mean")
     with pytest.raises(ValueError, match="pooling must be"):
-        HierarchicalEncoder(enc, 8, pooling="max")
+        HierarchicalEncoder(enc, 8, pooling="median")
+    with pytest.raises(ValueError, match="pooling='max'"):
+        HierarchicalEncoder(enc, 8, summary_tokens=2, pooling="max")
     model = HierarchicalEncoder(enc, 8, second_level=TransformerEncoder(8, 1, 2))
     with pytest.raises(ValueError, match="second_level failed on summaries of shape \\(4, 4, 16\\)"):
         model(*batch())

@@ -1,0 +1,239 @@
+"""Needle-in-a-haystack evaluation of a trained long-range checkpoint: accuracy by context
+length × needle depth, as a markdown table, a JSON file and a heatmap PNG.
+
+    python -m mmctx.inference.niah runs/long_context_windowed/version_0/checkpoints/best.ckpt \\
+        --out docs/niah/windowed --lengths 1024 4096 16384 65536 --samples 16
+
+(``python benchmarks/niah.py ...`` is the same command.) The checkpoint is loaded with
+:func:`mmctx.load`; the documents are fresh :mod:`mmctx.data.builtin.niah` samples (exact
+length, needle at the asked depth) with their pictures, preprocessed as the training data
+was. The model reads the *whole* document (``truncate=None``): the training data's
+``max_text_len`` and the text encoder's ``max_seq_len`` are training-time length guards, not
+position tables (the text encoders' positions are RoPE, computed), so they are lifted to the
+document's length. ``truncate=N`` keeps the first N tokens instead: the truncation baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmctx.data.builtin.asset_pack import AssetPack
+from mmctx.data.builtin.long_range import LONG_RANGE_COLOURS
+from mmctx.data.builtin.niah import NIAH_DEPTHS, NIAH_LENGTHS, niah_samples
+from mmctx.inference.predictor import Predictor, load
+
+__all__ = ["NiahResult", "evaluate_niah", "niah_heatmap", "niah_table", "main"]
+
+
+@dataclass
+class NiahResult:
+    """Accuracies of one model, ``acc[i][j]`` at ``lengths[i]`` and ``depths[j]``.
+
+    Attributes:
+        name: what was evaluated (a variant's name or the checkpoint's path).
+        lengths: document lengths in tokens.
+        depths: needle depths in [0, 1].
+        samples: samples per cell.
+        acc: accuracy (label = category and key colour both right) per cell.
+        colour_acc: key-colour accuracy per cell (the text side; chance 0.25).
+        category_acc: category accuracy per cell (the picture side).
+        truncate: tokens the model read (None: the whole document).
+        seconds: per length, the wall time of its row.
+    """
+
+    name: str
+    lengths: list[int]
+    depths: list[float]
+    samples: int
+    acc: list[list[float]] = field(default_factory=list)
+    colour_acc: list[list[float]] = field(default_factory=list)
+    category_acc: list[list[float]] = field(default_factory=list)
+    truncate: int | None = None
+    seconds: list[float] = field(default_factory=list)
+
+    def min_acc(self) -> float:
+        """The worst cell."""
+        return min(min(row) for row in self.acc)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> NiahResult:
+        return cls(**json.loads(text))
+
+
+def _lift_length_guard(model: nn.Module, length: int) -> None:
+    """Let the text encoder take ``length`` tokens (its ``max_seq_len`` guard, not a table)."""
+    encoders = getattr(model, "encoders", None)
+    text = encoders["text"] if encoders is not None and "text" in encoders else None
+    if text is None:
+        raise ValueError(f"NIAH: the model ({type(model).__name__}) has no 'text' encoder")
+    for module in (text, getattr(text, "encoder", None)):
+        # a StackedEncoder copies its token encoder's guard; the wrappers that cut the text
+        # into windows or chunks (OverlappingWindowEncoder, HierarchicalEncoder) have none
+        if module is not None and isinstance(getattr(module, "max_seq_len", None), int):
+            module.max_seq_len = max(module.max_seq_len, length)
+
+
+@torch.no_grad()
+def evaluate_niah(
+    predictor: Predictor,
+    lengths: Sequence[int] = NIAH_LENGTHS,
+    depths: Sequence[float] = NIAH_DEPTHS,
+    samples: int = 16,
+    seed: int = 0,
+    truncate: int | None = None,
+    batch_size: int = 8,
+    name: str = "model",
+    log: bool = False,
+) -> NiahResult:
+    """Accuracy of a long-range classifier on NIAH documents, per length and depth.
+
+    Args:
+        predictor: a loaded long-range checkpoint (:func:`mmctx.load`); it must classify
+            into the 16 long-range classes ``"<category>-<colour>"`` from image + text.
+        lengths: document lengths in tokens.
+        depths: needle depths in [0, 1].
+        samples: fresh samples per cell.
+        seed: the NIAH seed (``"mmctx-niah:<seed>:..."`` streams).
+        truncate: read only the first ``truncate`` tokens (None: the whole document).
+        batch_size: documents per forward pass.
+        name: the result's name.
+        log: print each row as it is done.
+
+    Returns:
+        A :class:`NiahResult`.
+
+    Raises:
+        ValueError: the checkpoint's classes are not the long-range classes.
+    """
+    classes = predictor.classes
+    if not classes or any("-" not in c for c in classes):
+        raise ValueError(f"NIAH: the checkpoint's classes {classes} are not the long-range task's '<category>-<colour>'")
+    colour_of = [c.split("-", 1)[1] for c in classes]
+    category_of = [c.split("-", 1)[0] for c in classes]
+    unknown = set(colour_of) - set(LONG_RANGE_COLOURS)
+    if unknown:
+        raise ValueError(f"NIAH: the checkpoint's classes name colours {sorted(unknown)} the long-range task has not")
+    pack = AssetPack()
+    # render the pictures as the training data's generator did (the transform then resizes)
+    image_size = int((predictor.data_state or {}).get("init_args", {}).get("image_size") or 32)
+    result = NiahResult(name, list(lengths), list(depths), samples, truncate=truncate)
+    predictor.model.eval()
+    transform = predictor.encoder.transform
+    saved = transform.max_text_len
+    try:
+        for length in lengths:
+            start = time.perf_counter()
+            transform.max_text_len = truncate if truncate is not None else length
+            if truncate is None:
+                _lift_length_guard(predictor.model, length)
+            row, colour_row, category_row = [], [], []
+            for depth in depths:
+                cell = niah_samples(length, depth, samples, seed, pack, image_size)
+                logits = predictor.logits(
+                    images=[s.image for s in cell], texts=[s.sample.text for s in cell], batch_size=batch_size
+                )
+                predicted = logits.argmax(-1).tolist()
+                right = [classes[p] == f"{s.sample.category}-{s.sample.colour}" for p, s in zip(predicted, cell)]
+                colour = [colour_of[p] == s.sample.colour for p, s in zip(predicted, cell)]
+                category = [category_of[p] == s.sample.category for p, s in zip(predicted, cell)]
+                row.append(sum(right) / samples)
+                colour_row.append(sum(colour) / samples)
+                category_row.append(sum(category) / samples)
+            result.acc.append(row)
+            result.colour_acc.append(colour_row)
+            result.category_acc.append(category_row)
+            result.seconds.append(round(time.perf_counter() - start, 1))
+            if log:
+                print(f"{name} {length:>7} tokens: " + " ".join(f"{a:.2f}" for a in row)
+                      + f"  ({result.seconds[-1]:.0f} s)", flush=True)
+    finally:
+        transform.max_text_len = saved
+    return result
+
+
+def _length_label(length: int) -> str:
+    return f"{length // 1024}K" if length % 1024 == 0 else str(length)
+
+
+def niah_table(result: NiahResult) -> str:
+    """The accuracies as a markdown table: a row per length, a column per depth, and the mean."""
+    head = "| length | " + " | ".join(f"{round(d * 100)} %" for d in result.depths) + " | mean |"
+    rule = "|---|" + "---|" * (len(result.depths) + 1)
+    rows = [head, rule]
+    for length, row in zip(result.lengths, result.acc):
+        cells = " | ".join(f"{a:.2f}" for a in row)
+        rows.append(f"| {_length_label(length)} | {cells} | **{sum(row) / len(row):.3f}** |")
+    return "\n".join(rows)
+
+
+def niah_heatmap(result: NiahResult, path: str | Path, title: str | None = None) -> Path:
+    """Draw the accuracies as a heatmap PNG (x: context length, y: needle depth, 0 % on top),
+    red (0) to green (1), each cell annotated. Needs matplotlib (the ``dev`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = torch.tensor(result.acc).T.numpy()  # (depths, lengths)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(result.lengths), 0.9 + 0.32 * len(result.depths)), dpi=100)
+    image = ax.imshow(acc, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(result.lengths)), [_length_label(n) for n in result.lengths])
+    ax.set_yticks(range(len(result.depths)), [f"{round(d * 100)} %" for d in result.depths])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth")
+    for i in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_title(title or result.name, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> NiahResult:
+    """``python -m mmctx.inference.niah CKPT --out PREFIX``: evaluate, then write
+    ``PREFIX.md`` (table), ``PREFIX.json`` (every number) and ``PREFIX.png`` (heatmap)."""
+    parser = argparse.ArgumentParser(prog="python -m mmctx.inference.niah", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="a long-range checkpoint (.ckpt) or exported folder")
+    parser.add_argument("--out", type=Path, required=True, help="output prefix: PREFIX.md, PREFIX.json, PREFIX.png")
+    parser.add_argument("--name", default=None, help="the model's name in the table and the heatmap's title")
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(NIAH_LENGTHS))
+    parser.add_argument("--depths", type=float, nargs="+", default=list(NIAH_DEPTHS))
+    parser.add_argument("--samples", type=int, default=16, help="samples per cell")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--truncate", type=int, default=None, help="read only the first N tokens (the baseline)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+    name = args.name or str(args.checkpoint)
+    predictor = load(args.checkpoint)
+    result = evaluate_niah(predictor, args.lengths, args.depths, args.samples, args.seed, args.truncate,
+                           args.batch_size, name, log=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table = niah_table(result)
+    read = f"first {args.truncate} tokens" if args.truncate else "whole document"
+    args.out.with_suffix(".md").write_text(
+        f"NIAH accuracy of {name} ({args.samples} samples per cell, {read}, seed {args.seed}; "
+        f"worst cell {result.min_acc():.2f})\n\n{table}\n")
+    args.out.with_suffix(".json").write_text(result.to_json() + "\n")
+    niah_heatmap(result, args.out.with_suffix(".png"), f"{name}: NIAH accuracy ({read})")
+    print(table)
+    return result
+
+
+if __name__ == "__main__":
+    main()
