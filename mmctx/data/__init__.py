@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "CocoCaptionDataModule": "datamodules",
     "DefaultDataModule": "datamodules",
     "LongRangeDataModule": "datamodules",
+    "SpokenLongDataModule": "datamodules",
     "MultimodalDataModule": "datamodules",
     # built-in generated data sets
     "AssetPack": "builtin.asset_pack",
