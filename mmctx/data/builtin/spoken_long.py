@@ -138,18 +138,22 @@ class SpokenStream:
             yield self.render(start, start + size)
 
 
-def make_stream(seed: str, seconds: float) -> SpokenStream:
+def make_stream(seed: str, seconds: float, depth: float | None = None) -> SpokenStream:
     """Draw a stream of about ``seconds`` of speech with one key word at a random place.
 
     Words (distractors, each in a random voice, each followed by a 0.05-0.25 s pause) are
-    drawn until the stream reaches ``seconds``; then one of them, chosen uniformly, is
-    replaced by a uniformly drawn key word (in a random voice), and the starts recomputed.
+    drawn until the stream reaches ``seconds``; then one of them is replaced by a uniformly
+    drawn key word (in a random voice), and the starts recomputed. The replaced word is
+    chosen uniformly, or, with ``depth``, it is the word at that fraction of the word list
+    (0: the first word, 1: the last), as a needle-in-a-haystack grid places it.
 
     Raises:
-        ValueError: for ``seconds`` < 1.
+        ValueError: for ``seconds`` < 1 or a ``depth`` outside [0, 1].
     """
     if seconds < 1:
         raise ValueError(f"make_stream: seconds must be >= 1, got {seconds}")
+    if depth is not None and not 0.0 <= depth <= 1.0:
+        raise ValueError(f"make_stream: depth must be in [0, 1], got {depth}")
     rng = random.Random(seed)
     audio, voices, _ = _recordings()
     pool = distractor_words()
@@ -166,6 +170,8 @@ def make_stream(seed: str, seconds: float) -> SpokenStream:
         gaps.append(g)
         total += len(audio[(v, w)]) + g
     key_index = rng.randrange(len(words))
+    if depth is not None:
+        key_index = round(depth * (len(words) - 1))
     label = rng.randrange(len(KEY_WORDS))
     words[key_index] = KEY_WORDS[label]
     chosen_voices[key_index] = rng.choice(voices)
