@@ -59,6 +59,10 @@ CONFIG_DATA_OVERRIDES: dict[str, object] = {
                                         "--data.num_test=4", "--data.min_tokens=600", "--data.max_tokens=800",
                                         "--data.batch_size=4"]
        for c in CONFIGS if c.parent == LONG_CONTEXT},
+    # spoken streams (rendered in memory, no root): a few short ones
+    "long_context/spoken_memory": lambda root, tmp: ["--data.num_train=4", "--data.num_val=2", "--data.num_test=2",
+                                                     "--data.train_seconds=[3.0, 5.0]", "--data.eval_seconds=[4.0, 4.0]",
+                                                     "--data.batch_size=2"],
 }
 
 

@@ -3,7 +3,8 @@
 * :mod:`mmctx.context.wrappers` — BEFORE the fusion: wrap a modality encoder
   (``(data, mask) -> Tokens``) so it serves long inputs: :class:`OverlappingWindowEncoder`
   (overlapping windows, smoothed merge), :class:`HierarchicalEncoder` (chunks → summaries →
-  second level), :class:`StackedEncoder` (an encoder, then a context encoder over its tokens);
+  second level), :class:`StackedEncoder` (an encoder, then a context encoder over its tokens),
+  :class:`StreamingMemoryEncoder` (segments + recurrent memory, streamed in constant memory);
 * :mod:`mmctx.context.fused` — AFTER the fusion: re-encode the fused
   :class:`~mmctx.types.ExtendedContext`: :class:`ContextEncoder` (full or sliding-window
   attention with global tokens), :class:`RecurrentMemoryEncoder` (segments + memory tokens).
@@ -12,12 +13,13 @@ Every name is importable from here (``mmctx.context.ContextEncoder``), as config
 """
 
 from mmctx.context.fused import ContextEncoder, RecurrentMemoryEncoder
-from mmctx.context.wrappers import HierarchicalEncoder, OverlappingWindowEncoder, StackedEncoder
+from mmctx.context.wrappers import HierarchicalEncoder, OverlappingWindowEncoder, StackedEncoder, StreamingMemoryEncoder
 
 __all__ = [
     "OverlappingWindowEncoder",
     "HierarchicalEncoder",
     "StackedEncoder",
+    "StreamingMemoryEncoder",
     "ContextEncoder",
     "RecurrentMemoryEncoder",
 ]

@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "CocoCaptionDataModule": "datamodules",
     "DefaultDataModule": "datamodules",
     "LongRangeDataModule": "datamodules",
+    "SpokenLongDataModule": "datamodules",
     "MultimodalDataModule": "datamodules",
     "StreamingDataModule": "datamodules",
     "DefaultStreamingDataModule": "datamodules",

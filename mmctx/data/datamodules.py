@@ -70,6 +70,7 @@ __all__ = [
     "InferenceStateMixin",
     "LongRangeDataModule",
     "MultimodalDataModule",
+    "SpokenLongDataModule",
     "SplitLoadersMixin",
     "StreamingDataModule",
     "DefaultStreamingDataModule",
@@ -1402,3 +1403,81 @@ class DefaultStreamingDataModule(GeneratedDataMixin, StreamingDataModule):
     def _default_tokenizer(self) -> TextTokenizer:
         """The asset pack's word-level tokenizer: the data is written in its vocabulary."""
         return resolve_tokenizer(str(default_tokenizer_path()))
+
+
+class SpokenLongDataModule(LightningDataModule):
+    """The spoken long-context task (see :mod:`mmctx.data.builtin.spoken_long`): streams of
+    speech with one key word (``cat``, ``dog``, ``cow`` or ``pig``) said once at a random
+    time; the label is which one. Streams are rendered in memory when read (nothing is
+    written to disk), deterministically from ``data_seed``.
+
+    Batches: ``inputs["audio"]``: waveforms (B, S) at 16 kHz with prefix masks (B, S);
+    ``targets["label"]`` (B,), an index into :data:`~mmctx.data.builtin.spoken_long.KEY_WORDS`.
+
+    Args:
+        num_train: training streams (a fresh draw of lengths per stream, fixed per index).
+        num_val: validation streams.
+        num_test: test streams (also used for ``predict``).
+        train_seconds: [shortest, longest] training stream, in seconds.
+        eval_seconds: [shortest, longest] validation / test stream, in seconds.
+        batch_size: streams per batch.
+        num_workers: DataLoader worker processes.
+        data_seed: generation seed.
+        seed: seed of the training shuffle.
+    """
+
+    def __init__(
+        self,
+        num_train: int = 2000,
+        num_val: int = 200,
+        num_test: int = 400,
+        train_seconds: list[float] = [6.0, 16.0],  # noqa: B006 - never mutated
+        eval_seconds: list[float] = [16.0, 16.0],  # noqa: B006 - never mutated
+        batch_size: int = 16,
+        num_workers: int = 0,
+        data_seed: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        from mmctx.data.builtin.spoken_long import KEY_WORDS
+
+        for name, pair in (("train_seconds", train_seconds), ("eval_seconds", eval_seconds)):
+            if len(pair) != 2 or not 1 <= pair[0] <= pair[1]:
+                raise ValueError(f"SpokenLongDataModule: {name} must be [min, max] with 1 <= min <= max, got {pair}")
+        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+        self.train_seconds, self.eval_seconds = list(train_seconds), list(eval_seconds)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.data_seed = data_seed
+        self.seed = seed
+        self.classes: list[str] = list(KEY_WORDS)
+        self.num_classes: int = len(KEY_WORDS)
+        self.save_hyperparameters()
+
+    def _dataset(self, split: str) -> Dataset:
+        from mmctx.data.builtin.spoken_long import SpokenLongDataset
+
+        num = {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
+        lo, hi = self.train_seconds if split == "train" else self.eval_seconds
+        return SpokenLongDataset(split, num, lo, hi, seed=self.data_seed)  # type: ignore[return-value]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        from mmctx.data.builtin.spoken_long import collate_spoken
+
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self._dataset(split), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            collate_fn=collate_spoken, generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

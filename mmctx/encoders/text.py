@@ -30,6 +30,8 @@ class TextTransformerEncoder(nn.Module):
         max_seq_len: the longest sequence T this encoder accepts (its window).
         pad_id: the id written into padding positions before the embedding lookup (None: 0;
             the CLI fills in the tokenizer's).
+        checkpoint_blocks: activation checkpointing per transformer block in training
+            (see :class:`~mmctx.layers.TransformerEncoder`): less memory, more time.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class TextTransformerEncoder(nn.Module):
         dropout: float = 0.0,
         max_seq_len: int = 512,
         pad_id: int | None = None,
+        checkpoint_blocks: bool = False,
     ) -> None:
         super().__init__()
         if vocab_size is None or vocab_size < 1:
@@ -61,7 +64,9 @@ class TextTransformerEncoder(nn.Module):
         self.out_dim = dim
         self.embed = nn.Embedding(vocab_size, dim)
         self.drop = nn.Dropout(dropout)
-        self.encoder = TransformerEncoder(dim, num_layers, num_heads, mlp_ratio, dropout, rope=True)
+        self.encoder = TransformerEncoder(
+            dim, num_layers, num_heads, mlp_ratio, dropout, rope=True, checkpoint_blocks=checkpoint_blocks
+        )
 
     def forward(self, data: Tensor, mask: Tensor) -> Tokens:
         """Encode token ids.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mmctx.layers.attention import MultiHeadAttention
 
@@ -118,6 +120,11 @@ class TransformerEncoder(nn.Module):
         window: self-attention band half-width, or None for full attention.
         num_global: leading positions with global self-attention (needs a ``window``).
         backend: ``"blocked"`` or ``"flex"``, for windowed self-attention.
+        checkpoint_blocks: activation checkpointing per block (``torch.utils.checkpoint``,
+            non-reentrant): in training only each block's input is kept and the block is
+            recomputed in the backward pass — activation memory of one block instead of
+            all of them, for about one more forward pass of time. Same outputs and
+            gradients (dropout masks are replayed); no effect without autograd.
     """
 
     def __init__(
@@ -131,8 +138,10 @@ class TransformerEncoder(nn.Module):
         window: int | None = None,
         num_global: int = 0,
         backend: str = "blocked",
+        checkpoint_blocks: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpoint_blocks = checkpoint_blocks
         self.blocks = nn.ModuleList(
             TransformerBlock(
                 dim, num_heads, mlp_ratio, dropout, rope=rope, window=window, num_global=num_global, backend=backend
@@ -143,6 +152,10 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
         """Shapes: x (B, N, D), mask (B, N) bool, positions (N,) or (B, N) → (B, N, D)."""
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, mask=mask, positions=positions)
+            if recompute:
+                x = checkpoint(block, x, mask, None, None, False, positions, use_reentrant=False)
+            else:
+                x = block(x, mask=mask, positions=positions)
         return self.norm(x)

@@ -43,6 +43,8 @@ class ContextEncoder(nn.Module):
         num_global_tokens: learned global tokens prepended to the context (0 for none).
         backend: for a window, ``"blocked"`` (compile-free block-local SDPA) or ``"flex"``
             (compiled ``flex_attention``; see :class:`~mmctx.layers.MultiHeadAttention`).
+        checkpoint_blocks: activation checkpointing per block in training (see
+            :class:`~mmctx.layers.TransformerEncoder`): less memory, more time.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class ContextEncoder(nn.Module):
         window: int | None = None,
         num_global_tokens: int = 0,
         backend: str = "blocked",
+        checkpoint_blocks: bool = False,
     ) -> None:
         super().__init__()
         if num_global_tokens < 0:
@@ -67,7 +70,7 @@ class ContextEncoder(nn.Module):
         num_global = num_global_tokens if window is not None else 0
         self.encoder = TransformerEncoder(
             dim, num_layers, num_heads, mlp_ratio, dropout, rope=True, window=window, num_global=num_global,
-            backend=backend,
+            backend=backend, checkpoint_blocks=checkpoint_blocks,
         )
 
     def forward(self, context: Context) -> Context:

@@ -50,6 +50,8 @@ class RecurrentMemoryEncoder(nn.Module):
         dropout: dropout probability.
         append_memory: append the final memory to the output context (as M extra tokens with
             mask True and modality name ``"memory"``), so a head can read it.
+        checkpoint_blocks: activation checkpointing per block in training (see
+            :class:`~mmctx.layers.TransformerEncoder`): less memory, more time.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class RecurrentMemoryEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         append_memory: bool = False,
+        checkpoint_blocks: bool = False,
     ) -> None:
         super().__init__()
         if segment_len < 1:
@@ -77,7 +80,9 @@ class RecurrentMemoryEncoder(nn.Module):
         self.bptt_segments = bptt_segments
         self.append_memory = append_memory
         self.memory = nn.Parameter(torch.randn(num_memory, dim) * 0.02)
-        self.encoder = TransformerEncoder(dim, num_layers, num_heads, mlp_ratio, dropout, rope=True)
+        self.encoder = TransformerEncoder(
+            dim, num_layers, num_heads, mlp_ratio, dropout, rope=True, checkpoint_blocks=checkpoint_blocks
+        )
 
     def initial_memory(self, batch_size: int) -> Tensor:
         """The learned initial memory for a batch. Shapes: returns (B, M, D)."""

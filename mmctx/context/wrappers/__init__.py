@@ -6,5 +6,6 @@ longer than its window, and is itself a modality encoder (``forward(data, mask) 
 from mmctx.context.wrappers.hierarchical import HierarchicalEncoder
 from mmctx.context.wrappers.overlapping_windows import OverlappingWindowEncoder
 from mmctx.context.wrappers.stacked import StackedEncoder
+from mmctx.context.wrappers.streaming_memory import StreamingMemoryEncoder
 
-__all__ = ["OverlappingWindowEncoder", "HierarchicalEncoder", "StackedEncoder"]
+__all__ = ["OverlappingWindowEncoder", "HierarchicalEncoder", "StackedEncoder", "StreamingMemoryEncoder"]

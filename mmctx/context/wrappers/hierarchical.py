@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mmctx.layers import MultiHeadAttention, masked_mean
 from mmctx.types import Tokens, check_shape
@@ -48,6 +49,10 @@ class HierarchicalEncoder(nn.Module):
         pooling: ``"attention"``, ``"mean"`` or ``"max"``.
         num_heads: heads of the attention pooling.
         chunk_batch_size: encode at most this many chunks per encoder call (None: all).
+        checkpoint_blocks: activation checkpointing per encoder call (with its pooling) in
+            training (``torch.utils.checkpoint``, non-reentrant): only the summaries are
+            kept and each call of ``chunk_batch_size`` chunks is recomputed in the backward
+            pass. Needs a ``chunk_batch_size`` to save memory. Same outputs and gradients.
 
     Attributes:
         out_dim: the token width D (the chunk encoder's).
@@ -62,6 +67,7 @@ class HierarchicalEncoder(nn.Module):
         pooling: str = "attention",
         num_heads: int = 4,
         chunk_batch_size: int | None = None,
+        checkpoint_blocks: bool = False,
     ) -> None:
         super().__init__()
         if chunk_size < 1:
@@ -88,6 +94,7 @@ class HierarchicalEncoder(nn.Module):
         self.summary_tokens = summary_tokens
         self.pooling = pooling
         self.chunk_batch_size = chunk_batch_size
+        self.checkpoint_blocks = checkpoint_blocks
         self.out_dim: int = encoder.out_dim
         D = self.out_dim
         if pooling == "attention":
@@ -145,17 +152,24 @@ class HierarchicalEncoder(nn.Module):
     def _encode_and_pool(self, chunks: Tensor, chunk_mask: Tensor) -> Tensor:
         """Shapes: chunks, chunk_mask (P, L) → (P, S, D) summaries."""
         size = self.chunk_batch_size or chunks.shape[0]
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         out = []
         for i in range(0, chunks.shape[0], size):
-            tok = self.encoder(chunks[i : i + size], chunk_mask[i : i + size])  # x (p, n, D)
-            if self.pooling == "mean":
-                out.append(masked_mean(tok.x, tok.mask).unsqueeze(1))  # (p, 1, D)
-            elif self.pooling == "max":  # every chunk here has a real token
-                out.append(tok.x.masked_fill(~tok.mask[..., None], float("-inf")).amax(dim=1, keepdim=True))  # (p, 1, D)
+            if recompute:
+                out.append(checkpoint(self._pool_chunks, chunks[i : i + size], chunk_mask[i : i + size], use_reentrant=False))
             else:
-                q = self.queries.to(tok.x.dtype).expand(tok.x.shape[0], -1, -1)  # (p, S, D)
-                out.append(self.pool_norm(q + self.pool_attn(q, context=tok.x, key_mask=tok.mask)))  # (p, S, D)
+                out.append(self._pool_chunks(chunks[i : i + size], chunk_mask[i : i + size]))
         return torch.cat(out)
+
+    def _pool_chunks(self, chunks: Tensor, chunk_mask: Tensor) -> Tensor:
+        """Encode one batch of chunks and pool it. Shapes: chunks, chunk_mask (p, L) → (p, S, D)."""
+        tok = self.encoder(chunks, chunk_mask)  # x (p, n, D)
+        if self.pooling == "mean":
+            return masked_mean(tok.x, tok.mask).unsqueeze(1)  # (p, 1, D)
+        if self.pooling == "max":  # every chunk here has a real token
+            return tok.x.masked_fill(~tok.mask[..., None], float("-inf")).amax(dim=1, keepdim=True)  # (p, 1, D)
+        q = self.queries.to(tok.x.dtype).expand(tok.x.shape[0], -1, -1)  # (p, S, D)
+        return self.pool_norm(q + self.pool_attn(q, context=tok.x, key_mask=tok.mask))  # (p, S, D)
 
     def extra_repr(self) -> str:
         return f"chunk_size={self.chunk_size}, summary_tokens={self.summary_tokens}, pooling={self.pooling!r}"

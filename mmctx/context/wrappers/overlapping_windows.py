@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mmctx.types import Tokens, check_shape
 
@@ -69,6 +70,12 @@ class OverlappingWindowEncoder(nn.Module):
         max_window_tokens: token budget W for dynamic windows (input units); None keeps the
             fixed ``window``.
         window_batch_size: encode at most this many windows per encoder call (None: all).
+        checkpoint_blocks: activation checkpointing per encoder call in training (one call
+            per ``window_batch_size`` windows; ``torch.utils.checkpoint``, non-reentrant):
+            only the window outputs are kept and each call is recomputed in the backward
+            pass, so the activations of one window batch are alive at a time. Needs a
+            ``window_batch_size`` to save memory (one call over all windows recomputes
+            them all at once). Same outputs and gradients.
 
     Attributes:
         out_dim: the wrapped encoder's token width.
@@ -83,6 +90,7 @@ class OverlappingWindowEncoder(nn.Module):
         smoothing: str = "linear",
         max_window_tokens: int | None = None,
         window_batch_size: int | None = None,
+        checkpoint_blocks: bool = False,
     ) -> None:
         super().__init__()
         if window < 1:
@@ -111,6 +119,7 @@ class OverlappingWindowEncoder(nn.Module):
         self.smoothing = smoothing
         self.max_window_tokens = max_window_tokens
         self.window_batch_size = window_batch_size
+        self.checkpoint_blocks = checkpoint_blocks
         self.out_dim: int = encoder.out_dim
         self.units_per_token = self._find_token_step()
 
@@ -280,11 +289,20 @@ class OverlappingWindowEncoder(nn.Module):
         """
         size = self.window_batch_size or max(seg_data.shape[0], 1)
         xs, ms = [], []
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for i in range(0, seg_data.shape[0], size):
-            tok = self.encoder(seg_data[i : i + size], seg_mask[i : i + size])
-            xs.append(tok.x)
-            ms.append(tok.mask)
+            if recompute:
+                x, m = checkpoint(self._encode_tensors, seg_data[i : i + size], seg_mask[i : i + size], use_reentrant=False)
+            else:
+                x, m = self._encode_tensors(seg_data[i : i + size], seg_mask[i : i + size])
+            xs.append(x)
+            ms.append(m)
         return torch.cat(xs), torch.cat(ms)
+
+    def _encode_tensors(self, data: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder's Tokens as a tuple (what ``checkpoint`` handles). Shapes: see :meth:`_encode_rows`."""
+        tok = self.encoder(data, mask)
+        return tok.x, tok.mask
 
     def _weights(self, n: int, count: Tensor, ov_left: Tensor, ov_right: Tensor) -> Tensor:
         """Merge weights of each window row's tokens (before normalisation).
@@ -307,4 +325,5 @@ class OverlappingWindowEncoder(nn.Module):
         return (
             f"window={self.window}, stride={self.stride}, smoothing={self.smoothing!r}, "
             f"max_window_tokens={self.max_window_tokens}, units_per_token={self.units_per_token}"
+            + (", checkpoint_blocks=True" if self.checkpoint_blocks else "")
         )

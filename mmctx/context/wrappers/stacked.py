@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mmctx.types import Tokens, check_shape
 
@@ -27,12 +29,18 @@ class StackedEncoder(nn.Module):
         encoder: the token encoder (encoder contract: ``forward(data, mask) -> Tokens``,
             ``out_dim``).
         context: a module ``Tokens -> Tokens`` of width ``encoder.out_dim`` (its ``dim``).
+        checkpoint_blocks: activation checkpointing of each stage (the encoder, then the
+            context module) in training (``torch.utils.checkpoint``, non-reentrant): only the
+            tokens between the stages are kept and each stage is recomputed in the backward
+            pass. For finer units, set ``checkpoint_blocks`` on the stages themselves (a
+            ``ContextEncoder``, ``RecurrentMemoryEncoder`` or ``TextTransformerEncoder``
+            checkpoints each transformer block). Same outputs and gradients.
 
     Attributes:
         out_dim: the token width D.
     """
 
-    def __init__(self, encoder: nn.Module, context: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, context: nn.Module, checkpoint_blocks: bool = False) -> None:
         super().__init__()
         if not hasattr(encoder, "out_dim"):
             raise ValueError(f"StackedEncoder: encoder {type(encoder).__name__} has no out_dim (encoder contract)")
@@ -43,6 +51,7 @@ class StackedEncoder(nn.Module):
             )
         self.encoder = encoder
         self.context = context
+        self.checkpoint_blocks = checkpoint_blocks
         self.out_dim: int = encoder.out_dim
         max_len = getattr(encoder, "max_seq_len", None)
         if max_len is not None:
@@ -56,9 +65,22 @@ class StackedEncoder(nn.Module):
             returns: Tokens with x (B, N, D) and mask (B, N), N the wrapped encoder's token
                 count; padding rows are zeros
         """
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            x, tok_mask = checkpoint(self._encode, data, mask, use_reentrant=False)
+            x, out_mask = checkpoint(self._contextualise, x, tok_mask, use_reentrant=False)
+        else:
+            x, out_mask = self._contextualise(*self._encode(data, mask))
+        return Tokens(x.masked_fill(~out_mask[..., None], 0.0), out_mask)
+
+    def _encode(self, data: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The token encoder's output as a tuple (what ``checkpoint`` handles). Shapes: (B, N, D), (B, N)."""
         tokens = self.encoder(data, mask)
-        out = self.context(tokens)
+        return tokens.x, tokens.mask
+
+    def _contextualise(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The context module over the tokens. Shapes: x (B, N, D), mask (B, N) → the same."""
+        out = self.context(Tokens(x, mask))
         if not isinstance(out, Tokens):
             raise TypeError(f"StackedEncoder: context {type(self.context).__name__} returned {type(out).__name__}, expected Tokens")
-        check_shape("StackedEncoder context output", out.x, tuple(tokens.x.shape))
-        return Tokens(out.x.masked_fill(~out.mask[..., None], 0.0), out.mask)
+        check_shape("StackedEncoder context output", out.x, tuple(x.shape))
+        return out.x, out.mask

@@ -1,0 +1,84 @@
+"""StreamingMemoryEncoder: streaming segment by segment equals the one-pass forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmctx.context import RecurrentMemoryEncoder, StreamingMemoryEncoder
+from mmctx.encoders import RNNAudioEncoder, TextTransformerEncoder
+
+D = 16
+
+
+def _audio_model(segment: int = 3200, context: int = 1280) -> StreamingMemoryEncoder:
+    torch.manual_seed(0)
+    audio = RNNAudioEncoder(
+        sample_rate=8000, n_mels=16, n_fft=200, hop_length=80, conv_channels=8, hidden_dim=D, num_layers=1, out_dim=D
+    )
+    n = int(audio.output_lengths(torch.tensor(segment + context)))
+    memory = RecurrentMemoryEncoder(D, 1, 2, segment_len=n, num_memory=3, bptt_segments=4, mlp_ratio=2.0)
+    return StreamingMemoryEncoder(audio, memory, segment_len=segment, context_len=context).eval()
+
+
+def _pieces(wave: torch.Tensor, sizes: list[int]):
+    start, i = 0, 0
+    while start < wave.shape[1]:
+        size = sizes[i % len(sizes)]
+        yield wave[:, start : start + size]
+        start, i = start + size, i + 1
+
+
+@pytest.mark.parametrize("length", [3200 * 12 + 700, 3200 * 15])  # 13 segments, a short tail; 15 whole
+def test_audio_stream_equals_one_pass(length: int) -> None:
+    model = _audio_model()
+    g = torch.Generator().manual_seed(1)
+    wave = torch.randn(2, length, generator=g) * 0.1
+    mask = torch.ones(2, length, dtype=torch.bool)
+    with torch.no_grad():
+        one = model(wave, mask)
+        # pieces of uneven sizes, none aligned with the segments
+        streamed = model.stream(_pieces(wave, [1000, 5000, 333]))
+    assert one.x.shape == (2, 3, D) and one.mask.all()
+    torch.testing.assert_close(streamed.x, one.x, rtol=1e-4, atol=1e-5)
+    assert (one.x - model.initial_memory(2)).abs().max() > 1e-3  # the memory did change
+
+
+def test_padding_and_batch_do_not_change_a_sample() -> None:
+    """A short sample padded in a batch gets the memory it gets alone (and streamed alone)."""
+    model = _audio_model()
+    g = torch.Generator().manual_seed(2)
+    wave = torch.randn(2, 3200 * 9, generator=g) * 0.1
+    mask = torch.ones_like(wave, dtype=torch.bool)
+    short = 3200 * 5 + 100  # its last segment is only 100 samples: too short for a token
+    mask[1, short:] = False
+    with torch.no_grad():
+        batch = model(wave, mask)
+        alone = model(wave[1:, :short], mask[1:, :short])
+        streamed = model.stream(_pieces(wave[1:, :short], [4000]))
+    torch.testing.assert_close(batch.x[1:], alone.x, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(streamed.x, alone.x, rtol=1e-4, atol=1e-5)
+
+
+def test_text_tokens_stream_and_gradients() -> None:
+    """One token per unit (a text encoder): same equality; gradients reach every parameter."""
+    torch.manual_seed(0)
+    text = TextTransformerEncoder(vocab_size=17, dim=D, num_layers=1, num_heads=2, max_seq_len=16)
+    memory = RecurrentMemoryEncoder(D, 1, 2, segment_len=12, num_memory=2, bptt_segments=8)
+    model = StreamingMemoryEncoder(text, memory, segment_len=8, context_len=4)
+    ids = torch.randint(0, 17, (2, 45))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    out = model(ids, mask)
+    out.x.pow(2).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with torch.no_grad():
+        streamed = model.stream(_pieces(ids, [7, 3]))
+    torch.testing.assert_close(streamed.x, out.x.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_wrong_memory_segment_len_names_the_value() -> None:
+    text = TextTransformerEncoder(vocab_size=17, dim=D, num_layers=1, num_heads=2, max_seq_len=16)
+    memory = RecurrentMemoryEncoder(D, 1, 2, segment_len=10, num_memory=2)
+    with pytest.raises(ValueError, match="set the memory's segment_len to 12"):
+        StreamingMemoryEncoder(text, memory, segment_len=8, context_len=4)
