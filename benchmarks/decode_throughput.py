@@ -1,11 +1,20 @@
-"""Decode throughput of TextDecoder.generate with and without the KV cache.
+"""Greedy decode throughput of TextDecoder.generate against Hugging Face GPT-2 ``generate``.
 
-Greedy decoding of a batch of random contexts by a random decoder, EOS disabled so every
-run generates exactly the requested number of tokens. For each length both modes are
-timed side by side (one warm-up, then the median of ``--repeats`` runs) and their outputs
-are checked to be identical.
+Both sides are random models of equal size (width, layers, heads, feed-forward width,
+vocabulary) with cross-attention into the same context: mmctx's :class:`TextDecoder` (KV
+cache: preallocated self-attention buffer, context keys/values and mask computed once per
+call, see ``docs/benchmarks.md``) and ``transformers``' ``GPT2LMHeadModel`` with
+``add_cross_attention=True`` fed the context as ``encoder_hidden_states``. Greedy, EOS
+disabled, so every run generates exactly the requested number of tokens. mmctx without the
+cache (the whole prefix recomputed every step) is timed too, and its output must equal the
+cached one token for token.
+
+Every cell: one warm-up, then the median of ``--repeats`` runs, the sides interleaved so
+drifting machine load hits them alike. ``--profile`` adds the per-step time of the top
+operators of each side (torch.profiler), to see where the time goes.
 
     python benchmarks/decode_throughput.py            # batch 8, dim 256, 4 layers, context 64
+    python benchmarks/decode_throughput.py --lengths 64 256 --profile
     python benchmarks/decode_throughput.py --device cuda --lengths 16 64 256 1024
 """
 
@@ -16,6 +25,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -23,7 +33,9 @@ from mmctx.heads import TextDecoder
 from mmctx.types import ExtendedContext
 
 
-def build(args: argparse.Namespace, device: torch.device) -> tuple[TextDecoder, ExtendedContext]:
+def build(args: argparse.Namespace, device: torch.device) -> tuple[TextDecoder, torch.nn.Module, ExtendedContext]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     torch.manual_seed(0)
     decoder = TextDecoder(
         vocab_size=args.vocab,
@@ -35,23 +47,60 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[TextDecoder, 
         bos_id=1,
         eos_id=None,  # exact lengths: nothing stops early
     ).to(device).eval()
+    config = GPT2Config(
+        vocab_size=args.vocab, n_embd=args.dim, n_layer=args.layers, n_head=args.heads,
+        n_positions=max(args.lengths) + 1, add_cross_attention=True, bos_token_id=1, eos_token_id=None, pad_token_id=0,
+    )
+    hf = GPT2LMHeadModel(config).to(device).eval()
     x = torch.randn(args.batch, args.context, args.dim, device=device)
     mask = torch.ones(args.batch, args.context, dtype=torch.bool, device=device)
     mask[::2, args.context // 2 :] = False  # half the samples have half-length contexts
     modality = torch.zeros(args.batch, args.context, dtype=torch.long, device=device)
-    return decoder, ExtendedContext(x, mask, modality, ("image",))
+    return decoder, hf, ExtendedContext(x, mask, modality, ("image",))
 
 
-def timed(
-    decoder: TextDecoder, context: ExtendedContext, new_tokens: int, use_cache: bool
-) -> tuple[float, torch.Tensor]:
-    if context.x.device.type == "cuda":
+def runners(decoder: TextDecoder, hf: torch.nn.Module, context: ExtendedContext) -> dict[str, Callable[[int], torch.Tensor]]:
+    """name → ``run(new_tokens) -> ids (B, new_tokens)``."""
+    bos = torch.full((context.x.shape[0], 1), 1, dtype=torch.long, device=context.x.device)
+
+    def hf_generate(n: int) -> torch.Tensor:
+        out = hf.generate(
+            input_ids=bos, attention_mask=torch.ones_like(bos), encoder_hidden_states=context.x,
+            encoder_attention_mask=context.mask.long(), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+            eos_token_id=None, pad_token_id=0,
+        )
+        return out[:, 1:]
+
+    return {
+        "hf": hf_generate,
+        "nocache": lambda n: decoder.generate(context, n, strategy="greedy", use_cache=False),
+        "cache": lambda n: decoder.generate(context, n, strategy="greedy", use_cache=True),
+    }
+
+
+def timed(run: Callable[[int], torch.Tensor], n: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    out = decoder.generate(context, new_tokens, strategy="greedy", use_cache=use_cache)
-    if context.x.device.type == "cuda":
+    out = run(n)
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, out
+
+
+def profile(run: Callable[[int], torch.Tensor], n: int, rows: int = 8) -> str:
+    """The ``rows`` operators with the most self time, per decoding step."""
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile() as prof:
+        run(n)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = [f"    {'operator':<52} {'us/step':>8} {'share':>6}"]
+    for e in events[:rows]:
+        lines.append(f"    {e.key[:52]:<52} {e.self_cpu_time_total / n:>8.0f} {e.self_cpu_time_total / total:>6.1%}")
+    lines.append(f"    {'all operators':<52} {total / n:>8.0f}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -63,41 +112,53 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=1000)
     parser.add_argument("--context", type=int, default=64, help="context tokens per sample")
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 256], help="new tokens to generate")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell (median)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--profile", action="store_true", help="also print each side's top operators per step")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    decoder, context = build(args, device)
+    decoder, hf, context = build(args, device)
+    run = runners(decoder, hf, context)
+    n_mmctx = sum(p.numel() for p in decoder.parameters())
+    n_hf = sum(p.numel() for p in hf.parameters())
 
     print(
-        f"# decode throughput: greedy, batch {args.batch}, dim {args.dim}, {args.layers} layers, {args.heads} heads, "
-        f"vocab {args.vocab}, context {args.context} tokens, EOS off"
+        f"# greedy decoding, batch {args.batch}, dim {args.dim}, {args.layers} layers, {args.heads} heads, "
+        f"vocab {args.vocab}, context {args.context} tokens (half the samples half-length), EOS off"
     )
+    print(f"# parameters: mmctx TextDecoder {n_mmctx / 1e6:.2f} M, HF GPT-2 + cross-attention {n_hf / 1e6:.2f} M")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
     load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"# torch {torch.__version__}, {where}, {torch.get_num_threads()} threads{load}; median of {args.repeats}\n")
-    columns = ("new tokens", "no cache tok/s", "KV cache tok/s", "speed-up", "same output")
-    widths = (10, 14, 14, 8, 11)
-    header = " | ".join(f"{c:>{w}}" for c, w in zip(columns, widths))
+    columns = ("new tokens", "HF generate tok/s", "mmctx no cache", "mmctx KV cache", "vs HF", "cache = no cache")
+    widths = (10, 17, 14, 14, 6, 16)
+    header = "| " + " | ".join(f"{c:>{w}}" for c, w in zip(columns, widths)) + " |"
     print(header)
-    print("-" * len(header))
+    print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    profiles = []
     with torch.inference_mode():
-        for use_cache in (False, True):  # warm-up: allocator, kernels, lazy init
-            timed(decoder, context, min(args.lengths), use_cache)
+        for name in run:  # warm-up: allocator, kernels, lazy init
+            timed(run[name], min(args.lengths), device)
         for n in args.lengths:
-            times: dict[bool, list[float]] = {False: [], True: []}
-            outputs: dict[bool, torch.Tensor] = {}
+            times: dict[str, list[float]] = {name: [] for name in run}
+            outputs: dict[str, torch.Tensor] = {}
             for _ in range(args.repeats):
-                for use_cache in (False, True):  # interleaved, so drifting load hits both alike
-                    seconds, outputs[use_cache] = timed(decoder, context, n, use_cache)
-                    times[use_cache].append(seconds)
+                for name in run:  # interleaved, so drifting load hits every side alike
+                    seconds, outputs[name] = timed(run[name], n, device)
+                    times[name].append(seconds)
             rate = {k: args.batch * n / statistics.median(v) for k, v in times.items()}
-            same = "yes" if torch.equal(outputs[False], outputs[True]) else "NO"
-            cells = (f"{n}", f"{rate[False]:,.0f}", f"{rate[True]:,.0f}", f"{rate[True] / rate[False]:.1f}x", same)
-            print(" | ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+            same = "yes" if torch.equal(outputs["nocache"], outputs["cache"]) else "NO"
+            cells = (f"{n}", f"{rate['hf']:,.0f}", f"{rate['nocache']:,.0f}", f"{rate['cache']:,.0f}",
+                     f"{rate['cache'] / rate['hf']:.2f}", same)
+            print("| " + " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths)) + " |", flush=True)
+            if args.profile and device.type == "cpu":
+                profiles.append(f"\n{n} new tokens, mmctx KV cache:\n{profile(run['cache'], n)}")
+                profiles.append(f"{n} new tokens, HF generate:\n{profile(run['hf'], n)}")
+    for p in profiles:
+        print(p)
 
 
 if __name__ == "__main__":

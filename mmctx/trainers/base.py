@@ -37,6 +37,10 @@ class MMCtxTask(L.LightningModule):
         scheduler: a callable ``optimizer -> LRScheduler`` or None; stepped every optimizer
             step when it has ``set_total_steps`` (e.g. :class:`WarmupCosineLR`), else every
             epoch.
+        compile: compile the model's ``forward`` with ``torch.compile`` (``nn.Module.compile``,
+            in place: parameter names, checkpoints and ``generate`` stay those of the eager
+            model) when the trainer sets the task up. The first steps pay the compilation
+            (tens of seconds on a CPU); see ``docs/benchmarks.md`` for what it buys.
     """
 
     def __init__(
@@ -44,11 +48,22 @@ class MMCtxTask(L.LightningModule):
         model: nn.Module,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        #: the ``compile`` switch (not ``self.compile``, which is ``nn.Module.compile``)
+        self.compile_model = compile
+        self._model_compiled = False
+
+    def configure_model(self) -> None:
+        """Compile the model's forward once when ``compile`` is set (Lightning calls this hook
+        at the start of fit, validate, test and predict)."""
+        if self.compile_model and not self._model_compiled:
+            self.model.compile()
+            self._model_compiled = True
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)

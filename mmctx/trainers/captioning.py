@@ -77,6 +77,8 @@ class CaptioningTask(MMCtxTask):
             encoder's tokens to the decoder's vocabulary plus a blank; it is only used in
             training. Speeds up speech → text a lot (see ``configs/audio_text.yaml``).
         ctc_modality: the encoder whose tokens the CTC loss reads.
+        compile: compile the model's forward (teacher forcing) with ``torch.compile``; see
+            :class:`~mmctx.trainers.MMCtxTask`.
     """
 
     def __init__(
@@ -95,8 +97,9 @@ class CaptioningTask(MMCtxTask):
         target: str = "caption",
         ctc_weight: float = 0.0,
         ctc_modality: str = "audio",
+        compile: bool = False,
     ) -> None:
-        super().__init__(model, optimizer, scheduler)
+        super().__init__(model, optimizer, scheduler, compile)
         if strategy not in _STRATEGIES:
             raise ValueError(f"CaptioningTask: strategy must be one of {_STRATEGIES}, got {strategy!r}")
         if max_new_tokens < 1:

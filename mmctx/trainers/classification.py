@@ -36,6 +36,8 @@ class ClassificationTask(MMCtxTask):
         scheduler: learning-rate scheduler factory or None.
         label_smoothing: cross-entropy label smoothing.
         target: key of the labels in ``batch.targets``.
+        compile: compile the model's forward with ``torch.compile``; see
+            :class:`~mmctx.trainers.MMCtxTask`.
     """
 
     def __init__(
@@ -47,8 +49,9 @@ class ClassificationTask(MMCtxTask):
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         target: str = "label",
+        compile: bool = False,
     ) -> None:
-        super().__init__(model, optimizer, scheduler)
+        super().__init__(model, optimizer, scheduler, compile)
         if num_classes is None or num_classes < 2:
             raise ValueError(f"ClassificationTask: num_classes must be >= 2, got {num_classes!r}")
         if classes is not None and len(classes) != num_classes:

@@ -47,7 +47,7 @@ class DistillationTask(ClassificationTask):
             rebuild it from a checkpoint written through the CLI.
         temperature: T, softens both distributions (> 0).
         alpha: weight of the distillation term, in [0, 1] (0: plain cross-entropy).
-        num_classes, classes, optimizer, scheduler, label_smoothing, target: as
+        num_classes, classes, optimizer, scheduler, label_smoothing, target, compile: as
             :class:`~mmctx.trainers.ClassificationTask`.
     """
 
@@ -64,8 +64,9 @@ class DistillationTask(ClassificationTask):
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         target: str = "label",
+        compile: bool = False,
     ) -> None:
-        super().__init__(model, num_classes, classes, optimizer, scheduler, label_smoothing, target)
+        super().__init__(model, num_classes, classes, optimizer, scheduler, label_smoothing, target, compile)
         self.save_config()  # again, from this frame: the distillation arguments too
         if temperature <= 0:
             raise ValueError(f"DistillationTask: temperature must be > 0, got {temperature}")

@@ -228,3 +228,48 @@ def test_input_errors_name_the_argument(make_context, make_decoder):
     dec.step(random_tokens(3, 3), cache)
     with pytest.raises(ValueError, match="cache holds 4 tokens"):
         dec.step(random_tokens(3, 2), cache)
+
+
+def test_forward_traces_as_one_graph_without_breaks(make_context, make_decoder):
+    # torch.compile of a model containing the decoder: any graph break or data-dependent
+    # Python branch in the teacher-forced forward would split it (dynamo only, no codegen)
+    dec = make_decoder(seed=13)
+    c = make_context(seed=14)  # padded context rows
+    tokens = random_tokens(3, 6, seed=15)
+    token_mask = torch.ones(3, 6, dtype=torch.bool)
+    token_mask[0, 4:] = False
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(dec)(tokens, c, token_mask)
+    assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
+def test_decode_over_a_long_cached_context_equals_uncached(make_context, make_decoder):
+    # generation over a long document: the context's cross-attention keys/values are
+    # projected once into the cache; recomputing them at every step gives the same tokens
+    dec = make_decoder(seed=16, dim=16, num_heads=2, eos_id=None)
+    c = make_context(lengths=(4096, 2500, 3333), d=16, seed=17)
+    cache = dec.init_cache(c, capacity=8)
+    assert cache.layers[0].cross_kv[0].shape == (3, 2, 4096, 8)  # (B, H, M, D/H), computed once
+    tokens = random_tokens(3, 8, seed=18)
+    cached = torch.cat([dec.step(tokens[:, i : i + 1], cache) for i in range(8)], 1)
+    torch.testing.assert_close(cached, dec(tokens, c), atol=1e-5, rtol=0)
+    for strategy in ("greedy", "beam"):
+        a = dec.generate(c, 7, strategy=strategy, num_beams=2)
+        b = dec.generate(c, 7, strategy=strategy, num_beams=2, use_cache=False)
+        assert torch.equal(a, b), strategy
+
+
+def test_static_cache_is_filled_in_place_and_handles_rows_without_context(make_context, make_decoder):
+    dec = make_decoder(seed=19)
+    c = make_context(lengths=(5, 0, 7), seed=20)  # sample 1 has no real context token
+    cache = dec.init_cache(c, capacity=10)
+    assert cache.empty_rows is not None and cache.empty_rows.flatten().tolist() == [False, True, False]
+    tokens = random_tokens(3, 10, seed=21)
+    pieces = [dec.step(tokens[:, :2], cache)]
+    buffers = [(layer.k.data_ptr(), layer.v.data_ptr()) for layer in cache.layers]
+    assert cache.layers[0].k.shape[2] == 10  # allocated at full capacity on the first step
+    pieces += [dec.step(tokens[:, i : i + 1], cache) for i in range(2, 10)]
+    assert [(layer.k.data_ptr(), layer.v.data_ptr()) for layer in cache.layers] == buffers  # never regrown
+    torch.testing.assert_close(torch.cat(pieces, 1), dec(tokens, c), atol=1e-5, rtol=0)
+    assert torch.equal(dec.generate(c, 9), dec.generate(c, 9, use_cache=False))
