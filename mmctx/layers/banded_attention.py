@@ -9,10 +9,12 @@ are *global*: they attend every key and every query attends them (Longformer, Be
 al. 2020). Two interchangeable backends compute exactly that pattern:
 
 * ``"blocked"`` (default, compile-free): the non-global part of the sequence is cut into
-  blocks of ``window`` queries; block ``b`` attends the keys of blocks ``b-1, b, b+1`` (which
-  contain its whole band) plus the global keys, through one batched
-  ``F.scaled_dot_product_attention`` call with an exact band mask of shape
-  (B·N/w, 1, w, 3w + G). Memory and time are O(N·w); no N×N tensor is ever built.
+  query blocks of ``b`` positions (default ``window // 2``, :func:`default_block_size`);
+  block ``i`` attends the ``b + 2·window`` keys around it (which contain its whole band)
+  plus the global keys, through one batched ``F.scaled_dot_product_attention`` call with an
+  exact band mask of shape (B·N/b, 1, b, b + 2w + G). The key/value windows are strided
+  views of the padded keys (no copy; their overlapping gradients are summed by block in a
+  hand-written backward). Memory and time are O(N·w); no N×N tensor is ever built.
 * ``"flex"``: ``torch.nn.attention.flex_attention`` (compiled with ``torch.compile``) with a
   block-sparse mask built directly from the band (``BlockMask.from_kv_blocks``), so building
   the mask is O(N·w) too. The first call per shape compiles (about 26 s on a 2-core CPU).
