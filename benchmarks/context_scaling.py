@@ -24,6 +24,17 @@ What is measured, honestly:
 
     python benchmarks/context_scaling.py                 # about 10 minutes on a 2-core CPU
     python benchmarks/context_scaling.py --layers 1 --no-largest
+
+``--vs-local-attention``: the sliding-window encoder against lucidrains' ``local-attention``
+(``pip install local-attention``) at equal size — each layer ``LocalMHA`` (pre-norm, fused
+QKV, rotary, ``exact_windowsize=True``: the same ±window band) + the same pre-norm MLP as
+mmctx's block, and a final LayerNorm; by default D=256, 4 heads, 2 layers, ±128,
+N = 4K / 16K / 64K. Time: fwd+bwd of both in ONE process, interleaved, medians of
+``--repeats`` after a warm-up at each N. Memory: each (side, N) once more in a fresh child,
+peak RSS minus the RSS before the step (CPU has no allocator statistics).
+
+    python benchmarks/context_scaling.py --vs-local-attention
+    python benchmarks/context_scaling.py --vs-local-attention --block-size 128   # other block length
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ import time
 
 GIB = 1024**3
 MIB = 1024**2
+DEFAULT_LENGTHS = [1024, 4096, 16384, 65536]
 
 
 def child(args: argparse.Namespace) -> None:
@@ -70,6 +82,128 @@ def child(args: argparse.Namespace) -> None:
             break
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"time": min(times), "repeats": len(times), "peak": peak, "base": base}))
+
+
+def _peer_encoder(dim: int, layers: int, heads: int, window: int):
+    """lucidrains' local-attention at mmctx's block layout (pre-norm attention + MLP, final norm)."""
+    from local_attention import LocalMHA
+    from torch import nn
+
+    from mmctx.layers.block import FeedForward
+
+    class LocalAttentionEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.ModuleList(
+                LocalMHA(dim=dim, window_size=window, dim_head=dim // heads, heads=heads, causal=False, prenorm=True,
+                         exact_windowsize=True, look_backward=1, look_forward=1)
+                for _ in range(layers)
+            )
+            self.ff = nn.ModuleList(nn.Sequential(nn.LayerNorm(dim), FeedForward(dim, 4 * dim)) for _ in range(layers))
+            self.norm = nn.LayerNorm(dim)
+
+        def forward(self, x, mask):
+            for attn, ff in zip(self.attn, self.ff):
+                x = x + attn(x, mask=mask)
+                x = x + ff(x)
+            return self.norm(x)
+
+    return LocalAttentionEncoder()
+
+
+def _vs_sides(args: argparse.Namespace):
+    """{side: fn(x, mask) -> output} for the mmctx encoder and the local-attention one."""
+    import functools
+
+    import torch
+
+    from mmctx.context import ContextEncoder
+    from mmctx.layers import banded_attention as ba
+    from mmctx.types import ExtendedContext
+
+    torch.manual_seed(0)
+    ours = ContextEncoder(args.dim, args.layers, args.heads, window=args.window, backend="blocked")
+    if args.block_size:
+        # the benchmark's knob for the query-block length (the layers use the default)
+        ba.default_block_size = lambda window: args.block_size  # type: ignore[assignment]
+    peer = _peer_encoder(args.dim, args.layers, args.heads, args.window)
+    if args.compile:
+        start = time.perf_counter()
+        ours = torch.compile(ours)
+        x = torch.randn(1, 1024, args.dim)
+        m = torch.ones(1, 1024, dtype=torch.bool)
+        ours(ExtendedContext(x, m, torch.zeros_like(m, dtype=torch.long), ("text",))).x.sum().backward()
+        print(f"# torch.compile of the mmctx encoder: first fwd+bwd (N=1,024) {time.perf_counter() - start:.1f} s")
+
+    def run_ours(x, mask):
+        return ours(ExtendedContext(x, mask, torch.zeros_like(mask, dtype=torch.long), ("text",))).x
+
+    return {"mmctx": run_ours, "local-attention": functools.partial(peer)}
+
+
+def _vs_step(fn, n: int, dim: int) -> float:
+    import torch
+
+    x = torch.randn(1, n, dim)
+    mask = torch.ones(1, n, dtype=torch.bool)
+    start = time.perf_counter()
+    fn(x, mask).pow(2).mean().backward()
+    return time.perf_counter() - start
+
+
+def vs_child(args: argparse.Namespace) -> None:
+    """Memory of one side at one N, in this fresh process: print a JSON line."""
+    fn = _vs_sides(args)[args.method]
+    _vs_step(fn, 256, args.dim)  # warm-up at a small N: thread pools, kernels
+    base = _rss(os.getpid())
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _vs_step(fn, args.n, args.dim)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"base": base, "peak": peak, "peak_before": peak_before}))
+
+
+def vs_local_attention(args: argparse.Namespace) -> None:
+    """Time both sides interleaved in this process, then memory in fresh children; print the table."""
+    import statistics
+
+    import torch
+
+    lengths = args.lengths if args.lengths != DEFAULT_LENGTHS else [4096, 16384, 65536]
+    print(
+        f"# fwd+bwd, batch 1, D={args.dim}, {args.heads} heads, {args.layers} layers, window ±{args.window}, "
+        f"block {args.block_size or 'default'}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"time: median of {args.repeats}, interleaved in one process; memory: peak RSS − RSS before, fresh child"
+    )
+    sides = _vs_sides(args)
+    times: dict[tuple[str, int], float] = {}
+    for n in lengths:
+        for fn in sides.values():
+            _vs_step(fn, n, args.dim)  # warm-up at this N
+        samples: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(args.repeats):
+            for name, fn in sides.items():
+                samples[name].append(_vs_step(fn, n, args.dim))
+        for name in sides:
+            times[name, n] = statistics.median(samples[name])
+        print(f"# N={n:,}: " + ", ".join(f"{k} {[round(t, 3) for t in v]}" for k, v in samples.items()), flush=True)
+    mem: dict[tuple[str, int], float] = {}
+    for n in lengths:
+        for name in sides:
+            cmd = [sys.executable, os.path.abspath(__file__), "--vs-child", "--method", name, "--n", str(n),
+                   "--dim", str(args.dim), "--heads", str(args.heads), "--layers", str(args.layers),
+                   "--window", str(args.window), "--block-size", str(args.block_size)]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+            if res.returncode != 0:
+                mem[name, n] = float("nan")
+                continue
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            mem[name, n] = (r["peak"] - r["base"]) / MIB
+    print("| N | mmctx ms | local-attention ms | speed-up | mmctx Δpeak MiB | local-attention Δpeak MiB | memory ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for n in lengths:
+        a, b = times["mmctx", n], times["local-attention", n]
+        ma, mb = mem["mmctx", n], mem["local-attention", n]
+        print(f"| {n:,} | {a * 1e3:,.0f} | {b * 1e3:,.0f} | {b / a:.2f}× | {ma:,.0f} | {mb:,.0f} | {ma / mb:.2f} |")
 
 
 def _rss(pid: int) -> int:
@@ -132,7 +266,12 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    parser.add_argument("--lengths", type=int, nargs="+", default=DEFAULT_LENGTHS)
+    parser.add_argument("--vs-local-attention", action="store_true", help="compare with lucidrains' local-attention")
+    parser.add_argument("--vs-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3, help="--vs-local-attention: timed steps per side and N")
+    parser.add_argument("--block-size", type=int, default=0, help="--vs-local-attention: query-block length (0: default)")
+    parser.add_argument("--compile", action="store_true", help="--vs-local-attention: torch.compile the mmctx encoder")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="skip a measurement predicted to take longer")
     parser.add_argument("--budget-gib", type=float, default=20.0, help="memory budget of one training step")
     parser.add_argument("--no-largest", action="store_true", help="skip the search for the largest N")
@@ -140,6 +279,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.vs_child:
+        vs_child(args)
+        return
+    if args.vs_local_attention:
+        if args.window == 256 and "--window" not in sys.argv:
+            args.window = 128
+        vs_local_attention(args)
         return
 
     import torch

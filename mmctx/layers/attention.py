@@ -206,13 +206,18 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"MultiHeadAttention positions: expected shape ({N},) or ({B}, {N}), got {tuple(positions.shape)}"
             )
-        pos: Tensor | None = None
+        # one fused QKV projection (the weights of q_proj and kv_proj side by side, so the
+        # state dict is that of full attention)
+        weight = torch.cat([self.q_proj.weight, self.kv_proj.weight])  # (3D, D)
+        bias = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.kv_proj.bias])
+        qkv = F.linear(x, weight, bias).view(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, H, D/H)
         if self.rope is not None:
             pos = positions if positions is not None else torch.arange(N, device=x.device)
-        k, v = self.project_kv(x, pos)  # 2×(B, H, N, D/H)
-        q = self.q_proj(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, D/H)
-        if pos is not None:
-            q = self.rope(q, pos)
+            qk = self.rope(qkv[:, :, :2], pos, seq_dim=1)  # (B, N, 2, H, D/H): q and k in one rotation
+            q, k = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)  # 2×(B, H, N, D/H)
+        else:
+            q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)  # (B, H, N, D/H)
         dropout_p = self.dropout if self.training else 0.0
         out = banded_attention(q, k, v, key_mask, self.window, self.num_global, dropout_p, self.backend)
         out = out.transpose(1, 2).reshape(B, N, self.dim)  # (B, N, D)

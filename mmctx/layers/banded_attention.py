@@ -9,10 +9,12 @@ are *global*: they attend every key and every query attends them (Longformer, Be
 al. 2020). Two interchangeable backends compute exactly that pattern:
 
 * ``"blocked"`` (default, compile-free): the non-global part of the sequence is cut into
-  blocks of ``window`` queries; block ``b`` attends the keys of blocks ``b-1, b, b+1`` (which
-  contain its whole band) plus the global keys, through one batched
-  ``F.scaled_dot_product_attention`` call with an exact band mask of shape
-  (B·N/w, 1, w, 3w + G). Memory and time are O(N·w); no N×N tensor is ever built.
+  query blocks of ``b`` positions (default ``window // 2``, :func:`default_block_size`);
+  block ``i`` attends the ``b + 2·window`` keys around it (which contain its whole band)
+  plus the global keys, through one batched ``F.scaled_dot_product_attention`` call with an
+  exact band mask of shape (B·N/b, 1, b, b + 2w + G). The key/value windows are strided
+  views of the padded keys (no copy; their overlapping gradients are summed by block in a
+  hand-written backward). Memory and time are O(N·w); no N×N tensor is ever built.
 * ``"flex"``: ``torch.nn.attention.flex_attention`` (compiled with ``torch.compile``) with a
   block-sparse mask built directly from the band (``BlockMask.from_kv_blocks``), so building
   the mask is O(N·w) too. The first call per shape compiles (about 26 s on a 2-core CPU).
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["BACKENDS", "banded_attention", "sliding_window_mask"]
+__all__ = ["BACKENDS", "banded_attention", "default_block_size", "sliding_window_mask"]
 
 BACKENDS: tuple[str, ...] = ("blocked", "flex")
 _FLEX_BLOCK = 128  # flex_attention's tile size
@@ -76,8 +78,12 @@ def banded_attention(
     num_global: int = 0,
     dropout_p: float = 0.0,
     backend: str = "blocked",
+    block_size: int | None = None,
 ) -> Tensor:
     """Self-attention of ``q`` over ``k, v`` restricted to a ±``window`` band plus global tokens.
+
+    ``block_size``: query-block length of the ``"blocked"`` backend (default
+    :func:`default_block_size`); it must divide ``2·window``.
 
     Shapes:
         q, k, v: (B, H, N, d), already projected and rotated
@@ -87,7 +93,7 @@ def banded_attention(
     """
     if backend == "flex" and _flex_can_run(q):
         return _flex_attention(q, k, v, key_mask, window, num_global)
-    return _blocked_attention(q, k, v, key_mask, window, num_global, dropout_p)
+    return _blocked_attention(q, k, v, key_mask, window, num_global, dropout_p, block_size)
 
 
 def _sdpa_no_nan(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> Tensor:
@@ -102,13 +108,67 @@ def _sdpa_no_nan(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p
     return out.masked_fill(empty, 0.0)
 
 
+def default_block_size(window: int) -> int:
+    """Query-block length of the blocked backend for a ±``window`` band.
+
+    A block of ``b`` queries attends ``b + 2·window`` keys of which ``2·window + 1`` per query
+    are in its band, so smaller blocks waste less work (b = w: 67 % useful, w/2: 80 %,
+    w/4: 89 %) but make more, smaller SDPA problems. ``window // 2`` measured best on the CPU
+    here for w = 128 and 256 (benchmarks/context_scaling.py --vs-local-attention); it must
+    divide ``2·window`` so the key windows' gradients sum by block (see :class:`_KeyWindows`).
+    """
+    return window // 2 if window >= 32 and window % 2 == 0 else window
+
+
+class _KeyWindows(torch.autograd.Function):
+    """Overlapping key/value windows of every query block, as one strided view (no copy).
+
+    Forward: pad the local keys by ``window`` on both sides and return the (B·nb, H, K, d)
+    view whose block ``i`` holds padded rows ``i·b .. i·b + K`` (K = b + 2·window). Backward:
+    the windows overlap, so each key's gradient is the sum of its K/b appearances: K/b
+    strided slice-adds, where autograd's generic ``unfold`` backward is a slow scatter.
+
+    Shapes:
+        x: (B, L, H, d) keys or values (any strides with a contiguous last dim)
+        returns: (B·nb, H, K, d)
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, block: int, window: int, nb: int) -> Tensor:
+        B, L, H, d = x.shape
+        K = block + 2 * window
+        padded = F.pad(x, (0, 0, 0, 0, window, nb * block - L + window)).contiguous()  # (B, Lp, H, d), Lp = nb·b + 2w
+        Lp = padded.shape[1]
+        ctx.shape, ctx.block, ctx.window, ctx.nb = (B, L, H, d), block, window, nb
+        windows = padded.as_strided((B, nb, H, K, d), (Lp * H * d, block * H * d, d, H * d, 1))  # (B, nb, H, K, d)
+        return windows.reshape(B * nb, H, K, d)  # (B·nb, H, K, d): a view when B == 1
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        B, L, H, d = ctx.shape
+        b, w, nb = ctx.block, ctx.window, ctx.nb
+        K = b + 2 * w
+        g = grad.reshape(B, nb, H, K, d).transpose(2, 3)  # (B, nb, K, H, d)
+        padded = grad.new_zeros(B, nb * b + 2 * w, H, d)  # (B, Lp, H, d)
+        for j in range(K // b):  # window slot j·b.. of block i is padded row (i + j)·b..
+            padded[:, j * b : j * b + nb * b] += g[:, :, j * b : (j + 1) * b].reshape(B, nb * b, H, d)
+        return padded[:, w : w + L], None, None, None
+
+
 def _blocked_attention(
-    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, window: int, num_global: int, dropout_p: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_mask: Tensor | None,
+    window: int,
+    num_global: int,
+    dropout_p: float,
+    block_size: int | None = None,
 ) -> Tensor:
     """Exact banded attention computed block by block with SDPA.
 
     Shapes:
-        q, k, v: (B, H, N, d), already rotated
+        q, k, v: (B, H, N, d), already rotated (any strides with a contiguous last dim)
         key_mask: (B, N) bool or None
         returns: (B, H, N, d)
     """
@@ -122,14 +182,17 @@ def _blocked_attention(
         parts.append(_sdpa_no_nan(q[:, :, :G], k, v, g_mask, dropout_p))  # (B, H, G, d)
     if L > 0:
         ql, kl, vl = q[:, :, G:], k[:, :, G:], v[:, :, G:]  # (B, H, L, d)
-        km = key_mask[:, G:] if key_mask is not None else torch.ones(B, L, dtype=torch.bool, device=q.device)
         if window >= L - 1:
             # the band covers every local key: plain attention over [global; local] keys
-            mask = torch.cat([key_mask[:, :G], km], dim=1) if key_mask is not None else None  # (B, N)
-            mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, N)
+            mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, N)
             parts.append(_sdpa_no_nan(ql, k, v, mask, dropout_p))
         else:
-            parts.append(_banded_blocks(ql, kl, vl, km, q, k, v, key_mask, window, G, dropout_p))
+            block = block_size or default_block_size(window)
+            if (2 * window) % block:
+                raise ValueError(f"banded_attention: block_size={block} must divide 2·window={2 * window}")
+            km = None if key_mask is None else key_mask[:, G:]
+            gk = None if G == 0 else (k[:, :, :G], v[:, :, :G], None if key_mask is None else key_mask[:, :G])
+            parts.append(_banded_blocks(ql, kl, vl, km, gk, window, block, dropout_p))
     return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
 
@@ -137,51 +200,55 @@ def _banded_blocks(
     ql: Tensor,
     kl: Tensor,
     vl: Tensor,
-    km: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_mask: Tensor | None,
+    km: Tensor | None,
+    gk: tuple[Tensor, Tensor, Tensor | None] | None,
     window: int,
-    G: int,
+    block: int,
     dropout_p: float,
 ) -> Tensor:
-    """Local queries in blocks of ``window``; each attends 3 blocks of local keys + G global keys.
+    """Local queries in blocks of ``block``; each attends its ``block + 2·window`` local keys
+    (a strided view, no copy) plus the global keys.
 
     Shapes:
-        ql, kl, vl: (B, H, L, d) local part; km: (B, L) bool
-        q, k, v: (B, H, N, d) whole sequence (its first G keys are the global ones)
+        ql, kl, vl: (B, H, L, d) local part; km: (B, L) bool or None (all real)
+        gk: global keys, values (B, H, G, d) and their mask (B, G) or None; or None (G = 0)
         returns: (B, H, L, d)
     """
     B, H, L, d = ql.shape
-    w = window
-    nb = math.ceil(L / w)
-    tail = nb * w - L
-    q_blk = F.pad(ql, (0, 0, 0, tail)).view(B, H, nb, w, d)  # (B, H, nb, w, d)
-    # keys/values padded by one block on each side, then 3-block windows with step w
-    k_blk = F.pad(kl, (0, 0, w, tail + w)).unfold(2, 3 * w, w).transpose(-1, -2)  # (B, H, nb, 3w, d)
-    v_blk = F.pad(vl, (0, 0, w, tail + w)).unfold(2, 3 * w, w).transpose(-1, -2)  # (B, H, nb, 3w, d)
-    km_blk = F.pad(km, (w, tail + w), value=False).unfold(1, 3 * w, w)  # (B, nb, 3w)
-    # key slot s of a block holds local position (b-1)·w + s; query r holds b·w + r
-    rel = torch.arange(3 * w, device=ql.device)[None, :] - (torch.arange(w, device=ql.device)[:, None] + w)  # (w, 3w)
-    band = rel.abs() <= w  # (w, 3w)
-    mask = band[None, None] & km_blk[:, :, None, :]  # (B, nb, w, 3w)
-    if G > 0:
-        kg = k[:, :, None, :G].expand(B, H, nb, G, d)  # (B, H, nb, G, d)
-        vg = v[:, :, None, :G].expand(B, H, nb, G, d)
-        k_blk = torch.cat([kg, k_blk], dim=3)  # (B, H, nb, G+3w, d)
-        v_blk = torch.cat([vg, v_blk], dim=3)
-        gm = key_mask[:, :G] if key_mask is not None else torch.ones(B, G, dtype=torch.bool, device=ql.device)
-        mask = torch.cat([gm[:, None, None, :].expand(B, nb, w, G), mask], dim=-1)  # (B, nb, w, G+3w)
-    K = k_blk.shape[3]
-    # fold the blocks into SDPA's batch dimension (4-D inputs select the fused CPU/GPU kernels)
-    q4 = q_blk.transpose(1, 2).reshape(B * nb, H, w, d)  # (B·nb, H, w, d)
-    k4 = k_blk.transpose(1, 2).reshape(B * nb, H, K, d)  # (B·nb, H, K, d)
-    v4 = v_blk.transpose(1, 2).reshape(B * nb, H, K, d)
-    m4 = mask.reshape(B * nb, 1, w, K)  # (B·nb, 1, w, K)
-    out = _sdpa_no_nan(q4, k4, v4, m4, dropout_p)  # (B·nb, H, w, d)
-    out = out.view(B, nb, H, w, d).transpose(1, 2).reshape(B, H, nb * w, d)  # (B, H, nb·w, d)
-    return out[:, :, :L]
+    w, b = window, block
+    nb = math.ceil(L / b)
+    tail = nb * b - L
+    K = b + 2 * w  # keys per query block
+    # queries: (B, H, L, d) → (B·nb, H, b, d); a view when B == 1 and L is a multiple of b
+    qp = F.pad(ql, (0, 0, 0, tail)) if tail else ql
+    q4 = qp.unflatten(2, (nb, b)).transpose(1, 2).reshape(B * nb, H, b, d)  # (B·nb, H, b, d)
+    k4 = _KeyWindows.apply(kl.transpose(1, 2), b, w, nb)  # (B·nb, H, K, d)
+    v4 = _KeyWindows.apply(vl.transpose(1, 2), b, w, nb)  # (B·nb, H, K, d)
+    # key slot s of block i holds local position i·b - w + s, query r holds i·b + r: the band
+    # |r + w - s| <= w is the same for every block; the real keys (not padding) differ
+    r = torch.arange(b, device=ql.device)[:, None]
+    s = torch.arange(K, device=ql.device)[None, :]
+    band = (s >= r) & (s <= r + 2 * w)  # (b, K)
+    real = torch.ones(B, L, dtype=torch.bool, device=ql.device) if km is None else km
+    real = F.pad(real, (w, tail + w), value=False).unfold(1, K, b)  # (B, nb, K)
+    mask = (band[None, None] & real[:, :, None, :]).view(B * nb, 1, b, K)  # (B·nb, 1, b, K)
+    if gk is not None:
+        kg, vg, gm = gk
+        G = kg.shape[2]
+        k4 = torch.cat([kg[:, None].expand(B, nb, H, G, d).reshape(B * nb, H, G, d), k4], dim=2)  # (B·nb, H, G+K, d)
+        v4 = torch.cat([vg[:, None].expand(B, nb, H, G, d).reshape(B * nb, H, G, d), v4], dim=2)
+        gm = torch.ones(B, G, dtype=torch.bool, device=ql.device) if gm is None else gm
+        gmask = gm[:, None, None, :].expand(B, nb, b, G).reshape(B * nb, 1, b, G)  # (B·nb, 1, b, G)
+        mask = torch.cat([gmask, mask], dim=-1)  # (B·nb, 1, b, G+K)
+    if km is None and (gk is None or gk[2] is None):
+        # no padding: every query has itself as a key, no empty rows to guard
+        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, dropout_p=dropout_p)
+    else:
+        out = _sdpa_no_nan(q4, k4, v4, mask, dropout_p)  # (B·nb, H, b, d)
+    # (B·nb, H, b, d) → (B, H, L, d); SDPA's CPU and GPU kernels store it as (B·nb, b, H, d),
+    # so this is a view there
+    out = out.transpose(1, 2).reshape(B, nb * b, H, d)[:, :L]  # (B, L, H, d)
+    return out.transpose(1, 2)  # (B, H, L, d)
 
 
 _COMPILED_FLEX: Callable[..., Tensor] | None = None

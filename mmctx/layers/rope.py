@@ -29,18 +29,39 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor, seq_dim: int = -2) -> Tensor:
         """Rotate ``x`` by its positions.
 
+        Each channel pair ``(x[2i], x[2i+1])`` is one complex number multiplied by
+        ``exp(j·position·inv_freq[i])``: in eager mode one complex product (forward and
+        backward) instead of four real products and a stack; under ``torch.compile`` the
+        real-valued form, which inductor fuses.
+
+        Args:
+            x: queries or keys; the last dim is the head dim, ``seq_dim`` the positions' dim.
+            positions: integer or float positions.
+            seq_dim: the dimension of ``x`` that ``positions`` index (default -2: the
+                ``(B, H, N, D/H)`` layout). Batched ``(B, N)`` positions need ``x.dim() >= 3``
+                with the batch in dim 0.
+
         Shapes:
-            x: (B, H, N, D/H)
-            positions: (N,) or (B, N) integer or float positions
-            returns: (B, H, N, D/H), same dtype as ``x``
+            x: (B, H, N, D/H) by default, or e.g. (B, N, ..., D/H) with ``seq_dim=1``
+            positions: (N,) or (B, N)
+            returns: x's shape and dtype
         """
+        seq_dim = seq_dim % x.dim()
         angles = positions.to(torch.float32)[..., None] * self.inv_freq  # (B?, N, D/H/2)
-        if angles.dim() == 3:
-            angles = angles[:, None]  # (B, 1, N, D/H/2): broadcast over heads
-        cos, sin = angles.cos(), angles.sin()
-        x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # each (B, H, N, D/H/2)
-        rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-        return rotated.flatten(-2).to(x.dtype)
+        rot = torch.polar(torch.ones_like(angles), angles)  # (B?, N, D/H/2) complex
+        trailing = x.dim() - 1 - seq_dim  # dims between the positions' dim and the head dim
+        rot = rot.view(*rot.shape[:-1], *([1] * (trailing - 1)), rot.shape[-1])  # (B?, N, 1.., D/H/2)
+        if rot.dim() < x.dim() and positions.dim() == 2 and seq_dim != 1:
+            rot = rot.view(rot.shape[0], *([1] * (seq_dim - 1)), *rot.shape[1:])  # (B, 1.., N, .., D/H/2)
+        pairs = x.float().unflatten(-1, (-1, 2))  # (..., D/H/2, 2)
+        if torch.compiler.is_compiling():
+            # compiled: the real-valued form, which inductor fuses into one kernel
+            x1, x2 = pairs.unbind(-1)
+            cos, sin = rot.real, rot.imag
+            return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).to(x.dtype)
+        if pairs.stride(-1) != 1 or any(st % 2 for st in pairs.stride()[:-1]) or pairs.storage_offset() % 2:
+            pairs = pairs.contiguous()  # view_as_complex needs (re, im) adjacent and even strides
+        return torch.view_as_real(torch.view_as_complex(pairs) * rot).flatten(-2).to(x.dtype)

@@ -223,3 +223,17 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         enc(images, present).x.sum().backward()
         grads.append(enc.backbone.conv_stem.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_channels_last_gives_the_same_tokens_and_gradients() -> None:
+    images, present = torch.rand(3, 3, 32, 32), torch.tensor([True, False, True])
+    outs, grads = [], []
+    for channels_last in (False, True):
+        enc = _encoder(channels_last=channels_last).train()
+        assert enc.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        out = enc(images, present)
+        out.x.pow(2).sum().backward()
+        outs.append(out.x.detach())
+        grads.append(enc.backbone.conv1[0].weight.grad.contiguous())
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-3)
