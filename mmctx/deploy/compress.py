@@ -30,9 +30,11 @@ import copy
 import io
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.utils import prune
+
+# re-exported: its home is mmctx.losses
+from mmctx.losses.distillation import distillation_loss
 
 __all__ = [
     "QUANTIZABLE",
@@ -251,41 +253,3 @@ def model_size_bytes(model: nn.Module) -> int:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes
-
-
-def distillation_loss(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    labels: Tensor,
-    temperature: float = 4.0,
-    alpha: float = 0.5,
-    label_smoothing: float = 0.0,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Knowledge distillation (Hinton, Vinyals & Dean, 2015)::
-
-        loss = alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(student, labels)
-
-    with ``p^T = softmax(logits / T)``; the KL divergence is averaged over the batch
-    (``F.kl_div(..., reduction="batchmean")``) and scaled by ``T^2`` so its gradients keep
-    the same size whatever the temperature. The teacher's logits are detached.
-
-    Shapes:
-        student_logits: (B, K)
-        teacher_logits: (B, K)
-        labels: (B,) long class indices
-        returns: the scalar loss and its terms ``{"kd": T^2 * KL, "ce": CE}``
-    """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"distillation_loss: student logits {tuple(student_logits.shape)} and teacher logits "
-            f"{tuple(teacher_logits.shape)} differ (same classes, same order?)"
-        )
-    if temperature <= 0:
-        raise ValueError(f"distillation_loss: temperature must be > 0, got {temperature}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"distillation_loss: alpha must be in [0, 1], got {alpha}")
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (B, K)
-    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)  # (B, K)
-    kd = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * temperature**2
-    ce = F.cross_entropy(student_logits.float(), labels, label_smoothing=label_smoothing)
-    return alpha * kd + (1.0 - alpha) * ce, {"kd": kd, "ce": ce}

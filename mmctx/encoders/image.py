@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -80,6 +81,11 @@ class TimmImageEncoder(nn.Module):
         channels_last: keep the backbone's weights and inputs in NHWC memory layout
             (``torch.channels_last``); same results, and oneDNN's CPU convolutions (and
             cuDNN's tensor-core ones) run faster in it (about 1.2× fwd+bwd for resnet10t here).
+        backbone_args: keyword arguments of the timm model's constructor, passed through
+            ``timm.create_model``: e.g. ``{"channels": [32, 64, 128, 256], "stem_width":
+            16}`` builds a half-width ResNet (a small student for distillation). An argument
+            the model does not take is an error naming it. Pretrained weights must fit the
+            changed shapes.
 
     Attributes:
         out_dim: the token width D.
@@ -106,6 +112,7 @@ class TimmImageEncoder(nn.Module):
         norm_layer: str | None = None,
         pretrained_path: str | None = None,
         channels_last: bool = False,
+        backbone_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         import timm  # imported here so that `import mmctx.encoders` does not pay for timm
@@ -129,6 +136,10 @@ class TimmImageEncoder(nn.Module):
             if norm_layer.replace("_", "").lower() not in _NORM_MAP:
                 raise ValueError(f"{owner}: norm_layer={norm_layer!r} is not a timm norm layer; one of {sorted(_NORM_MAP)}")
         norm = {} if norm_layer is None else {"norm_layer": norm_layer}
+        reserved = {"pretrained", "pretrained_cfg_overlay", "features_only", "out_indices", "in_chans", "norm_layer"}
+        model_args = {k: tuple(v) if isinstance(v, list) else v for k, v in (backbone_args or {}).items()}
+        if reserved & set(model_args):
+            raise ValueError(f"{owner}: backbone_args may not set {sorted(reserved & set(model_args))}; use the encoder's own arguments")
 
         overlay: dict | None = None
         hub_ref: str | None = backbone if backbone.startswith("hf-hub:") else None
@@ -158,9 +169,14 @@ class TimmImageEncoder(nn.Module):
                 out_indices=(stage,),
                 in_chans=in_chans,
                 **norm,
+                **model_args,
             )
         except (AssertionError, IndexError) as err:
             raise ValueError(f"{owner}: stage={stage} is not a feature stage of {backbone!r}: {err}") from err
+        except TypeError as err:
+            if not model_args:
+                raise
+            raise ValueError(f"{owner}: backbone_args={backbone_args!r} do not fit timm's {backbone!r}: {err}") from err
         except Exception as err:
             if hub_ref is not None and is_network_error(err):
                 raise hub_unavailable(owner, hub_ref, err) from err

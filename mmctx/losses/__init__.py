@@ -1,10 +1,11 @@
-"""Losses (heads never compute their loss): contrastive, matching, masked-token and GAN losses.
+"""Losses (heads never compute their loss): contrastive, matching, masked-token, distillation and GAN losses.
 
 Plain PyTorch, no Lightning.
 """
 
 from mmctx.losses.contrastive import ContrastiveLoss, info_nce, positive_targets
 from mmctx.losses.ctc import ctc_loss, ctc_targets
+from mmctx.losses.distillation import distillation_loss, feature_distillation_loss
 from mmctx.losses.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
 from mmctx.losses.masked import IGNORE_INDEX, mask_tokens, masked_token_loss
 from mmctx.losses.matching import matching_loss, matching_pairs, mine_hard_negatives
@@ -12,6 +13,8 @@ from mmctx.losses.matching import matching_loss, matching_pairs, mine_hard_negat
 __all__: list[str] = [
     "ctc_loss",
     "ctc_targets",
+    "distillation_loss",
+    "feature_distillation_loss",
     "GAN_LOSSES",
     "discriminator_loss",
     "generator_loss",

@@ -12,7 +12,7 @@ that imports Lightning.
 """
 
 from mmctx.trainers.base import MMCtxTask
-from mmctx.trainers.callbacks import LayerPruning, RunSummary
+from mmctx.trainers.callbacks import EMAWeights, LayerPruning, RunSummary
 from mmctx.trainers.captioning import CaptioningTask
 from mmctx.trainers.checkpoints import (
     MOVED_CLASS_PATHS,
@@ -40,6 +40,7 @@ __all__ = [
     "PretrainingTask",
     "InitFromCheckpoint",
     "RunSummary",
+    "EMAWeights",
     "JsonlPredictionWriter",
     "CaptionSampleWriter",
     "ClassificationTestWriter",

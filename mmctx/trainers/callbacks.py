@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelPruning
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, ModelPruning
 from torch import nn
 
 from mmctx.deploy.compress import PRUNABLE, SparsitySchedule
 from mmctx.trainers.writers import TaskOutputWriter
 
-__all__ = ["RunSummary", "LayerPruning"]
+__all__ = ["RunSummary", "LayerPruning", "EMAWeights"]
 
 
 def _fmt(value: Any) -> str:
@@ -132,3 +132,34 @@ class LayerPruning(ModelPruning):
     def filter_parameters_to_prune(self, parameters_to_prune=()):  # type: ignore[override]
         skip = getattr(self, "_skip", set())
         return [(m, n) for m, n in parameters_to_prune if isinstance(m, PRUNABLE) and id(m) not in skip]
+
+
+class EMAWeights(EMAWeightAveraging):
+    """An exponential moving average of the weights (Lightning's ``EMAWeightAveraging``):
+    validation, the checkpoints' ``state_dict`` and the model after ``fit`` use the average.
+
+    The average of the last few hundred steps is a flatter, less noisy point than the last
+    step's weights; on the default task it narrows the spread of results across seeds and
+    thread counts (docs/results.md). The checkpoints keep the raw weights too
+    (``current_model_state``), so ``fit --ckpt_path last`` resumes exactly.
+
+    Unlike Lightning's callback, loading a checkpoint for ``test`` / ``predict`` / ``validate``
+    (where no average is kept) is silent: the checkpoint's ``state_dict`` already *is* the
+    averaged model.
+
+    Args:
+        decay: weight of the old average per update (0.995: about the last 200 steps).
+        update_every_n_steps: update the average every n optimizer steps.
+        update_starting_at_step: first step that updates the average (None: the first).
+    """
+
+    def __init__(self, decay: float = 0.995, update_every_n_steps: int = 1, update_starting_at_step: int | None = None) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMAWeights: decay must be in (0, 1), got {decay}")
+        super().__init__(decay=decay, update_every_n_steps=update_every_n_steps, update_starting_at_step=update_starting_at_step)
+        self.decay = decay
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._average_model is None:  # test / predict / validate: the state_dict is the average
+            return
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -11,6 +11,8 @@ from mmctx.deploy import distillation_loss
 from mmctx.encoders import TextTransformerEncoder
 from mmctx.fusion import ConcatFusion
 from mmctx.heads import ClassifierHead
+from mmctx.layers import masked_mean
+from mmctx.losses import feature_distillation_loss
 from mmctx.models import FusionModel
 from mmctx.trainers import DistillationTask
 from mmctx.trainers.checkpoints import save_safetensors
@@ -84,3 +86,43 @@ def test_a_teacher_of_another_architecture_or_no_file_is_refused(teacher_file, t
         DistillationTask(text_model(8), str(tmp_path / "nope.ckpt"), num_classes=3)
     with pytest.raises(ValueError, match="alpha"):
         DistillationTask(text_model(8), str(path), teacher=text_model(16), alpha=1.5, num_classes=3)
+
+
+def test_feature_distillation_adds_the_weighted_feature_terms_and_trains_the_projections(teacher_file):
+    path, reference = teacher_file
+    torch.manual_seed(0)
+    task = DistillationTask(text_model(8), str(path), teacher=text_model(16, dropout=0.5), temperature=2.0, alpha=0.5,
+                            feature_weight=0.3, features=["text", "pooled", "context"], num_classes=3)
+    assert {k: (v.in_features, v.out_features) for k, v in task.projections.items()} == {
+        "text": (8, 16), "pooled": (8, 16), "context": (8, 16)}
+    task.train()
+    b = batches(1)[0]
+    loss = task.training_step(b, 0)
+    assert set(task.loss_terms) == {"kd", "ce", "feat_text", "feat_pooled", "feat_context"}
+    with torch.no_grad():
+        reference.eval()
+        kd_ce, _ = distillation_loss(task.model(b), reference(b), b.targets["label"], 2.0, 0.5)
+        s_tok = task.model.encoders["text"](b.inputs["text"].data, b.inputs["text"].mask)
+        t_tok = reference.encoders["text"](b.inputs["text"].data, b.inputs["text"].mask)
+        s_ctx, t_ctx = task.model.encode(b), reference.encode(b)
+        feats = (
+            feature_distillation_loss(task.projections["text"](s_tok.x), t_tok.x, s_tok.mask)
+            + feature_distillation_loss(task.projections["pooled"](masked_mean(s_ctx.x, s_ctx.mask)),
+                                        masked_mean(t_ctx.x, t_ctx.mask))
+            + feature_distillation_loss(task.projections["context"](s_ctx.x), t_ctx.x, s_ctx.mask)
+        )
+    torch.testing.assert_close(loss, kd_ce + 0.3 * feats)
+    loss.backward()
+    assert all(p.grad is not None for p in task.projections.parameters())
+    assert all(p.grad is None for p in task.teacher.parameters())
+    optimised = {id(p) for group in task.configure_optimizers().param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in [*task.model.parameters(), *task.projections.parameters()]}
+
+
+def test_feature_distillation_refuses_unknown_features(teacher_file):
+    path, _ = teacher_file
+    with pytest.raises(ValueError, match="'audio' is not"):
+        DistillationTask(text_model(8), str(path), teacher=text_model(16), feature_weight=1.0, features=["audio"],
+                         num_classes=3)
+    with pytest.raises(ValueError, match="needs features"):
+        DistillationTask(text_model(8), str(path), teacher=text_model(16), feature_weight=1.0, num_classes=3)
