@@ -1144,7 +1144,7 @@ class StreamingDataModule(
         seed: seed of the training shuffle.
         shuffle_window: chunks whose samples are shuffled together (more mixes better,
             fewer reads fewer chunks at once).
-        cache_dir: where remote chunks are cached (None: litdata's default).
+        cache_dir: where litdata keeps a remote folder's ``index.json`` (None: its default).
         storage_options: object-store client options, e.g. ``{"endpoint_url": "http://..."}``
             for an S3-compatible server (litdata's ``storage_options``). They are saved with
             the hyperparameters: give credentials through the store's environment variables

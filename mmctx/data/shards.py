@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -256,7 +257,8 @@ class ShardDataset(Dataset):
         captions: load the captions (the shards must have them).
         image_size, preprocessing, sample_rate, max_audio_seconds, max_text_len,
             min_image_size, max_image_pixels: as for ``ManifestDataset``.
-        cache_dir: where remote chunks are cached (None: litdata's default).
+        cache_dir: where litdata keeps a remote folder's ``index.json`` (samples are read as
+            byte ranges, not cached; None: litdata's default folder).
         storage_options: options of the object store client (e.g. ``{"endpoint_url": ...}``
             for an S3-compatible server), passed to ``litdata.StreamingDataset``.
 
@@ -347,8 +349,6 @@ class ShardDataset(Dataset):
     @property
     def stream(self) -> Any:
         """This process's ``litdata.StreamingDataset`` (made again in each worker process)."""
-        import os
-
         if self._stream is None or self._stream_pid != os.getpid():
             from litdata import StreamingDataset
 
