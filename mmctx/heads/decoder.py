@@ -74,6 +74,8 @@ class DecoderCache:
         rope_cos: (capacity, D/H) cosines of the RoPE angles of positions ``0..capacity-1``,
             each repeated for the two channels of its pair.
         rope_sin: (capacity, D/H) their sines, ``-sin, +sin`` per pair (see ``_rotate``).
+        output_weight: (D, V) the tied output projection (the embedding, transposed
+            contiguous); None with an untied ``lm_head``.
     """
 
     layers: list[_LayerCache]
@@ -85,6 +87,7 @@ class DecoderCache:
     empty_rows: Tensor | None = None
     rope_cos: Tensor | None = None
     rope_sin: Tensor | None = None
+    output_weight: Tensor | None = None
 
     def reorder(self, rows: Tensor) -> None:
         """Make row ``i`` continue row ``rows[i]`` (beam search re-ranking its beams).
@@ -402,7 +405,9 @@ class TextDecoder(nn.Module):
         for block, layer in zip(self.blocks, cache.layers):
             x = block.decode(x, layer, cache, self_mask)
         cache.length += t
-        return self._logits(x)
+        if cache.output_weight is None:
+            return self._logits(x)
+        return _linear(self.norm(x), cache.output_weight, None)  # (B, t, V): the tied projection, transposed
 
     # ------------------------------------------------------------------ generation
 
@@ -574,6 +579,8 @@ class TextDecoder(nn.Module):
             bias = torch.zeros(ctx_mask.shape, dtype=ctx_x.dtype, device=ctx_x.device)
             cache.context_bias = bias.masked_fill(~attend, float("-inf"))[:, None, None, :]  # (B, 1, 1, M)
             cache.empty_rows = empty[:, None, None, None] if bool(empty.any()) else None  # (B, 1, 1, 1)
+        if self.lm_head is None:
+            cache.output_weight = self.embed.weight.t().contiguous()  # (D, V)
         rope = self.blocks[0].self_attn.rope if len(self.blocks) else None
         if rope is not None:
             # the angles RotaryEmbedding computes, for every position the cache can hold

@@ -12,7 +12,7 @@ the ``K`` beams of sample ``b`` being rows ``b*K .. b*K + K-1``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -115,6 +115,7 @@ class LogitsProcessing:
     banned_ids: tuple[int, ...] = ()
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+    _banned: Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def penalize(self, logits: Tensor, generated: Tensor) -> Tensor:
         """Soft adjustments, applied to raw logits (before any softmax).
@@ -130,7 +131,9 @@ class LogitsProcessing:
         Shapes: scores (N, V), generated (N, t) → (N, V).
         """
         if self.banned_ids:
-            scores = scores.index_fill(1, torch.tensor(self.banned_ids, device=scores.device), float("-inf"))
+            if self._banned is None or self._banned.device != scores.device:
+                self._banned = torch.tensor(self.banned_ids, device=scores.device)  # built once, not every step
+            scores = scores.index_fill(1, self._banned, float("-inf"))
         return ban_repeated_ngrams(scores, generated, self.no_repeat_ngram_size)
 
 

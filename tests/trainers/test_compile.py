@@ -8,18 +8,33 @@ import copy
 import pytest
 import torch
 
+from mmctx.data import DefaultDataModule
+from mmctx.encoders import TimmImageEncoder
+from mmctx.fusion import ConcatFusion
+from mmctx.heads import TextDecoder
+from mmctx.models import EncoderDecoderModel
 from mmctx.trainers import CaptioningTask
-
-from tests.trainers.test_captioning import datamodule, first_batch, tiny_captioner
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
+def tiny_task_and_batch(root, dim: int = 16, **task_args):
+    dm = DefaultDataModule(root=str(root), num_train=40, num_val=10, num_test=10, data_seed=0, modalities=["image"],
+                           caption_field="caption", label_field=None, max_text_len=16, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    model = EncoderDecoderModel(
+        encoders={"image": TimmImageEncoder("resnet10t", out_dim=dim, stage=2)},
+        fusion=ConcatFusion({"image": dim}, dim),
+        decoder=TextDecoder(dm.vocab_size, dim, num_layers=2, num_heads=4, max_seq_len=16,
+                            pad_id=dm.pad_id, bos_id=dm.bos_id, eos_id=dm.eos_id),
+    )
+    return CaptioningTask(model, **task_args), next(iter(dm.train_dataloader()))
+
+
 def test_compiled_captioning_task_matches_eager_loss_and_gradients(default_root):
     torch._dynamo.reset()
-    dm = datamodule(default_root, batch_size=4)
-    batch = first_batch(dm)
-    eager = CaptioningTask(tiny_captioner(dm, dim=16))
+    eager, batch = tiny_task_and_batch(default_root)
     compiled = CaptioningTask(copy.deepcopy(eager.model), compile=True)
     assert not compiled._model_compiled
     compiled.configure_model()  # what the Trainer calls at the start of fit/validate/test/predict
