@@ -149,8 +149,11 @@ class _KeyWindows(torch.autograd.Function):
         b, w, nb = ctx.block, ctx.window, ctx.nb
         K = b + 2 * w
         g = grad.reshape(B, nb, H, K, d).transpose(2, 3)  # (B, nb, K, H, d)
-        padded = grad.new_zeros(B, nb * b + 2 * w, H, d)  # (B, Lp, H, d)
-        for j in range(K // b):  # window slot j·b.. of block i is padded row (i + j)·b..
+        padded = grad.new_empty(B, nb * b + 2 * w, H, d)  # (B, Lp, H, d)
+        # window slot j·b.. of block i is padded row (i + j)·b..: slot 0 fills rows 0..nb·b
+        padded[:, : nb * b] = g[:, :, :b].reshape(B, nb * b, H, d)
+        padded[:, nb * b :] = 0
+        for j in range(1, K // b):
             padded[:, j * b : j * b + nb * b] += g[:, :, j * b : (j + 1) * b].reshape(B, nb * b, H, d)
         return padded[:, w : w + L], None, None, None
 
