@@ -36,8 +36,8 @@ VARIANTS: dict[str, dict] = {
     "today": dict(backbone="resnet10t", stage=2),
     "resnet10t+channels_last": dict(backbone="resnet10t", stage=2, channels_last=True),
     "resnet10t stage 1 (16×16)+cl": dict(backbone="resnet10t", stage=1, channels_last=True),
+    "resnet18 stage 1 (7×7 stem, 16×16)+cl": dict(backbone="resnet18", stage=1, channels_last=True),
     "regnetx_002": dict(backbone="regnetx_002", stage=2),
-    "regnetx_002+channels_last": dict(backbone="regnetx_002", stage=2, channels_last=True),
     "mobilenetv3_small_050+cl": dict(backbone="mobilenetv3_small_050", stage=2, channels_last=True),
 }
 

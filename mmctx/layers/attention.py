@@ -211,13 +211,15 @@ class MultiHeadAttention(nn.Module):
         weight = torch.cat([self.q_proj.weight, self.kv_proj.weight])  # (3D, D)
         bias = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.kv_proj.bias])
         qkv = F.linear(x, weight, bias).view(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, H, D/H)
+        # unbind, not indexing: its backward stacks the three gradients in one copy
         if self.rope is not None:
             pos = positions if positions is not None else torch.arange(N, device=x.device)
-            qk = self.rope(qkv[:, :, :2], pos, seq_dim=1)  # (B, N, 2, H, D/H): q and k in one rotation
-            q, k = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)  # 2×(B, H, N, D/H)
+            qk, v = qkv.split([2, 1], dim=2)  # (B, N, 2, H, D/H), (B, N, 1, H, D/H)
+            q, k = self.rope(qk, pos, seq_dim=1).unbind(2)  # q and k in one rotation: 2×(B, N, H, D/H)
+            v = v.squeeze(2)  # (B, N, H, D/H)
         else:
-            q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
-        v = qkv[:, :, 2].transpose(1, 2)  # (B, H, N, D/H)
+            q, k, v = qkv.unbind(2)  # 3×(B, N, H, D/H)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # 3×(B, H, N, D/H)
         dropout_p = self.dropout if self.training else 0.0
         out = banded_attention(q, k, v, key_mask, self.window, self.num_global, dropout_p, self.backend)
         out = out.transpose(1, 2).reshape(B, N, self.dim)  # (B, N, D)

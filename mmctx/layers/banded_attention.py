@@ -149,8 +149,11 @@ class _KeyWindows(torch.autograd.Function):
         b, w, nb = ctx.block, ctx.window, ctx.nb
         K = b + 2 * w
         g = grad.reshape(B, nb, H, K, d).transpose(2, 3)  # (B, nb, K, H, d)
-        padded = grad.new_zeros(B, nb * b + 2 * w, H, d)  # (B, Lp, H, d)
-        for j in range(K // b):  # window slot j·b.. of block i is padded row (i + j)·b..
+        padded = grad.new_empty(B, nb * b + 2 * w, H, d)  # (B, Lp, H, d)
+        # window slot j·b.. of block i is padded row (i + j)·b..: slot 0 fills rows 0..nb·b
+        padded[:, : nb * b] = g[:, :, :b].reshape(B, nb * b, H, d)
+        padded[:, nb * b :] = 0
+        for j in range(1, K // b):
             padded[:, j * b : j * b + nb * b] += g[:, :, j * b : (j + 1) * b].reshape(B, nb * b, H, d)
         return padded[:, w : w + L], None, None, None
 
@@ -192,7 +195,17 @@ def _blocked_attention(
                 raise ValueError(f"banded_attention: block_size={block} must divide 2·window={2 * window}")
             km = None if key_mask is None else key_mask[:, G:]
             gk = None if G == 0 else (k[:, :, :G], v[:, :, :G], None if key_mask is None else key_mask[:, :G])
-            parts.append(_banded_blocks(ql, kl, vl, km, gk, window, block, dropout_p))
+            # local queries with no real key in their band nor a global one: O(N) via cumsums;
+            # without padding (or when no row is empty, the usual case) no guard is needed
+            # (the padded tail of the last block counts: its rows must stay finite for backward)
+            tail = -L % block
+            empty = None
+            if key_mask is not None:
+                padded_mask = F.pad(key_mask, (0, tail), value=False)  # (B, N + tail)
+                empty = _rows_without_keys(padded_mask, window, G)[:, G:]  # (B, L + tail)
+            if empty is not None and not torch.compiler.is_compiling() and not bool(empty.any()):
+                empty = None
+            parts.append(_banded_blocks(ql, kl, vl, km, gk, empty, window, block, dropout_p))
     return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
 
@@ -202,6 +215,7 @@ def _banded_blocks(
     vl: Tensor,
     km: Tensor | None,
     gk: tuple[Tensor, Tensor, Tensor | None] | None,
+    empty: Tensor | None,
     window: int,
     block: int,
     dropout_p: float,
@@ -212,6 +226,8 @@ def _banded_blocks(
     Shapes:
         ql, kl, vl: (B, H, L, d) local part; km: (B, L) bool or None (all real)
         gk: global keys, values (B, H, G, d) and their mask (B, G) or None; or None (G = 0)
+        empty: (B, nb·block) bool, True at queries (and the padded tail of the last block)
+            with no key to attend (their output is zeros, not NaN), or None when there are none
         returns: (B, H, L, d)
     """
     B, H, L, d = ql.shape
@@ -240,14 +256,16 @@ def _banded_blocks(
         gm = torch.ones(B, G, dtype=torch.bool, device=ql.device) if gm is None else gm
         gmask = gm[:, None, None, :].expand(B, nb, b, G).reshape(B * nb, 1, b, G)  # (B·nb, 1, b, G)
         mask = torch.cat([gmask, mask], dim=-1)  # (B·nb, 1, b, G+K)
-    if km is None and (gk is None or gk[2] is None):
-        # no padding: every query has itself as a key, no empty rows to guard
-        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, dropout_p=dropout_p)
-    else:
-        out = _sdpa_no_nan(q4, k4, v4, mask, dropout_p)  # (B·nb, H, b, d)
+    if empty is not None:
+        # let rows with no key attend every slot (finite softmax), then zero them below
+        empty_blk = empty.reshape(B * nb, 1, b, 1)  # (B·nb, 1, b, 1)
+        mask = mask | empty_blk
+    out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, dropout_p=dropout_p)  # (B·nb, H, b, d)
     # (B·nb, H, b, d) → (B, H, L, d); SDPA's CPU and GPU kernels store it as (B·nb, b, H, d),
     # so this is a view there
     out = out.transpose(1, 2).reshape(B, nb * b, H, d)[:, :L]  # (B, L, H, d)
+    if empty is not None:
+        out = out.masked_fill(empty[:, :L, None, None], 0.0)
     return out.transpose(1, 2)  # (B, H, L, d)
 
 

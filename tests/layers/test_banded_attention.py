@@ -253,3 +253,19 @@ def test_block_size_must_divide_twice_the_window():
     q = torch.randn(1, 1, 40, 4)
     with pytest.raises(ValueError, match="block_size=3 must divide"):
         banded_attention(q, q, q, None, 8, block_size=3)
+
+
+def test_padded_tail_of_the_last_block_never_puts_nan_in_gradients():
+    """Every real row has a key but the padded rows after the last block's end do not: the
+    guard must cover them too, or the keys' gradients turn NaN."""
+    from mmctx.layers.banded_attention import banded_attention
+
+    torch.manual_seed(0)
+    N, window = 53, 8  # block 16 → 64 rows, 11 padded
+    key_mask = (torch.arange(N) < N - window)[None]  # row N-1 still sees key N-1-window
+    q, k, v = (torch.randn(1, 2, N, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out = banded_attention(q, k, v, key_mask, window, block_size=16)
+    ref = _dense_banded(q, k, v, key_mask, window, 0)
+    assert torch.allclose(out, ref, atol=1e-10)
+    for g, r in zip(torch.autograd.grad(out.sum(), (q, k, v)), torch.autograd.grad(ref.sum(), (q, k, v))):
+        assert torch.isfinite(g).all() and torch.allclose(g, r, atol=1e-10)
