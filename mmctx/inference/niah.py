@@ -186,7 +186,7 @@ def niah_heatmap(result: NiahResult, path: str | Path, title: str | None = None)
     import matplotlib.pyplot as plt
 
     acc = torch.tensor(result.acc).T.numpy()  # (depths, lengths)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(result.lengths), 0.9 + 0.32 * len(result.depths)), dpi=100)
+    fig, ax = plt.subplots(figsize=(2.4 + 0.9 * len(result.lengths), 0.9 + 0.32 * len(result.depths)), dpi=100)
     image = ax.imshow(acc, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(result.lengths)), [_length_label(n) for n in result.lengths])
     ax.set_yticks(range(len(result.depths)), [f"{round(d * 100)} %" for d in result.depths])
