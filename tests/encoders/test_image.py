@@ -223,3 +223,18 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         enc(images, present).x.sum().backward()
         grads.append(enc.backbone.conv_stem.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_backbone_args_reach_the_timm_constructor() -> None:
+    full = TimmImageEncoder("resnet10t", out_dim=16, stage=3)
+    half = TimmImageEncoder("resnet10t", out_dim=16, stage=3, backbone_args={"channels": [32, 64, 128, 256], "stem_width": 16})
+    assert half.num_features == 128 and full.num_features == 256
+    assert half.grid_size(64, 64) == full.grid_size(64, 64) == (4, 4)  # same stride, a quarter of the weights
+    n_half, n_full = (sum(p.numel() for p in e.backbone.parameters()) for e in (half, full))
+    assert n_half < n_full / 3.5
+    out = half(torch.randn(2, 3, 64, 64), torch.ones(2, dtype=torch.bool))
+    assert out.x.shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="backbone_args=.*bogus"):
+        TimmImageEncoder("resnet10t", out_dim=16, stage=3, backbone_args={"bogus": 1})
+    with pytest.raises(ValueError, match="may not set.*in_chans"):
+        TimmImageEncoder("resnet10t", out_dim=16, stage=3, backbone_args={"in_chans": 1})
