@@ -237,3 +237,18 @@ def test_channels_last_gives_the_same_tokens_and_gradients() -> None:
         grads.append(enc.backbone.conv1[0].weight.grad.contiguous())
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-3)
+
+
+def test_backbone_args_reach_the_timm_constructor() -> None:
+    full = TimmImageEncoder("resnet10t", out_dim=16, stage=3)
+    half = TimmImageEncoder("resnet10t", out_dim=16, stage=3, backbone_args={"channels": [32, 64, 128, 256], "stem_width": 16})
+    assert half.num_features == 128 and full.num_features == 256
+    assert half.grid_size(64, 64) == full.grid_size(64, 64) == (4, 4)  # same stride, a quarter of the weights
+    n_half, n_full = (sum(p.numel() for p in e.backbone.parameters()) for e in (half, full))
+    assert n_half < n_full / 3.5
+    out = half(torch.randn(2, 3, 64, 64), torch.ones(2, dtype=torch.bool))
+    assert out.x.shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="backbone_args=.*bogus"):
+        TimmImageEncoder("resnet10t", out_dim=16, stage=3, backbone_args={"bogus": 1})
+    with pytest.raises(ValueError, match="may not set.*in_chans"):
+        TimmImageEncoder("resnet10t", out_dim=16, stage=3, backbone_args={"in_chans": 1})
