@@ -204,6 +204,9 @@ def vs_local_attention(args: argparse.Namespace) -> None:
     mem: dict[tuple[str, int], float] = {}
     for n in lengths:
         for name in sides:
+            if args.no_memory:
+                mem[name, n] = float("nan")
+                continue
             cmd = [sys.executable, os.path.abspath(__file__), "--vs-child", "--method", name, "--n", str(n),
                    "--dim", str(args.dim), "--heads", str(args.heads), "--layers", str(args.layers),
                    "--window", str(args.window), "--block-size", str(args.block_size)]
@@ -290,6 +293,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="--vs-local-attention: timed steps per side and N")
     parser.add_argument("--block-size", type=int, default=0, help="--vs-local-attention: query-block length (0: default)")
     parser.add_argument("--compile", action="store_true", help="--vs-local-attention: torch.compile the mmctx encoder")
+    parser.add_argument("--no-memory", action="store_true", help="--vs-local-attention: time only (no memory children)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="skip a measurement predicted to take longer")
     parser.add_argument("--budget-gib", type=float, default=20.0, help="memory budget of one training step")
     parser.add_argument("--no-largest", action="store_true", help="skip the search for the largest N")
