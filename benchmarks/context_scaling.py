@@ -31,7 +31,8 @@ QKV, rotary, ``exact_windowsize=True``: the same ±window band) + the same pre-n
 mmctx's block, and a final LayerNorm; by default D=256, 4 heads, 2 layers, ±128,
 N = 4K / 16K / 64K. Time: fwd+bwd of both in ONE process, interleaved, medians of
 ``--repeats`` after a warm-up at each N. Memory: each (side, N) once more in a fresh child,
-peak RSS minus the RSS before the step (CPU has no allocator statistics).
+peak RSS (VmHWM) minus the RSS before the step (CPU has no allocator statistics; glibc is told to
+mmap every allocation above 64 KiB and unmap it on free, so RSS follows the live tensors).
 
     python benchmarks/context_scaling.py --vs-local-attention
     python benchmarks/context_scaling.py --vs-local-attention --block-size 128   # other block length
@@ -151,15 +152,29 @@ def _vs_step(fn, n: int, dim: int) -> float:
     return time.perf_counter() - start
 
 
+def _proc_status(field: str) -> int:
+    """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def vs_child(args: argparse.Namespace) -> None:
-    """Memory of one side at one N, in this fresh process: print a JSON line."""
+    """Memory of one side at one N, in this fresh process: print a JSON line.
+
+    The peak is VmHWM (this process's own peak RSS; ``ru_maxrss`` would carry the forking
+    parent's over exec), reset after the warm-up through ``/proc/self/clear_refs``.
+    """
     fn = _vs_sides(args)[args.method]
     _vs_step(fn, 256, args.dim)  # warm-up at a small N: thread pools, kernels
-    base = _rss(os.getpid())
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = _proc_status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
     _vs_step(fn, args.n, args.dim)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"base": base, "peak": peak, "peak_before": peak_before}))
+    peak = _proc_status("VmHWM")
+    print(json.dumps({"base": base, "peak": peak}))
 
 
 def vs_local_attention(args: argparse.Namespace) -> None:
@@ -189,10 +204,16 @@ def vs_local_attention(args: argparse.Namespace) -> None:
     mem: dict[tuple[str, int], float] = {}
     for n in lengths:
         for name in sides:
+            if args.no_memory:
+                mem[name, n] = float("nan")
+                continue
             cmd = [sys.executable, os.path.abspath(__file__), "--vs-child", "--method", name, "--n", str(n),
                    "--dim", str(args.dim), "--heads", str(args.heads), "--layers", str(args.layers),
                    "--window", str(args.window), "--block-size", str(args.block_size)]
-            res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+            # glibc: serve every allocation above 64 KiB by mmap and return it on free, so
+            # RSS follows the live tensors and its peak is the step's peak (not allocator reuse)
+            env = dict(os.environ, PYTHONWARNINGS="ignore", MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if res.returncode != 0:
                 mem[name, n] = float("nan")
                 continue
@@ -272,6 +293,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="--vs-local-attention: timed steps per side and N")
     parser.add_argument("--block-size", type=int, default=0, help="--vs-local-attention: query-block length (0: default)")
     parser.add_argument("--compile", action="store_true", help="--vs-local-attention: torch.compile the mmctx encoder")
+    parser.add_argument("--no-memory", action="store_true", help="--vs-local-attention: time only (no memory children)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="skip a measurement predicted to take longer")
     parser.add_argument("--budget-gib", type=float, default=20.0, help="memory budget of one training step")
     parser.add_argument("--no-largest", action="store_true", help="skip the search for the largest N")

@@ -43,12 +43,22 @@ from typing import Callable
 PARTS = ("train", "sdpa", "flex", "decode")
 
 
+DEVICE = "cuda"  # --device cpu: a dry run of the script's code paths on the CPU (no GPU numbers)
+
+
 def cuda_timer(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[float, int]:
     """Median milliseconds of ``fn`` over ``repeats`` runs and the peak bytes of one run."""
     import torch
 
     for _ in range(warmup):
         fn()
+    if DEVICE == "cpu":
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times), 0
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     times = []
@@ -73,7 +83,7 @@ def part_train(args: argparse.Namespace, rows: list[list[str]]) -> None:
     from mmctx.models import EncoderDecoderModel
     from mmctx.types import ModalityInput
 
-    device = torch.device("cuda")
+    device = torch.device(DEVICE)
     B, T, V = (16 if args.quick else 64), 24, 64
     torch.manual_seed(0)
     model = EncoderDecoderModel(
@@ -87,7 +97,7 @@ def part_train(args: argparse.Namespace, rows: list[list[str]]) -> None:
     tokens[:, 0] = 1
 
     def step(bf16: bool) -> None:
-        with torch.autocast("cuda", torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             logits = model({"image": images}, tokens[:, :-1])  # (B, T-1, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
         opt.zero_grad(set_to_none=True)
@@ -111,7 +121,7 @@ def part_sdpa(args: argparse.Namespace, rows: list[list[str]]) -> None:
     lengths = (1024, 4096) if args.quick else (1024, 4096, 16384)
     backends = (("math", SDPBackend.MATH), ("efficient", SDPBackend.EFFICIENT_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION))
     for n in lengths:
-        q, k, v = (torch.randn(1, 8, n, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        q, k, v = (torch.randn(1, 8, n, 64, device=DEVICE, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
         grad = torch.randn_like(q)
         base = None
         for name, backend in backends:
@@ -144,15 +154,18 @@ def part_flex(args: argparse.Namespace, rows: list[list[str]]) -> None:
     compiled_once = False
     for n in lengths:
         torch.manual_seed(0)
-        q, k, v = (torch.randn(1, 4, n, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        q, k, v = (torch.randn(1, 4, n, 64, device=DEVICE, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
         grad = torch.randn_like(q)
         outs = {}
         times = {}
         for backend in ("blocked", "flex"):
+            if backend == "flex" and DEVICE == "cpu":
+                continue  # compiled flex_attention has no CPU backward (torch 2.9)
             if backend == "flex" and not compiled_once:
                 start = time.perf_counter()
                 banded_attention(q, k, v, None, window, backend="flex").backward(grad)
-                torch.cuda.synchronize()
+                if DEVICE == "cuda":
+                    torch.cuda.synchronize()
                 rows.append(["flex_attention compile (first call)", "flex", f"{time.perf_counter() - start:.1f} s", "", ""])
                 compiled_once = True
 
@@ -165,8 +178,9 @@ def part_flex(args: argparse.Namespace, rows: list[list[str]]) -> None:
             times[backend] = ms
             ratio = "" if backend == "blocked" else f"{times['blocked'] / ms:.2f}× vs blocked"
             rows.append([f"sliding ±{window} fwd+bwd N={n:,}", backend, f"{ms:.2f} ms", f"{peak / 2**20:,.0f}", ratio])
-        diff = (outs["blocked"].float() - outs["flex"].float()).abs().max().item()
-        rows[-1][4] += f", max |Δout| {diff:.1e}"
+        if "flex" in outs:
+            diff = (outs["blocked"].float() - outs["flex"].float()).abs().max().item()
+            rows[-1][4] += f", max |Δout| {diff:.1e}"
 
 
 def part_decode(args: argparse.Namespace, rows: list[list[str]]) -> None:
@@ -181,10 +195,10 @@ def part_decode(args: argparse.Namespace, rows: list[list[str]]) -> None:
     torch.manual_seed(0)
     decoder = TextDecoder(
         vocab_size=1000, dim=dim, num_layers=4, num_heads=4, max_seq_len=max(lengths) + 1, pad_id=0, bos_id=1, eos_id=None
-    ).to("cuda").eval()
-    x = torch.randn(batch, ctx_len, dim, device="cuda")
-    mask = torch.ones(batch, ctx_len, dtype=torch.bool, device="cuda")
-    context = ExtendedContext(x, mask, torch.zeros(batch, ctx_len, dtype=torch.long, device="cuda"), ("text",))
+    ).to(DEVICE).eval()
+    x = torch.randn(batch, ctx_len, dim, device=DEVICE)
+    mask = torch.ones(batch, ctx_len, dtype=torch.bool, device=DEVICE)
+    context = ExtendedContext(x, mask, torch.zeros(batch, ctx_len, dtype=torch.long, device=DEVICE), ("text",))
     for n in lengths:
         with torch.inference_mode():
             ms, peak = cuda_timer(lambda: decoder.generate(context, n), max(1, args.repeats // 2), warmup=1)
@@ -198,18 +212,22 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     parser.add_argument("--require-gpu", action="store_true", help="exit with status 2 (not 0) when CUDA is missing")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: dry-run the code paths on the CPU (to check the script, not to measure)")
     args = parser.parse_args()
 
     import torch
 
-    if not torch.cuda.is_available():
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         reason = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         print(f"gpu_suite: no CUDA GPU here ({reason}; torch {torch.__version__}, {platform.machine()}); "
               "nothing measured. Run it on a machine with an NVIDIA GPU.")
         return 2 if args.require_gpu else 0
 
-    print(f"# GPU suite: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
-          f"medians of {args.repeats} (CUDA events)")
+    where = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU DRY RUN (not GPU numbers)"
+    print(f"# GPU suite: {where}, torch {torch.__version__}, CUDA {torch.version.cuda}; medians of {args.repeats}")
     rows: list[list[str]] = []
     funcs = {"train": part_train, "sdpa": part_sdpa, "flex": part_flex, "decode": part_decode}
     for part in args.parts:
@@ -217,7 +235,8 @@ def main() -> int:
             funcs[part](args, rows)
         except Exception as err:  # one broken part must not hide the others' numbers
             rows.append([part, "FAILED", f"{type(err).__name__}: {str(err).splitlines()[0][:80] if str(err) else ''}", "", ""])
-        torch.cuda.empty_cache()
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
     header = ["measurement", "variant", "time", "peak MiB", "ratio / note"]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")

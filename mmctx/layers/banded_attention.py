@@ -113,9 +113,9 @@ def default_block_size(window: int) -> int:
 
     A block of ``b`` queries attends ``b + 2·window`` keys of which ``2·window + 1`` per query
     are in its band, so smaller blocks waste less work (b = w: 67 % useful, w/2: 80 %,
-    w/4: 89 %) but make more, smaller SDPA problems. ``window // 2`` measured best on the CPU
-    here for w = 128 and 256 (benchmarks/context_scaling.py --vs-local-attention); it must
-    divide ``2·window`` so the key windows' gradients sum by block (see :class:`_KeyWindows`).
+    w/4: 89 %) but make more, smaller SDPA problems (w/4 measured slower than w/2 on the CPU
+    here for w = 128). It must divide ``2·window`` so the key windows' gradients sum by block
+    (see :class:`_KeyWindows`).
     """
     return window // 2 if window >= 32 and window % 2 == 0 else window
 
