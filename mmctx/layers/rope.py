@@ -51,17 +51,17 @@ class RotaryEmbedding(nn.Module):
         """
         seq_dim = seq_dim % x.dim()
         angles = positions.to(torch.float32)[..., None] * self.inv_freq  # (B?, N, D/H/2)
-        rot = torch.polar(torch.ones_like(angles), angles)  # (B?, N, D/H/2) complex
         trailing = x.dim() - 1 - seq_dim  # dims between the positions' dim and the head dim
-        rot = rot.view(*rot.shape[:-1], *([1] * (trailing - 1)), rot.shape[-1])  # (B?, N, 1.., D/H/2)
-        if rot.dim() < x.dim() and positions.dim() == 2 and seq_dim != 1:
-            rot = rot.view(rot.shape[0], *([1] * (seq_dim - 1)), *rot.shape[1:])  # (B, 1.., N, .., D/H/2)
+        angles = angles.view(*angles.shape[:-1], *([1] * (trailing - 1)), angles.shape[-1])  # (B?, N, 1.., D/H/2)
+        if angles.dim() < x.dim() and positions.dim() == 2 and seq_dim != 1:
+            angles = angles.view(angles.shape[0], *([1] * (seq_dim - 1)), *angles.shape[1:])  # (B, 1.., N, .., D/H/2)
         pairs = x.float().unflatten(-1, (-1, 2))  # (..., D/H/2, 2)
         if torch.compiler.is_compiling():
-            # compiled: the real-valued form, which inductor fuses into one kernel
+            # compiled: the real-valued form (no complex tensors), which inductor fuses
             x1, x2 = pairs.unbind(-1)
-            cos, sin = rot.real, rot.imag
+            cos, sin = angles.cos(), angles.sin()
             return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).to(x.dtype)
+        rot = torch.polar(torch.ones_like(angles), angles)  # complex exp(j·angle)
         if pairs.stride(-1) != 1 or any(st % 2 for st in pairs.stride()[:-1]) or pairs.storage_offset() % 2:
             pairs = pairs.contiguous()  # view_as_complex needs (re, im) adjacent and even strides
         return torch.view_as_real(torch.view_as_complex(pairs) * rot).flatten(-2).to(x.dtype)

@@ -98,3 +98,15 @@ def test_masked_mean_and_positions():
     assert masked_mean(x, m).tolist() == [[2.0], [0.0]]
     pos = sincos_2d(3, 4, 8)
     assert pos.shape == (12, 8) and len({tuple(r) for r in pos.tolist()}) == 12
+
+
+def test_rope_seq_dim_layout_matches_the_default_layout():
+    """(B, N, 2, H, D/H) with seq_dim=1 (the windowed path's fused q/k) rotates like (B, H, N, D/H)."""
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(8)
+    x = torch.randn(2, 3, 5, 8)  # (B, H, N, D/H)
+    for pos in (torch.arange(5), torch.randint(0, 50, (2, 5))):
+        fused = x.transpose(1, 2)[:, :, None].expand(2, 5, 2, 3, 8)  # (B, N, 2, H, D/H)
+        out = rope(fused, pos, seq_dim=1)
+        assert torch.allclose(out[:, :, 0].transpose(1, 2), rope(x, pos), atol=1e-6)
+        assert torch.allclose(out[:, :, 1], out[:, :, 0])
