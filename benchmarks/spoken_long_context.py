@@ -147,7 +147,7 @@ def memory_table(args: argparse.Namespace) -> None:
         ])
         print(f"  {mode} {minutes:g} min: {rows[-1]}", file=sys.stderr, flush=True)
     print(table(
-        ["minutes asked", "mode", "audio min", "tokens", "segments", "peak RSS MiB", "Δpeak MiB", "peak / 1-min stream",
+        ["minutes asked", "mode", "audio min", "tokens", "segments", "peak RSS MiB", "Δpeak MiB", "peak / first streamed row",
          "time s"], rows,
     ))
 
