@@ -49,6 +49,8 @@ import subprocess
 import sys
 import time
 
+from _proc import rss  # benchmarks/_proc.py, beside this script
+
 GIB = 1024**3
 MIB = 1024**2
 DEFAULT_LENGTHS = [1024, 4096, 16384, 65536]
@@ -227,17 +229,6 @@ def vs_local_attention(args: argparse.Namespace) -> None:
         print(f"| {n:,} | {a * 1e3:,.0f} | {b * 1e3:,.0f} | {b / a:.2f}× | {ma:,.0f} | {mb:,.0f} | {ma / mb:.2f} |")
 
 
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def measure(args: argparse.Namespace, method: str, n: int) -> dict:
     """Run one child; returns its JSON, or {"error": ...}."""
     cmd = [
@@ -249,7 +240,7 @@ def measure(args: argparse.Namespace, method: str, n: int) -> dict:
     limit = args.budget_gib * GIB
     over = False
     while proc.poll() is None:
-        if _rss(proc.pid) > limit:
+        if rss(proc.pid) > limit:
             proc.kill()
             over = True
             break

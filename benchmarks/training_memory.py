@@ -43,6 +43,8 @@ import subprocess
 import sys
 import time
 
+from _proc import rss  # benchmarks/_proc.py, beside this script
+
 GIB = 1024**3
 MIB = 1024**2
 MODES = ("plain", "checkpoint")
@@ -82,17 +84,6 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"time": min(times), "repeats": len(times), "peak": peak, "base": base}))
 
 
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def measure(args: argparse.Namespace, mode: str, n: int) -> dict:
     """Run one child; returns its JSON, or {"error": ...}."""
     cmd = [
@@ -110,7 +101,7 @@ def measure(args: argparse.Namespace, mode: str, n: int) -> dict:
     limit = args.run_cap_gib * GIB
     over = False
     while proc.poll() is None:
-        if _rss(proc.pid) > limit:
+        if rss(proc.pid) > limit:
             proc.kill()
             over = True
             break
