@@ -15,38 +15,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-
-CALLBACKS = '''
-import json, os, signal
-import lightning as L
-
-class SigkillAt(L.Callback):
-    """Kill this process (SIGKILL: no cleanup, no final checkpoint) after a training step."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-class IdLog(L.Callback):
-    """Append each training step's sample ids to a JSONL file (written before a kill)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps({"step": trainer.global_step + 1, "ids": list(batch.ids)}) + "\\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-'''
-
+TESTS = REPO / "tests"  # fault_callbacks.py, imported by the child
 
 def fit(root: Path, shards: Path, save_dir: Path, tmp: Path, ids: Path, *extra: str) -> subprocess.CompletedProcess:
-    log = '--trainer.callbacks+={"class_path": "callbacks.IdLog", "init_args": {"path": "%s"}}' % ids
+    log = '--trainer.callbacks+={"class_path": "fault_callbacks.IdLog", "init_args": {"path": "%s"}}' % ids
     args = [
         sys.executable, "-m", "mmctx.cli", "fit", f"--config={REPO / 'configs/streaming.yaml'}",
         f"--data.root={root}", f"--data.shards_root={shards}", "--data.num_train=40", "--data.num_val=10",
@@ -54,7 +26,7 @@ def fit(root: Path, shards: Path, save_dir: Path, tmp: Path, ids: Path, *extra: 
         "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
         f"--trainer.logger.init_args.save_dir={save_dir}", log, *extra,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -68,7 +40,6 @@ def steps(path: Path) -> dict[int, list[str]]:
 
 @pytest.mark.slow
 def test_streaming_run_killed_mid_epoch_resumes_to_the_same_samples_and_weights(default_root, tmp_path):
-    (tmp_path / "callbacks.py").write_text(CALLBACKS)
     shards = tmp_path / "shards"
     straight = fit(default_root, shards, tmp_path / "straight", tmp_path, tmp_path / "straight.jsonl")
     assert straight.returncode == 0, straight.stderr[-3000:]
@@ -81,7 +52,7 @@ def test_streaming_run_killed_mid_epoch_resumes_to_the_same_samples_and_weights(
         assert sorted(ids) == sorted(f"train-{k:05d}" for k in range(40))
     assert want[1] != want[6]
 
-    kill = '--trainer.callbacks+={"class_path": "callbacks.SigkillAt", "init_args": {"step": 8}}'
+    kill = '--trainer.callbacks+={"class_path": "fault_callbacks.SigkillAt", "init_args": {"step": 8}}'
     every3 = ('--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": '
               f'{{"dirpath": "{tmp_path / "steps"}", "filename": "step", "every_n_train_steps": 3, '
               '"enable_version_counter": false}}')

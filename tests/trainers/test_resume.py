@@ -14,22 +14,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-
-KILLER = '''
-import os, signal
-import lightning as L
-
-class SigkillAt(L.Callback):
-    """Kill this process (SIGKILL: no cleanup, no final checkpoint) after a training step."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-'''
-
+TESTS = REPO / "tests"  # fault_callbacks.py, imported by the child
 
 def fit(root: Path, save_dir: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [
@@ -39,7 +24,7 @@ def fit(root: Path, save_dir: Path, tmp: Path, *extra: str) -> subprocess.Comple
         "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
         f"--trainer.logger.init_args.save_dir={save_dir}", *extra,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -49,8 +34,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_result(default_root, tmp_path):
-    (tmp_path / "killer.py").write_text(KILLER)
-    kill = '--trainer.callbacks+={"class_path": "killer.SigkillAt", "init_args": {"step": 8}}'
+    kill = '--trainer.callbacks+={"class_path": "fault_callbacks.SigkillAt", "init_args": {"step": 8}}'
     # 40 samples / batch 8 = 5 steps per epoch, 3 epochs; the kill comes at step 8, in epoch 2
     straight = fit(default_root, tmp_path / "straight", tmp_path)
     assert straight.returncode == 0, straight.stderr[-3000:]
