@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--every", type=int, default=1, help="inject before every k-th decoder layer")
     parser.add_argument("--self-attention", action="store_true", help="injected blocks with their own causal self-attention")
     parser.add_argument("--trainable-lm-layers", type=int, default=0, help="unfreeze the LM's last k layers (+ final norm)")
+    parser.add_argument("--train-lm", action="store_true", help="train the whole LM too (no freezing), for comparison")
     parser.add_argument("--lm-dim", type=int, default=64, help="hidden size of the small LM")
     parser.add_argument("--lm-layers", type=int, default=2, help="decoder layers of the small LM")
     parser.add_argument("--lm-dir", default=None, help="load the text-only LM from this folder, or train and save it there")
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         fusion=fusion,
         head=nn.Identity(),  # unused: encode() stops at the context
     )
-    mm = MultimodalCausalLM(lm, context_dim=dim, every=args.every, freeze_lm=True,
+    mm = MultimodalCausalLM(lm, context_dim=dim, every=args.every, freeze_lm=not args.train_lm,
                             self_attention=args.self_attention, trainable_lm_layers=args.trainable_lm_layers)
     trainable = [p for p in (*vision.parameters(), *mm.parameters()) if p.requires_grad]
     injected = {id(p) for p in mm.injected_parameters()}
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print("parameters:", ", ".join(f"{k} {v:,}" for k, v in counts.items()), f"| trainable {sum(p.numel() for p in trainable):,}")
 
     # 3. train encoder + fusion + injected blocks in a plain loop
-    lm.eval()  # the frozen LM keeps its dropout off; the new modules train
+    lm.eval()  # the frozen LM keeps its dropout off (this Llama has none); the new modules train
     optimizer = torch.optim.AdamW(trainable, lr=args.lr)
     start, losses = time.time(), []
     for step in range(1, args.steps + 1):
