@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--every", type=int, default=1, help="inject before every k-th decoder layer")
     parser.add_argument("--self-attention", action="store_true", help="injected blocks with their own causal self-attention")
     parser.add_argument("--trainable-lm-layers", type=int, default=0, help="unfreeze the LM's last k layers (+ final norm)")
+    parser.add_argument("--train-lm-head", action="store_true", help="keep the LM's output embeddings trainable")
     parser.add_argument("--train-lm", action="store_true", help="train the whole LM too (no freezing), for comparison")
     parser.add_argument("--lm-dim", type=int, default=64, help="hidden size of the small LM")
     parser.add_argument("--lm-layers", type=int, default=2, help="decoder layers of the small LM")
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         head=nn.Identity(),  # unused: encode() stops at the context
     )
     mm = MultimodalCausalLM(lm, context_dim=dim, every=args.every, freeze_lm=not args.train_lm,
-                            self_attention=args.self_attention, trainable_lm_layers=args.trainable_lm_layers)
+                            self_attention=args.self_attention, trainable_lm_layers=args.trainable_lm_layers,
+                            train_lm_head=args.train_lm_head)
     trainable = [p for p in (*vision.parameters(), *mm.parameters()) if p.requires_grad]
     injected = {id(p) for p in mm.injected_parameters()}
     own = [p for p in lm.parameters() if id(p) not in injected]  # the LM's own weights (blocks sit inside it)

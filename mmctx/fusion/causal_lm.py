@@ -24,7 +24,7 @@ so far on its own, which a frozen LM too small to carry that history in its hidd
 needs (docs/causal_lm.md). Its keys and values live in the LM's own KV cache, as extra
 cache layers, so ``generate`` (cache, beam reordering) works as before.
 ``trainable_lm_layers=k`` leaves the last k decoder layers and the final norm of a frozen
-LM trainable (partial unfreezing).
+LM trainable, ``train_lm_head=True`` its output embeddings (partial unfreezing).
 """
 
 from __future__ import annotations
@@ -255,6 +255,8 @@ class MultimodalCausalLM(nn.Module):
             front of the cross-attention (gate at 0: still exact at initialisation).
         trainable_lm_layers: with ``freeze_lm``, keep the last k decoder layers and the
             norms outside the decoder layers (the final norm) trainable; 0 freezes all.
+        train_lm_head: with ``freeze_lm``, keep the output embeddings (``lm_head``; the input
+            embeddings too when the LM ties them) trainable.
     """
 
     def __init__(
@@ -270,14 +272,15 @@ class MultimodalCausalLM(nn.Module):
         layers_path: str | None = None,
         self_attention: bool = False,
         trainable_lm_layers: int = 0,
+        train_lm_head: bool = False,
     ) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"MultimodalCausalLM: every must be >= 1, got {every}")
         if trainable_lm_layers < 0:
             raise ValueError(f"MultimodalCausalLM: trainable_lm_layers must be >= 0, got {trainable_lm_layers}")
-        if trainable_lm_layers and not freeze_lm:
-            raise ValueError("MultimodalCausalLM: trainable_lm_layers applies to a frozen LM (freeze_lm=True)")
+        if (trainable_lm_layers or train_lm_head) and not freeze_lm:
+            raise ValueError("MultimodalCausalLM: trainable_lm_layers and train_lm_head apply to a frozen LM (freeze_lm=True)")
         path, layers = find_decoder_layers(lm, layers_path)
         if any(isinstance(m, CrossAttendingDecoderLayer) for m in layers):
             raise ValueError("MultimodalCausalLM: this LM already has injected cross-attention layers")
@@ -305,9 +308,15 @@ class MultimodalCausalLM(nn.Module):
                 for m in lm.modules():  # the final norm (Llama's model.norm, GPT-2's ln_f)
                     if id(m) not in in_layers and "norm" in type(m).__name__.lower():
                         m.requires_grad_(True)
+            if train_lm_head:
+                head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+                if head is None:
+                    raise ValueError(f"MultimodalCausalLM: train_lm_head but {type(lm).__name__} has no output embeddings")
+                head.requires_grad_(True)
         self.lm = lm
         self.self_attention = self_attention
         self.trainable_lm_layers = trainable_lm_layers
+        self.train_lm_head = train_lm_head
         self.layers_path = path
         self.num_lm_layers = len(layers)
         self.hidden_size = int(hidden)

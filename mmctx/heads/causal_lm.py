@@ -45,6 +45,7 @@ class CausalLMDecoder(nn.Module):
             small frozen LM needs to caption; docs/causal_lm.md).
         trainable_lm_layers: with ``freeze_lm``, keep the LM's last k decoder layers and its
             final norm trainable.
+        train_lm_head: with ``freeze_lm``, keep the LM's output embeddings trainable.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class CausalLMDecoder(nn.Module):
         dropout: float = 0.0,
         self_attention: bool = False,
         trainable_lm_layers: int = 0,
+        train_lm_head: bool = False,
     ) -> None:
         super().__init__()
         unset = [k for k, v in dict(vocab_size=vocab_size, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id).items() if v is None]
@@ -98,7 +100,7 @@ class CausalLMDecoder(nn.Module):
         self._lm_vocab = int(model.get_output_embeddings().weight.shape[0])
         self.model = MultimodalCausalLM(model, context_dim, every=every, num_heads=heads, dropout=dropout,
                                         freeze_lm=freeze_lm, self_attention=self_attention,
-                                        trainable_lm_layers=trainable_lm_layers)
+                                        trainable_lm_layers=trainable_lm_layers, train_lm_head=train_lm_head)
 
     def forward(self, tokens: Tensor, context: ExtendedContext, token_mask: Tensor | None = None) -> Tensor:
         """Teacher-forced next-token logits.

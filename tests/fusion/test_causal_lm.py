@@ -369,3 +369,27 @@ def test_trainable_lm_layers_unfreezes_the_last_layers_and_final_norm_only(famil
         MultimodalCausalLM(_base_lm(family), CTX_DIM, trainable_lm_layers=5)
     with pytest.raises(ValueError, match="frozen"):
         MultimodalCausalLM(_base_lm(family), CTX_DIM, freeze_lm=False, trainable_lm_layers=1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_lm_head_unfreezes_the_output_embeddings_only(family):
+    model = MultimodalCausalLM(_base_lm(family), CTX_DIM, every=2, train_lm_head=True)
+    head = model.lm.get_output_embeddings().weight
+    injected = {id(p) for p in model.injected_parameters()}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == injected | {id(head)}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    ids = _ids()
+    for _ in range(2):
+        loss = model(ids, _context(), labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        if p is head:
+            assert not torch.equal(p, before[n]), n
+        elif id(p) not in injected:
+            assert torch.equal(p, before[n]), n  # GPT-2 ties lm_head to wte: one parameter, counted as the head
+    with pytest.raises(ValueError, match="frozen"):
+        MultimodalCausalLM(_base_lm(family), CTX_DIM, freeze_lm=False, train_lm_head=True)
