@@ -9,13 +9,14 @@ gated cross-attention injected into it (Flamingo-style), in a plain PyTorch loop
 3. Only the image encoder, the fusion and the injected blocks train; the LM's own
    ``generate`` (greedy, beams, sampling) captions a picture inside ``mm.attend(context)``.
 
-A small frozen LM needs ``--self-attention`` (each injected block gets its own gated causal
-self-attention); ``--trainable-lm-layers k`` unfreezes the LM's last k layers instead or as
-well. ``--eval N`` scores greedy captions of N test pictures (BLEU-4, exact match);
-docs/causal_lm.md has the measured table.
+This tiny LM, trained on the caption text alone, needs ``--train-lm-head`` (its output
+embeddings train; text alone never tells the objects apart, docs/causal_lm.md). Also:
+``--self-attention`` (each injected block gets its own gated causal self-attention),
+``--trainable-lm-layers k`` (the LM's last k layers train). ``--eval N`` scores greedy
+captions of N test pictures (BLEU-4, exact match); docs/causal_lm.md has the measured table.
 
     python examples/multimodal_causal_lm.py --lm-steps 100 --steps 200
-    python examples/multimodal_causal_lm.py --lm-steps 300 --steps 600 --self-attention --eval 500 \
+    python examples/multimodal_causal_lm.py --lm-steps 300 --steps 600 --train-lm-head --eval 500 \
         --lm-dir runs/caption_text_lm      # the text-only LM is saved there and reused
 """
 
