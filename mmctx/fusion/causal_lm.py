@@ -20,11 +20,11 @@ repeated, as ``generate`` repeats its inputs. With no context set the LM runs te
 
 ``self_attention=True`` puts a gated causal self-attention (:class:`GatedCausalSelfAttention`,
 its gate at 0 too) in front of each block's cross-attention: the block then sees the text
-so far on its own, which a frozen LM too small to carry that history in its hidden states
-needs (docs/causal_lm.md). Its keys and values live in the LM's own KV cache, as extra
+so far on its own, not only through the frozen LM's states (docs/causal_lm.md). Its keys and values live in the LM's own KV cache, as extra
 cache layers, so ``generate`` (cache, beam reordering) works as before.
 ``trainable_lm_layers=k`` leaves the last k decoder layers and the final norm of a frozen
-LM trainable, ``train_lm_head=True`` its output embeddings (partial unfreezing).
+LM trainable, ``train_lm_head=True`` its output embeddings (partial unfreezing; a small LM
+trained on narrow text needs the latter, docs/causal_lm.md).
 """
 
 from __future__ import annotations

@@ -41,11 +41,12 @@ class CausalLMDecoder(nn.Module):
         every: inject before every ``every``-th decoder layer.
         freeze_lm: train only the injected blocks (and whatever is outside this decoder).
         dropout: dropout in the injected blocks.
-        self_attention: give each injected block its own gated causal self-attention (what a
-            small frozen LM needs to caption; docs/causal_lm.md).
+        self_attention: give each injected block its own gated causal self-attention
+            (docs/causal_lm.md).
         trainable_lm_layers: with ``freeze_lm``, keep the LM's last k decoder layers and its
             final norm trainable.
-        train_lm_head: with ``freeze_lm``, keep the LM's output embeddings trainable.
+        train_lm_head: with ``freeze_lm``, keep the LM's output embeddings trainable (what a
+            small LM trained on the caption text alone needs; docs/causal_lm.md).
     """
 
     def __init__(
