@@ -45,6 +45,22 @@ def _teacher_checkpoint(root: Path, tmp: Path) -> Path:
     return tmp / "teacher" / "default" / "version_0" / "checkpoints" / "last.ckpt"
 
 
+def _text_lm(tmp: Path) -> Path:
+    """A tiny random-init Llama saved as a folder, in the default tokenizer's vocabulary, for
+    configs/caption_lm_frozen.yaml (whose LM a user trains first on the caption text)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mmctx.data import default_tokenizer_path, load_tokenizer
+
+    tok = load_tokenizer(default_tokenizer_path())
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+                                      bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id))
+    lm.save_pretrained(tmp / "text_lm")
+    return tmp / "text_lm"
+
+
 #: Configs whose data module is not the default data's: config stem -> a function of
 #: (default_root, tmp_path) giving its small-data overrides. One line per config.
 CONFIG_DATA_OVERRIDES: dict[str, object] = {
@@ -52,6 +68,9 @@ CONFIG_DATA_OVERRIDES: dict[str, object] = {
     "finetune_from_pretrain": lambda root, tmp: [*data_overrides(root), "--trainer.callbacks.path=null"],
     # a one-step teacher checkpoint (tests/trainers/test_distillation.py checks the loss and the frozen teacher)
     "distill": lambda root, tmp: [*data_overrides(root), f"--model.init_args.teacher_checkpoint={_teacher_checkpoint(root, tmp)}"],
+    # a tiny text LM folder in place of runs/caption_text_lm (examples/multimodal_causal_lm.py --lm-dir makes it)
+    "caption_lm_frozen": lambda root, tmp: [*data_overrides(root),
+                                            f"--model.init_args.model.init_args.decoder.init_args.lm={_text_lm(tmp)}"],
     # the default data converted to shards in this test's folder (not beside the shared default_root)
     "streaming": lambda root, tmp: [*data_overrides(root), f"--data.shards_root={tmp / 'shards'}"],
     # a tiny long-range data set (documents of 600-800 tokens), one entry per long_context variant

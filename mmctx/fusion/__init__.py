@@ -7,7 +7,7 @@ importing this package never imports Lightning::
 """
 
 from mmctx.fusion.base import Fusion
-from mmctx.fusion.causal_lm import CrossAttendingDecoderLayer, MultimodalCausalLM, find_decoder_layers
+from mmctx.fusion.causal_lm import CrossAttendingDecoderLayer, GatedCausalSelfAttention, MultimodalCausalLM, find_decoder_layers
 from mmctx.fusion.concat import ConcatFusion
 from mmctx.fusion.cross_attention import CrossAttentionFusion, GatedCrossAttentionBlock
 from mmctx.fusion.gated import GatedFusion
@@ -22,6 +22,7 @@ __all__ = [
     "PerceiverResampler",
     "PerceiverBlock",
     "MultimodalCausalLM",
+    "GatedCausalSelfAttention",
     "CrossAttendingDecoderLayer",
     "find_decoder_layers",
 ]

@@ -17,6 +17,14 @@ output passed through unchanged. The context is set on the wrappers before the L
 the LM's KV cache, beam search and sampling work as they are; a hidden-state batch that is a
 multiple of the context's (beams, ``num_return_sequences``) reads each sample's context
 repeated, as ``generate`` repeats its inputs. With no context set the LM runs text-only.
+
+``self_attention=True`` puts a gated causal self-attention (:class:`GatedCausalSelfAttention`,
+its gate at 0 too) in front of each block's cross-attention: the block then sees the text
+so far on its own, not only through the frozen LM's states (docs/causal_lm.md). Its keys and values live in the LM's own KV cache, as extra
+cache layers, so ``generate`` (cache, beam reordering) works as before.
+``trainable_lm_layers=k`` leaves the last k decoder layers and the final norm of a frozen
+LM trainable, ``train_lm_head=True`` its output embeddings (partial unfreezing; a small LM
+trained on narrow text needs the latter, docs/causal_lm.md).
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mmctx.fusion.cross_attention import GatedCrossAttentionBlock
+from mmctx.layers import MultiHeadAttention
 from mmctx.types import ExtendedContext
 
-__all__ = ["MultimodalCausalLM", "CrossAttendingDecoderLayer", "find_decoder_layers"]
+__all__ = ["MultimodalCausalLM", "CrossAttendingDecoderLayer", "GatedCausalSelfAttention", "find_decoder_layers"]
 
 #: ``format`` entry of the metadata in a saved injection file.
 INJECTED_FORMAT = "mmctx-injected-cross-attention-v1"
@@ -46,6 +55,7 @@ class _ContextSlot:
     def __init__(self) -> None:
         self.x: Tensor | None = None
         self.mask: Tensor | None = None
+        self.text_mask: Tensor | None = None  # (B, T_past + T) the LM call's attention_mask
 
     def expanded(self, batch: int) -> tuple[Tensor, Tensor] | None:
         """The context for a hidden-state batch of ``batch`` rows, repeated per sample when
@@ -64,6 +74,49 @@ class _ContextSlot:
         return self.x.repeat_interleave(k, dim=0), self.mask.repeat_interleave(k, dim=0)
 
 
+class GatedCausalSelfAttention(nn.Module):
+    """Pre-norm causal self-attention with RoPE whose residual branch is scaled by ``tanh(α)``,
+    α starting at 0 (the identity at initialisation), for the injected blocks.
+
+    With a Hugging Face cache its keys/values are appended to the cache layer
+    ``cache_index`` (added to the cache when missing), so they are reordered with the LM's
+    own for beam search and grow token by token in ``generate``.
+
+    Args:
+        dim: width D of the hidden states.
+        num_heads: attention heads.
+        dropout: attention dropout.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout, rope=True)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor, key_mask: Tensor | None = None, cache: Any = None, cache_index: int = 0) -> Tensor:
+        """Shapes: x (B, T, D) new positions; key_mask (B, T_past + T) True at real tokens (or
+        None: all real); cache: a ``transformers`` ``Cache`` holding T_past earlier positions
+        (or None) → (B, T, D)."""
+        B, T, _ = x.shape
+        h = self.norm(x)
+        past = 0
+        if cache is not None:
+            from transformers.cache_utils import DynamicLayer
+
+            while len(cache.layers) <= cache_index:  # our own layer, after the LM's
+                cache.layers.append(DynamicLayer())
+            past = cache.layers[cache_index].get_seq_length()
+        positions = torch.arange(past, past + T, device=x.device)  # (T,)
+        k, v = self.attn.project_kv(h, positions)  # 2×(B, H, T, D/H)
+        if cache is not None:
+            k, v = cache.layers[cache_index].update(k, v)  # 2×(B, H, T_past + T, D/H)
+        if key_mask is not None and key_mask.shape != (B, k.shape[2]):
+            key_mask = None  # a mask that does not cover the keys (e.g. a static cache): causal only
+        a = self.attn(h, kv=(k, v), key_mask=key_mask, is_causal=True, positions=positions, query_offset=past)
+        return x + torch.tanh(self.gate) * a
+
+
 class CrossAttendingDecoderLayer(nn.Module):
     """A decoder layer with a gated cross-attention block run on its input hidden states.
 
@@ -76,23 +129,34 @@ class CrossAttendingDecoderLayer(nn.Module):
         layer: the original decoder layer.
         block: the injected cross-attention block (width = the LM's hidden size).
         slot: the shared context holder.
+        causal_attn: an optional gated causal self-attention run before ``block``.
+        cache_index: the KV-cache layer of ``causal_attn`` (past the LM's own layers).
     """
 
-    def __init__(self, layer: nn.Module, block: GatedCrossAttentionBlock, slot: _ContextSlot) -> None:
+    def __init__(
+        self,
+        layer: nn.Module,
+        block: GatedCrossAttentionBlock,
+        slot: _ContextSlot,
+        causal_attn: GatedCausalSelfAttention | None = None,
+        cache_index: int = 0,
+    ) -> None:
         super().__init__()
         self.layer = layer
         self.xattn = block
+        self.causal_attn = causal_attn
+        self.cache_index = cache_index
         self._slot = slot
 
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name.startswith("_") or name in ("gradient_checkpointing", "layer", "xattn"):
+            if name.startswith("_") or name in ("gradient_checkpointing", "layer", "xattn", "causal_attn"):
                 raise
             return getattr(self._modules["layer"], name)
 
-    def _cross_attend(self, hidden: Tensor) -> Tensor:
+    def _cross_attend(self, hidden: Tensor, cache: Any) -> Tensor:
         """Shapes: hidden (B, T, D_lm) → (B, T, D_lm)."""
         ctx = self._slot.expanded(hidden.shape[0])
         if ctx is None:
@@ -100,17 +164,33 @@ class CrossAttendingDecoderLayer(nn.Module):
         x, mask = ctx
         x, mask = x.to(hidden.device), mask.to(hidden.device)  # layers may sit on other devices (device_map)
         use_ckpt = getattr(self.layer, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled()
+        if self.causal_attn is not None:
+            text_mask = self._slot.text_mask
+            text_mask = None if text_mask is None else text_mask.to(device=hidden.device, dtype=torch.bool)
+            if use_ckpt and cache is None:
+                hidden = checkpoint(self.causal_attn, hidden, text_mask, use_reentrant=False)
+            else:
+                hidden = self.causal_attn(hidden, text_mask, cache, self.cache_index)
         if use_ckpt:
             return checkpoint(self.xattn, hidden, x, mask, use_reentrant=False)
         return self.xattn(hidden, x, mask)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Shapes: hidden states (B, T, D_lm) in, the original layer's outputs out."""
+        cache = _find_cache(args[1:], kwargs) if self.causal_attn is not None else None
         if args:
-            args = (self._cross_attend(args[0]), *args[1:])
+            args = (self._cross_attend(args[0], cache), *args[1:])
         else:
-            kwargs["hidden_states"] = self._cross_attend(kwargs["hidden_states"])
+            kwargs["hidden_states"] = self._cross_attend(kwargs["hidden_states"], cache)
         return self.layer(*args, **kwargs)
+
+
+def _find_cache(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The ``transformers`` KV cache among a decoder layer's arguments (Llama passes it as
+    ``cache=``, GPT-2 positionally), or None."""
+    from transformers.cache_utils import Cache
+
+    return next((v for v in (*args, *kwargs.values()) if isinstance(v, Cache)), None)
 
 
 def find_decoder_layers(model: nn.Module, path: str | None = None) -> tuple[str, nn.ModuleList]:
@@ -171,6 +251,12 @@ class MultimodalCausalLM(nn.Module):
             injected blocks and ``context_proj`` train).
         layers_path: dotted path of the decoder-layer list when the generic search should
             not be used (e.g. ``"model.layers"``).
+        self_attention: give each injected block its own gated causal self-attention in
+            front of the cross-attention (gate at 0: still exact at initialisation).
+        trainable_lm_layers: with ``freeze_lm``, keep the last k decoder layers and the
+            norms outside the decoder layers (the final norm) trainable; 0 freezes all.
+        train_lm_head: with ``freeze_lm``, keep the output embeddings (``lm_head``; the input
+            embeddings too when the LM ties them) trainable.
     """
 
     def __init__(
@@ -184,10 +270,17 @@ class MultimodalCausalLM(nn.Module):
         dropout: float = 0.0,
         freeze_lm: bool = True,
         layers_path: str | None = None,
+        self_attention: bool = False,
+        trainable_lm_layers: int = 0,
+        train_lm_head: bool = False,
     ) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"MultimodalCausalLM: every must be >= 1, got {every}")
+        if trainable_lm_layers < 0:
+            raise ValueError(f"MultimodalCausalLM: trainable_lm_layers must be >= 0, got {trainable_lm_layers}")
+        if (trainable_lm_layers or train_lm_head) and not freeze_lm:
+            raise ValueError("MultimodalCausalLM: trainable_lm_layers and train_lm_head apply to a frozen LM (freeze_lm=True)")
         path, layers = find_decoder_layers(lm, layers_path)
         if any(isinstance(m, CrossAttendingDecoderLayer) for m in layers):
             raise ValueError("MultimodalCausalLM: this LM already has injected cross-attention layers")
@@ -201,10 +294,29 @@ class MultimodalCausalLM(nn.Module):
             num_heads = getattr(config, "num_attention_heads", None)
             if num_heads is None:
                 raise ValueError("MultimodalCausalLM: pass num_heads (the LM's config has no num_attention_heads)")
+        if trainable_lm_layers > len(layers):
+            raise ValueError(
+                f"MultimodalCausalLM: trainable_lm_layers={trainable_lm_layers} but the LM has {len(layers)} decoder layers"
+            )
         if freeze_lm:
             for p in lm.parameters():
                 p.requires_grad_(False)
+            if trainable_lm_layers:
+                for layer in list(layers)[len(layers) - trainable_lm_layers :]:
+                    layer.requires_grad_(True)
+                in_layers = {id(m) for m in layers.modules()}
+                for m in lm.modules():  # the final norm (Llama's model.norm, GPT-2's ln_f)
+                    if id(m) not in in_layers and "norm" in type(m).__name__.lower():
+                        m.requires_grad_(True)
+            if train_lm_head:
+                head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+                if head is None:
+                    raise ValueError(f"MultimodalCausalLM: train_lm_head but {type(lm).__name__} has no output embeddings")
+                head.requires_grad_(True)
         self.lm = lm
+        self.self_attention = self_attention
+        self.trainable_lm_layers = trainable_lm_layers
+        self.train_lm_head = train_lm_head
         self.layers_path = path
         self.num_lm_layers = len(layers)
         self.hidden_size = int(hidden)
@@ -217,10 +329,22 @@ class MultimodalCausalLM(nn.Module):
         self._slot = _ContextSlot()
         ref = next(iter(lm.parameters()))
         self.context_proj.to(device=ref.device, dtype=ref.dtype)
-        for i in self.injected_layers:
+        for j, i in enumerate(self.injected_layers):
             block = GatedCrossAttentionBlock(self.hidden_size, self.num_heads, mlp_ratio, dropout, gated=True)
+            sa = GatedCausalSelfAttention(self.hidden_size, self.num_heads, dropout) if self_attention else None
             here = next(iter(layers[i].parameters()), ref)  # each block beside its layer
-            layers[i] = CrossAttendingDecoderLayer(layers[i], block.to(device=here.device, dtype=here.dtype), self._slot)
+            if sa is not None:
+                sa.to(device=here.device, dtype=here.dtype)
+            layers[i] = CrossAttendingDecoderLayer(
+                layers[i], block.to(device=here.device, dtype=here.dtype), self._slot, sa,
+                cache_index=self.num_lm_layers + j,  # its KV-cache layer, after the LM's own
+            )
+        self._mask_hook = lm.register_forward_pre_hook(self._capture_mask, with_kwargs=True) if self_attention else None
+
+    def _capture_mask(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Keep the LM call's 2-D ``attention_mask`` (B, T_past + T) for the self-attention."""
+        mask = kwargs.get("attention_mask")
+        self._slot.text_mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
 
     def unwrap(self) -> nn.Module:
         """Put the original decoder layers back and return the LM (its own state-dict keys
@@ -229,6 +353,8 @@ class MultimodalCausalLM(nn.Module):
         for i in self.injected_layers:
             if isinstance(layers[i], CrossAttendingDecoderLayer):
                 layers[i] = layers[i].layer
+        if self._mask_hook is not None:
+            self._mask_hook.remove()
         self.set_context(None)
         return self.lm
 
@@ -298,12 +424,17 @@ class MultimodalCausalLM(nn.Module):
         yield from self.context_proj.parameters()
         for wrapper in self._wrappers().values():
             yield from wrapper.xattn.parameters()
+            if wrapper.causal_attn is not None:
+                yield from wrapper.causal_attn.parameters()
 
     def injected_state_dict(self) -> dict[str, Tensor]:
-        """The injected weights alone: ``context_proj.*`` and ``layers.<i>.*`` per block."""
+        """The injected weights alone: ``context_proj.*``, ``layers.<i>.*`` per block and
+        ``layers.<i>.causal_attn.*`` per self-attention."""
         out = {f"context_proj.{k}": v for k, v in self.context_proj.state_dict().items()}
         for i, wrapper in self._wrappers().items():
             out.update({f"layers.{i}.{k}": v for k, v in wrapper.xattn.state_dict().items()})
+            if wrapper.causal_attn is not None:
+                out.update({f"layers.{i}.causal_attn.{k}": v for k, v in wrapper.causal_attn.state_dict().items()})
         return out
 
     def load_injected_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -330,6 +461,7 @@ class MultimodalCausalLM(nn.Module):
             "num_heads": self.num_heads,
             "mlp_ratio": self.mlp_ratio,
             "injected_layers": list(self.injected_layers),
+            "self_attention": self.self_attention,
         }
 
     def save_injected(self, path: str | Path) -> Path:
@@ -364,7 +496,8 @@ class MultimodalCausalLM(nn.Module):
 
         saved = self.read_injection_config(path)
         own = self.injection_config()
-        for key in ("num_lm_layers", "hidden_size", "context_dim", "num_heads", "injected_layers"):
+        saved.setdefault("self_attention", False)  # files written before the option
+        for key in ("num_lm_layers", "hidden_size", "context_dim", "num_heads", "injected_layers", "self_attention"):
             if saved.get(key) != own[key]:
                 raise ValueError(
                     f"{path}: saved for a model with {key}={saved.get(key)!r} ({saved.get('lm_class')}), "
@@ -382,7 +515,7 @@ class MultimodalCausalLM(nn.Module):
         every = layers[1] - layers[0] if len(layers) > 1 else max(c["num_lm_layers"], 1)
         model = cls(
             lm, c["context_dim"], every=every, first=layers[0], num_heads=c["num_heads"], mlp_ratio=c["mlp_ratio"],
-            freeze_lm=freeze_lm, layers_path=c["layers_path"],
+            freeze_lm=freeze_lm, layers_path=c["layers_path"], self_attention=bool(c.get("self_attention", False)),
         )
         model.load_injected(path)
         return model

@@ -41,6 +41,12 @@ class CausalLMDecoder(nn.Module):
         every: inject before every ``every``-th decoder layer.
         freeze_lm: train only the injected blocks (and whatever is outside this decoder).
         dropout: dropout in the injected blocks.
+        self_attention: give each injected block its own gated causal self-attention
+            (docs/causal_lm.md).
+        trainable_lm_layers: with ``freeze_lm``, keep the LM's last k decoder layers and its
+            final norm trainable.
+        train_lm_head: with ``freeze_lm``, keep the LM's output embeddings trainable (what a
+            small LM trained on the caption text alone needs; docs/causal_lm.md).
     """
 
     def __init__(
@@ -58,6 +64,9 @@ class CausalLMDecoder(nn.Module):
         every: int = 1,
         freeze_lm: bool = True,
         dropout: float = 0.0,
+        self_attention: bool = False,
+        trainable_lm_layers: int = 0,
+        train_lm_head: bool = False,
     ) -> None:
         super().__init__()
         unset = [k for k, v in dict(vocab_size=vocab_size, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id).items() if v is None]
@@ -91,7 +100,8 @@ class CausalLMDecoder(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self._lm_vocab = int(model.get_output_embeddings().weight.shape[0])
         self.model = MultimodalCausalLM(model, context_dim, every=every, num_heads=heads, dropout=dropout,
-                                        freeze_lm=freeze_lm)
+                                        freeze_lm=freeze_lm, self_attention=self_attention,
+                                        trainable_lm_layers=trainable_lm_layers, train_lm_head=train_lm_head)
 
     def forward(self, tokens: Tensor, context: ExtendedContext, token_mask: Tensor | None = None) -> Tensor:
         """Teacher-forced next-token logits.

@@ -250,3 +250,146 @@ def test_deepcopy_keeps_one_shared_context_and_unwrap_restores_the_lm():
     restored = model.unwrap()
     assert set(restored.state_dict()) == keys
     assert not any(isinstance(m, CrossAttendingDecoderLayer) for m in restored.modules())
+
+
+# -- blocks with their own causal self-attention (self_attention=True) -------------------
+
+
+def _open_all_gates(model: MultimodalCausalLM, value: float = 0.7) -> None:
+    """Open every gate: cross-attention, feed-forward and the blocks' self-attention."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gate"):
+                p.fill_(value)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_self_attention_blocks_exact_at_init_and_cached_generate(family):
+    lm = _base_lm(family)
+    ids, mask = _ids(), torch.ones(2, 6, dtype=torch.long)
+    mask[1, :2] = 0  # left padding
+    with torch.no_grad():
+        ref = lm(input_ids=ids, attention_mask=mask).logits
+        model = MultimodalCausalLM(copy.deepcopy(lm), CTX_DIM, every=1, self_attention=True)
+        assert torch.equal(model(ids, _context(), attention_mask=mask).logits, ref)
+        _open_all_gates(model)
+        with_sa = model(ids, _context(), attention_mask=mask).logits
+        assert not torch.allclose(with_sa, ref)
+        # the self-attention matters: closing only its gates changes the logits
+        for wrapper in model._wrappers().values():
+            wrapper.causal_attn.gate.zero_()
+        assert not torch.allclose(model(ids, _context(), attention_mask=mask).logits, with_sa)
+    _open_all_gates(model)
+    prompt, ctx = _ids(t=3), _context()
+    kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    for extra in ({}, {"num_beams": 3}):  # beams reorder the self-attention's cache layers too
+        cached = model.generate(prompt, ctx, use_cache=True, **kw, **extra)
+        uncached = model.generate(prompt, ctx, use_cache=False, **kw, **extra)
+        assert cached.shape == (2, 9)
+        assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_self_attention_ignores_left_padding_of_the_prompt(family):
+    model = MultimodalCausalLM(_base_lm(family), CTX_DIM, every=1, self_attention=True)
+    _open_all_gates(model)
+    prompt, ctx = _ids(t=3), _context()
+    padded, mask = prompt.clone(), torch.ones(2, 3, dtype=torch.long)
+    padded[1, 0], mask[1, 0] = 0, 0  # sample 1's prompt is its last two tokens, left-padded
+    kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    batch = model.generate(padded, ctx, attention_mask=mask, **kw)
+    alone = model.generate(prompt[1:, 1:], ExtendedContext(ctx.x[1:], ctx.mask[1:], ctx.modality[1:], ctx.names), **kw)
+    assert torch.equal(batch[1, 1:], alone[0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_self_attention_blocks_save_and_load(family, tmp_path):
+    model = MultimodalCausalLM(_base_lm(family), CTX_DIM, every=2, self_attention=True)
+    _open_all_gates(model)
+    assert any(k.startswith("layers.0.causal_attn.") for k in model.injected_state_dict())
+    path = model.save_injected(tmp_path / "xattn.safetensors")
+    ids, ctx = _ids(), _context()
+    with torch.no_grad():
+        fresh = MultimodalCausalLM.from_injected(_base_lm(family), path)
+        assert fresh.self_attention
+        assert torch.equal(fresh(ids, ctx).logits, model(ids, ctx).logits)
+    with pytest.raises(ValueError, match="self_attention"):
+        MultimodalCausalLM(_base_lm(family), CTX_DIM, every=2).load_injected(path)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_self_attention_blocks_under_gradient_checkpointing(family):
+    model = MultimodalCausalLM(_base_lm(family), CTX_DIM, every=2, self_attention=True)
+    _open_all_gates(model, 0.3)
+    ref = copy.deepcopy(model)
+    enable = getattr(model.lm, "activation_checkpointing_enable", None) or model.lm.gradient_checkpointing_enable
+    enable()
+    ids = _ids()
+    for m in (model, ref):
+        m.train()
+        torch.manual_seed(0)  # the same dropout masks (GPT-2 has dropout)
+        m(ids, _context(), labels=ids).loss.backward()
+    got, want = dict(model.named_parameters()), dict(ref.named_parameters())
+    sa = [n for n in want if ".causal_attn." in n]
+    assert sa and all(want[n].grad is not None and want[n].grad.abs().sum() > 0 for n in sa)
+    for n, p in want.items():
+        if p.grad is not None:
+            torch.testing.assert_close(got[n].grad, p.grad, atol=1e-5, rtol=1e-4, msg=n)
+
+
+# -- partial unfreezing (trainable_lm_layers) --------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trainable_lm_layers_unfreezes_the_last_layers_and_final_norm_only(family):
+    model = MultimodalCausalLM(_base_lm(family), CTX_DIM, every=2, trainable_lm_layers=1)
+    model.train()
+    path, layers = find_decoder_layers(model.lm)
+    last = layers[3].layer if isinstance(layers[3], CrossAttendingDecoderLayer) else layers[3]
+    last_ids = {id(p) for p in last.parameters()}
+    final_norm = model.lm.get_submodule({"gpt2": "transformer.ln_f", "llama": "model.norm"}[family])
+    unfrozen = last_ids | {id(p) for p in final_norm.parameters()}
+    injected = {id(p) for p in model.injected_parameters()}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == unfrozen | injected
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = _ids()
+    for _ in range(3):
+        loss = model(ids, _context(), labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        moved = not torch.equal(p, before[n])
+        if id(p) in unfrozen:
+            assert moved, n
+        elif id(p) not in injected:
+            assert not moved, n  # every other LM weight (embeddings, lm_head, earlier layers) stays
+    with pytest.raises(ValueError, match="trainable_lm_layers"):
+        MultimodalCausalLM(_base_lm(family), CTX_DIM, trainable_lm_layers=5)
+    with pytest.raises(ValueError, match="frozen"):
+        MultimodalCausalLM(_base_lm(family), CTX_DIM, freeze_lm=False, trainable_lm_layers=1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_lm_head_unfreezes_the_output_embeddings_only(family):
+    model = MultimodalCausalLM(_base_lm(family), CTX_DIM, every=2, train_lm_head=True)
+    head = model.lm.get_output_embeddings().weight
+    injected = {id(p) for p in model.injected_parameters()}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == injected | {id(head)}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    ids = _ids()
+    for _ in range(2):
+        loss = model(ids, _context(), labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        if p is head:
+            assert not torch.equal(p, before[n]), n
+        elif id(p) not in injected:
+            assert torch.equal(p, before[n]), n  # GPT-2 ties lm_head to wte: one parameter, counted as the head
+    with pytest.raises(ValueError, match="frozen"):
+        MultimodalCausalLM(_base_lm(family), CTX_DIM, freeze_lm=False, train_lm_head=True)

@@ -25,7 +25,7 @@ def _decoder(**kw) -> CausalLMDecoder:
     dec = CausalLMDecoder(8, dim=16, num_layers=2, num_heads=2, max_seq_len=32, **SPECIAL, **kw).eval()
     with torch.no_grad():  # open the gates so the context matters
         for name, p in dec.named_parameters():
-            if name.endswith("_gate"):
+            if name.endswith("gate"):  # attn_gate, ff_gate and the self-attention's gate
                 p.fill_(0.5)
     return dec
 
@@ -55,11 +55,22 @@ def test_generate_follows_the_text_decoder_contract(strategy):
         assert torch.equal(ids, again)
 
 
-def test_greedy_with_cache_equals_without():
-    dec = _decoder()
+@pytest.mark.parametrize("self_attention", [False, True])
+def test_greedy_with_cache_equals_without(self_attention):
+    dec = _decoder(self_attention=self_attention)
     a = dec.generate(_context(), max_new_tokens=6, use_cache=True)
     b = dec.generate(_context(), max_new_tokens=6, use_cache=False)
     assert torch.equal(a, b)
+    beams = dec.generate(_context(), max_new_tokens=6, strategy="beam", num_beams=3, use_cache=True)
+    assert torch.equal(beams, dec.generate(_context(), max_new_tokens=6, strategy="beam", num_beams=3, use_cache=False))
+
+
+def test_self_attention_and_partly_trainable_lm():
+    dec = _decoder(freeze_lm=True, self_attention=True, trainable_lm_layers=1)
+    trainable = {n for n, p in dec.named_parameters() if p.requires_grad}
+    assert any(".causal_attn." in n for n in trainable)
+    assert any(".layers.1.layer." in n for n in trainable) and not any(".layers.0.layer." in n for n in trainable)
+    assert "model.lm.model.norm.weight" in trainable and "model.lm.model.embed_tokens.weight" not in trainable
 
 
 def test_sizes_must_come_from_the_tokenizer_and_strategy_is_checked():
