@@ -92,9 +92,10 @@ def test_compiled_image_encoder_with_missing_images_matches_eager():
     with torch.no_grad():
         out = compiled(images, mask)
         frames = torch._dynamo.utils.counters["frames"]["ok"]
-        again = compiled(images, torch.tensor([True, True, False]))
+        again = compiled(images, torch.tensor([False, False, True]))
     assert torch._dynamo.utils.counters["frames"]["ok"] == frames
     torch.testing.assert_close(out.x, eager.x, atol=1e-5, rtol=1e-5)
     assert torch.equal(out.mask, eager.mask)
     assert torch.equal(out.x[1], torch.zeros_like(out.x[1]))
-    assert torch.equal(again.x[2], torch.zeros_like(again.x[2])) and again.x[1].abs().sum() > 0
+    assert torch.equal(again.x[:2], torch.zeros_like(again.x[:2]))
+    torch.testing.assert_close(again.x[2], eager.x[2], atol=1e-5, rtol=1e-5)
