@@ -39,6 +39,16 @@ VARIANTS: dict[str, dict] = {
     "resnet18 stage 1 (7×7 stem, 16×16)+cl": dict(backbone="resnet18", stage=1, channels_last=True),
     "regnetx_002": dict(backbone="regnetx_002", stage=2),
     "mobilenetv3_small_050+cl": dict(backbone="mobilenetv3_small_050", stage=2, channels_last=True),
+    # lighter stems / narrower nets of the same resnet10t (timm constructor arguments)
+    "resnet10t stem_width 16+cl": dict(backbone="resnet10t", stage=2, channels_last=True, backbone_args={"stem_width": 16}),
+    "resnet10t half width+cl": dict(
+        backbone="resnet10t", stage=2, channels_last=True,
+        backbone_args={"stem_width": 16, "channels": [32, 64, 128, 256]},
+    ),
+    "resnet10t 7×7 stem+cl": dict(backbone="resnet10t", stage=2, channels_last=True, backbone_args={"stem_type": ""}),
+    # smaller images: the batch's pictures resized (bilinear, antialiased) before the step
+    "resnet10t+cl on 48 px (6×6)": dict(backbone="resnet10t", stage=2, channels_last=True, image_size=48),
+    "resnet10t+cl on 32 px (4×4)": dict(backbone="resnet10t", stage=2, channels_last=True, image_size=32),
 }
 
 
@@ -62,11 +72,14 @@ def main() -> None:
         if len(batches) == 4:
             break
     out_dim = task.model.encoders["image"].out_dim
-    tasks, optimizers, gflops, params = {}, {}, {}, {}
+    tasks, optimizers, gflops, params, variant_batches = {}, {}, {}, {}, {}
     for name in args.variants:
         t = copy.deepcopy(task)
         torch.manual_seed(0)
-        t.model.encoders["image"] = TimmImageEncoder(out_dim=out_dim, **VARIANTS[name])
+        encoder_args = dict(VARIANTS[name])
+        size = encoder_args.pop("image_size", None)
+        variant_batches[name] = batches if size is None else [resized(b, size) for b in batches]
+        t.model.encoders["image"] = TimmImageEncoder(out_dim=out_dim, **encoder_args)
         t.train()
         tasks[name] = t
         optimizers[name] = torch.optim.AdamW(t.parameters(), lr=1e-3)
@@ -74,13 +87,13 @@ def main() -> None:
         from torch.utils.flop_counter import FlopCounterMode
 
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            t.loss(batches[0])
+            t.loss(variant_batches[name][0])
         gflops[name] = counter.get_total_flops() / 1e9
 
     def step(name: str, i: int) -> float:
         t, opt = tasks[name], optimizers[name]
         start = time.perf_counter()
-        loss = t.loss(batches[i % len(batches)])
+        loss = t.loss(variant_batches[name][i % len(batches)])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -103,6 +116,18 @@ def main() -> None:
     for name in tasks:
         ms = statistics.median(times[name])
         print(f"| {name} | {ms * 1e3:.0f} | {base / ms:.2f}× | {gflops[name]:.2f} | {params[name] / 1e6:.2f} M |")
+
+
+def resized(batch, size: int):
+    """A copy of ``batch`` whose images are resized to ``size × size`` (bilinear, antialiased)."""
+    import torch.nn.functional as F
+
+    from mmctx.types import ModalityInput, MultimodalBatch
+
+    image = batch.inputs["image"]
+    data = F.interpolate(image.data, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    inputs = dict(batch.inputs, image=ModalityInput(data, image.mask))  # (B, C, size, size)
+    return MultimodalBatch(inputs=inputs, targets=batch.targets, ids=batch.ids, meta=batch.meta)
 
 
 if __name__ == "__main__":

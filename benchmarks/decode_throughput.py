@@ -7,7 +7,10 @@ call, see ``docs/benchmarks.md``) and ``transformers``' ``GPT2LMHeadModel`` with
 ``add_cross_attention=True`` fed the context as ``encoder_hidden_states``. Greedy, EOS
 disabled, so every run generates exactly the requested number of tokens. mmctx without the
 cache (the whole prefix recomputed every step) is timed too, and its output must equal the
-cached one token for token.
+cached one token for token. ``--static`` adds the compiled static step
+(``generate(compile_step=True)``: one ``torch.compile``'d graph with fixed shapes per step,
+the whole preallocated buffer attended under a position mask); its compile time per length
+is printed apart (a warm-up call per length), and its tokens must equal the KV cache's.
 
 Every cell: one warm-up, then the median of ``--repeats`` runs, the sides interleaved so
 drifting machine load hits them alike. ``--profile`` adds the per-step time of the top
@@ -15,6 +18,7 @@ operators of each side (torch.profiler), to see where the time goes.
 
     python benchmarks/decode_throughput.py            # batch 8, dim 256, 4 layers, context 64
     python benchmarks/decode_throughput.py --lengths 64 256 --profile
+    python benchmarks/decode_throughput.py --lengths 64 256 --static --repeats 3
     python benchmarks/decode_throughput.py --device cuda --lengths 16 64 256 1024
 """
 
@@ -75,6 +79,7 @@ def runners(decoder: TextDecoder, hf: torch.nn.Module, context: ExtendedContext)
         "hf": hf_generate,
         "nocache": lambda n: decoder.generate(context, n, strategy="greedy", use_cache=False),
         "cache": lambda n: decoder.generate(context, n, strategy="greedy", use_cache=True),
+        "static": lambda n: decoder.generate(context, n, strategy="greedy", compile_step=True),
     }
 
 
@@ -116,6 +121,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--profile", action="store_true", help="also print each side's top operators per step")
+    parser.add_argument("--static", action="store_true", help="also time the compiled static step")
     parser.add_argument("--no-cache-max", type=int, default=64,
                         help="time mmctx without the cache (quadratic) only up to this many new tokens")
     args = parser.parse_args()
@@ -124,6 +130,8 @@ def main() -> None:
     device = torch.device(args.device)
     decoder, hf, context = build(args, device)
     run = runners(decoder, hf, context)
+    if not args.static:
+        del run["static"]
     n_mmctx = sum(p.numel() for p in decoder.parameters())
     n_hf = sum(p.numel() for p in hf.parameters())
 
@@ -137,14 +145,21 @@ def main() -> None:
     print(f"# torch {torch.__version__}, {where}, {torch.get_num_threads()} threads{load}; median of {args.repeats}\n")
     columns = ("new tokens", "HF generate tok/s", "mmctx no cache", "mmctx KV cache", "vs HF", "cache = no cache")
     widths = (10, 17, 14, 14, 6, 16)
+    if args.static:
+        columns += ("mmctx compiled static", "static vs HF", "static vs KV cache", "static = cache")
+        widths += (21, 12, 18, 14)
     header = "| " + " | ".join(f"{c:>{w}}" for c, w in zip(columns, widths)) + " |"
     print(header)
     print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
-    profiles = []
+    profiles, compile_times = [], []
     with torch.inference_mode():
         for name in run:  # warm-up: allocator, kernels, lazy init (short: no-cache is quadratic)
-            timed(run[name], min(8, *args.lengths), device)
+            if name != "static":
+                timed(run[name], min(8, *args.lengths), device)
         for n in args.lengths:
+            if "static" in run:  # one graph per length (the buffer's capacity is 1 + n): compile it here
+                seconds, _ = timed(run["static"], n, device)
+                compile_times.append(f"# compiled static step, {n} new tokens: first call {seconds:.1f} s (compilation)")
             times: dict[str, list[float]] = {name: [] for name in run}
             outputs: dict[str, torch.Tensor] = {}
             sides = [name for name in run if name != "nocache" or n <= args.no_cache_max]
@@ -159,10 +174,16 @@ def main() -> None:
                 same = "yes" if torch.equal(outputs["nocache"], outputs["cache"]) else "NO"
             cells = (f"{n}", f"{rate['hf']:,.0f}", f"{rate['nocache']:,.0f}", f"{rate['cache']:,.0f}",
                      f"{rate['cache'] / rate['hf']:.2f}", same)
+            if "static" in rate:
+                cells += (f"{rate['static']:,.0f}", f"{rate['static'] / rate['hf']:.2f}",
+                          f"{rate['static'] / rate['cache']:.2f}",
+                          "yes" if torch.equal(outputs["static"], outputs["cache"]) else "NO")
             print("| " + " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths)) + " |", flush=True)
             if args.profile and device.type == "cpu":
                 profiles.append(f"\n{n} new tokens, mmctx KV cache:\n{profile(run['cache'], n)}")
                 profiles.append(f"{n} new tokens, HF generate:\n{profile(run['hf'], n)}")
+    for line in compile_times:
+        print(line)
     for p in profiles:
         print(p)
 

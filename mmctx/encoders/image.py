@@ -29,7 +29,8 @@ class TimmImageEncoder(nn.Module):
 
     Only the images that are present are run through the backbone, so missing images cost
     nothing and never touch BatchNorm statistics; their token rows are zeros with an
-    all-False mask. A batch with no image at all returns such rows directly, with the grid
+    all-False mask. Under ``torch.compile`` the backbone runs on every row instead (static
+    shapes, no graph break; see :meth:`_forward_every_row`). A batch with no image at all returns such rows directly, with the grid
     size the backbone would give for this input size (probed once per size, in eval mode,
     and cached).
 
@@ -246,6 +247,8 @@ class TimmImageEncoder(nn.Module):
         if not data.is_floating_point():
             raise ValueError(f"image data: expected a floating-point tensor, got dtype {data.dtype}")
         B, _, H, W = data.shape
+        if torch.compiler.is_compiling():
+            return self._forward_every_row(data, mask)
         present = mask.nonzero().squeeze(1)  # (P,) indices of present images
         if present.numel() == 0:
             h, w = self.grid_size(H, W)
@@ -260,6 +263,33 @@ class TimmImageEncoder(nn.Module):
         tokens = self.proj(feat.flatten(2).transpose(1, 2))  # (P, h*w, D)
         tokens = tokens + sincos_2d(h, w, self.out_dim, device=tokens.device).to(tokens.dtype)  # (P, h*w, D)
         x = tokens.new_zeros(B, h * w, self.out_dim).index_copy(0, present, tokens)  # (B, h*w, D)
+        return Tokens(x, mask[:, None].expand(B, h * w).contiguous())
+
+    def _forward_every_row(self, data: Tensor, mask: Tensor) -> Tokens:
+        """The forward of :meth:`forward` with static shapes, for ``torch.compile``.
+
+        Selecting the present images (``mask.nonzero()``) has a data-dependent size, which
+        breaks Dynamo's graph; here the backbone runs on every row instead, the missing rows'
+        pixels set to zero first (their padding is never read) and their tokens zeroed after.
+        The tokens of present images are the same as :meth:`forward`'s, except that a
+        backbone with BatchNorm in training mode then also counts the missing rows' blank
+        images in its batch statistics (identical when every image is present, in eval mode,
+        or with ``norm_layer="groupnorm1"``). The grid-size cache is not touched (a dict
+        mutated inside the graph would make Dynamo guard on it and recompile).
+
+        Shapes:
+            data: (B, C, H, W); mask: (B,) bool
+            returns: Tokens with x (B, h*w, D) and mask (B, h*w)
+        """
+        B = data.shape[0]
+        images = torch.where(mask[:, None, None, None], data, torch.zeros((), dtype=data.dtype, device=data.device))
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC in memory
+        feat = self.backbone(images)[-1]  # (B, C_f, h, w)
+        h, w = feat.shape[-2:]
+        tokens = self.proj(feat.flatten(2).transpose(1, 2))  # (B, h*w, D)
+        tokens = tokens + sincos_2d(h, w, self.out_dim, device=tokens.device).to(tokens.dtype)  # (B, h*w, D)
+        x = torch.where(mask[:, None, None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         return Tokens(x, mask[:, None].expand(B, h * w).contiguous())
 
     def extra_repr(self) -> str:

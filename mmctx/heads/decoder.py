@@ -201,7 +201,7 @@ class DecoderBlock(nn.Module):
                 None when t == 1 (the last token attends every key)
             returns: (B, t, D)
         """
-        attn, cross = self.self_attn, self.cross_attn
+        attn = self.self_attn
         w = layer.weights
         B, t, D = x.shape
         H, Dh = attn.num_heads, attn.head_dim
@@ -221,16 +221,64 @@ class DecoderBlock(nn.Module):
         a = _linear(a.transpose(1, 2).reshape(B, t, D), *w["out"])  # (B, t, D)
         x = x + (self.drop(a) if drop else a)
 
+        return self._decode_cross_ff(x, layer, cache.context_bias, cache.empty_rows)
+
+    def decode_static(
+        self,
+        x: Tensor,
+        layer: _LayerCache,
+        position: Tensor,
+        key_mask: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        context_bias: Tensor | None,
+        empty_rows: Tensor | None,
+    ) -> Tensor:
+        """One new token against full-capacity buffers, with fixed shapes (for ``torch.compile``).
+
+        Unlike :meth:`decode`, nothing depends on how many tokens the cache holds as a Python
+        number: the token's position is a tensor, its keys/values are written at that index of
+        the preallocated buffers, and the query attends the *whole* buffer with ``key_mask``
+        hiding the positions not filled yet. So one compiled graph serves every step. Eval
+        mode only (no dropout).
+
+        Shapes:
+            x: (B, 1, D); position: (1,) long; key_mask: (1, capacity) bool, True at positions
+            ``<= position``; cos, sin: (1, D/H) the RoPE angles of ``position``
+            returns: (B, 1, D)
+        """
+        attn = self.self_attn
+        B, t, D = x.shape
+        H, Dh = attn.num_heads, attn.head_dim
+        h = self.norm1(x)
+        qkv = _linear(h, *layer.weights["qkv"]).view(B, t, 3, H, Dh).permute(2, 0, 3, 1, 4)  # (3, B, H, 1, D/H)
+        qk = qkv[:2]
+        if attn.rope is not None:
+            qk = _rotate(qk, cos, sin)  # (2, B, H, 1, D/H)
+        layer.k.index_copy_(2, position, qk[1])  # (B, H, capacity, D/H), filled in place
+        layer.v.index_copy_(2, position, qkv[2])
+        a = F.scaled_dot_product_attention(qk[0], layer.k, layer.v, attn_mask=key_mask)  # (B, H, 1, D/H)
+        x = x + _linear(a.transpose(1, 2).reshape(B, t, D), *layer.weights["out"])  # (B, 1, D)
+        return self._decode_cross_ff(x, layer, context_bias, empty_rows)
+
+    def _decode_cross_ff(
+        self, x: Tensor, layer: _LayerCache, context_bias: Tensor | None, empty_rows: Tensor | None
+    ) -> Tensor:
+        """The cross-attention and feed-forward half of :meth:`decode`. Shapes: x (B, t, D) → (B, t, D)."""
+        cross, w = self.cross_attn, layer.weights
+        B, t, D = x.shape
+        H, Dh = cross.num_heads, cross.head_dim
+        drop = self.training
         h = self.cross_norm(x)
         q = _linear(h, *w["cross_q"]).view(B, t, H, Dh).transpose(1, 2)  # (B, H, t, D/H)
-        mask = cache.context_bias
+        mask = context_bias
         if mask is not None and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)  # SDPA wants a float mask in the queries' dtype (autocast)
         c = F.scaled_dot_product_attention(
             q, *layer.cross_kv, attn_mask=mask, dropout_p=cross.dropout if drop else 0.0
         )  # (B, H, t, D/H)
-        if cache.empty_rows is not None:
-            c = c.masked_fill(cache.empty_rows, 0.0)  # rows with no context token: zero, as in forward
+        if empty_rows is not None:
+            c = c.masked_fill(empty_rows, 0.0)  # rows with no context token: zero, as in forward
         c = _linear(c.transpose(1, 2).reshape(B, t, D), *w["cross_out"])  # (B, t, D)
         x = x + (self.drop(c) if drop else c)
 
@@ -409,6 +457,40 @@ class TextDecoder(nn.Module):
             return self._logits(x)
         return _linear(self.norm(x), cache.output_weight, None)  # (B, t, V): the tied projection, transposed
 
+    def static_step(self, tokens: Tensor, cache: DecoderCache, compiled: bool = False) -> Tensor:
+        """Feed ONE next token through the cache with fixed shapes (see :meth:`DecoderBlock.decode_static`).
+
+        The same logits as :meth:`step` (up to float rounding: the attention runs over the
+        whole buffer with the unfilled positions masked), but every call has the same shapes
+        and no Python branch on the cache's length, so ``compiled=True`` runs one
+        ``torch.compile``'d graph (``fullgraph``, static shapes) for every step of a
+        ``generate`` call and of later calls with the same batch size, capacity and context
+        length. The buffers are allocated at full capacity on the first call. Eval mode only.
+
+        Shapes:
+            tokens: (B, 1) long
+            returns: logits (B, 1, V)
+        """
+        check_shape("TextDecoder.static_step tokens", tokens, (cache.batch_size, 1))
+        if self.training:
+            raise ValueError("TextDecoder.static_step: eval mode only (no dropout); call eval() first")
+        if cache.length + 1 > cache.capacity:
+            raise ValueError(f"TextDecoder.static_step: the cache holds {cache.capacity} tokens and is full")
+        for block, layer in zip(self.blocks, cache.layers):
+            if layer.k is None or layer.v is None:
+                H, Dh = block.self_attn.num_heads, block.self_attn.head_dim
+                k, _ = layer.cross_kv
+                layer.k = k.new_zeros(cache.batch_size, H, cache.capacity, Dh)  # (B, H, capacity, D/H)
+                layer.v = k.new_zeros(cache.batch_size, H, cache.capacity, Dh)
+        position = torch.full((1,), cache.length, dtype=torch.long, device=tokens.device)  # (1,)
+        run = _compiled_static_step() if compiled else _static_step
+        logits = run(
+            self, tokens, position, cache.layers, cache.rope_cos, cache.rope_sin,
+            cache.context_bias, cache.empty_rows, cache.output_weight,
+        )
+        cache.length += 1
+        return logits
+
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
@@ -426,6 +508,7 @@ class TextDecoder(nn.Module):
         repetition_penalty: float = 1.0,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        compile_step: bool = False,
     ) -> Tensor:
         """Generate token ids for a batch of contexts (call ``eval()`` first: dropout stays on in
         training mode).
@@ -444,6 +527,9 @@ class TextDecoder(nn.Module):
             use_cache: decode through the KV cache (False recomputes the whole prefix at
                 every step; same result, for testing and benchmarks).
             generator: random source for ``"sample"``, for reproducible samples.
+            compile_step: decode through :meth:`static_step` compiled with ``torch.compile``
+                (one graph with fixed shapes for every step; the first call per batch size,
+                length and context length pays the compile time). Needs ``use_cache``.
 
         Shapes:
             context.x: (B, M, D_ctx), context.mask: (B, M) bool
@@ -473,6 +559,8 @@ class TextDecoder(nn.Module):
             )
         if repetition_penalty <= 0:
             raise ValueError(f"TextDecoder.generate: repetition_penalty must be > 0, got {repetition_penalty}")
+        if compile_step and not use_cache:
+            raise ValueError("TextDecoder.generate: compile_step=True needs use_cache=True (it runs the static KV cache)")
 
         beams = num_beams if strategy == "beam" else 1
         ctx_x, ctx_mask = context.x, context.mask
@@ -492,6 +580,8 @@ class TextDecoder(nn.Module):
         def step(seqs: Tensor) -> Tensor:  # (N, t) → (N, V)
             if cache is not None:
                 new = seqs[:, cache.length :]  # the tokens the cache has not seen (BOS at first)
+                if compile_step:
+                    return self.static_step(new, cache, compiled=True)[:, -1]
                 return self.step(new, cache)[:, -1]
             hidden = self._run(seqs, torch.arange(seqs.shape[1], device=seqs.device), ctx_x, ctx_mask, None)
             return self._logits(hidden[:, -1])  # project only the position we need
@@ -601,3 +691,43 @@ class TextDecoder(nn.Module):
                 f"TextDecoder.{what}: bos_id is not set (it comes from the tokenizer; the CLI fills it in)"
             )
         return self.bos_id
+
+
+def _static_step(
+    decoder: TextDecoder,
+    tokens: Tensor,
+    position: Tensor,
+    layers: list[_LayerCache],
+    rope_cos: Tensor | None,
+    rope_sin: Tensor | None,
+    context_bias: Tensor | None,
+    empty_rows: Tensor | None,
+    output_weight: Tensor | None,
+) -> Tensor:
+    """The body of :meth:`TextDecoder.static_step`: fixed shapes, no Python branch on values.
+
+    Shapes: tokens (B, 1), position (1,) → logits (B, 1, V)
+    """
+    x = decoder.embed(tokens)  # (B, 1, D); eval mode: no dropout
+    capacity = layers[0].k.shape[2] if layers else 1
+    key_mask = (torch.arange(capacity, device=tokens.device) <= position)[None, :]  # (1, capacity) filled positions
+    cos = sin = None
+    if rope_cos is not None and rope_sin is not None:
+        cos, sin = rope_cos.index_select(0, position), rope_sin.index_select(0, position)  # (1, D/H)
+    for block, layer in zip(decoder.blocks, layers):
+        x = block.decode_static(x, layer, position, key_mask, cos, sin, context_bias, empty_rows)
+    if output_weight is None:
+        return decoder._logits(x)
+    return _linear(decoder.norm(x), output_weight, None)  # (B, 1, V)
+
+
+_COMPILED_STATIC_STEP = None
+
+
+def _compiled_static_step():
+    """:func:`_static_step` under ``torch.compile`` (built on first use; one graph per batch
+    size, capacity and context length: static shapes, ``fullgraph`` so a break is an error)."""
+    global _COMPILED_STATIC_STEP
+    if _COMPILED_STATIC_STEP is None:
+        _COMPILED_STATIC_STEP = torch.compile(_static_step, fullgraph=True, dynamic=False)
+    return _COMPILED_STATIC_STEP

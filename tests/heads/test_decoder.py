@@ -273,3 +273,55 @@ def test_static_cache_is_filled_in_place_and_handles_rows_without_context(make_c
     assert [(layer.k.data_ptr(), layer.v.data_ptr()) for layer in cache.layers] == buffers  # never regrown
     torch.testing.assert_close(torch.cat(pieces, 1), dec(tokens, c), atol=1e-5, rtol=0)
     assert torch.equal(dec.generate(c, 9), dec.generate(c, 9, use_cache=False))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_static_step_equals_step_at_every_position(tie, make_context, make_decoder):
+    """The fixed-shape step (whole buffer attended, unfilled positions masked) gives step's
+    logits, with padded contexts and a row with no context at all."""
+    dec = make_decoder(seed=23, tie_embeddings=tie)
+    c = make_context(lengths=(5, 0, 7), seed=24)
+    tokens = random_tokens(3, 9, seed=25)
+    dynamic, static = dec.init_cache(c, capacity=9), dec.init_cache(c, capacity=9)
+    for i in range(9):
+        a = dec.step(tokens[:, i : i + 1], dynamic)
+        b = dec.static_step(tokens[:, i : i + 1], static)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    assert static.length == 9 and static.layers[0].k.shape[2] == 9
+    with pytest.raises(ValueError, match="full"):
+        dec.static_step(tokens[:, :1], static)
+    with pytest.raises(ValueError, match="eval mode"):
+        dec.train().static_step(tokens[:, :1], dec.init_cache(c, capacity=9))
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_generate_through_the_static_step_gives_the_same_tokens(strategy, make_context, make_decoder, monkeypatch):
+    """generate(compile_step=True)'s wiring, with the step run eagerly (the compiled graph is
+    tested below, slow): the same tokens as the dynamic cache, beams reordering the buffers."""
+    import mmctx.heads.decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "_compiled_static_step", lambda: decoder_module._static_step)
+    dec = make_decoder(seed=26)
+    c = make_context(seed=27)
+    kw = dict(strategy=strategy, num_beams=3, no_repeat_ngram_size=3)
+    a = dec.generate(c, 14, generator=torch.Generator().manual_seed(5), **kw)
+    b = dec.generate(c, 14, generator=torch.Generator().manual_seed(5), compile_step=True, **kw)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="use_cache"):
+        dec.generate(c, 4, compile_step=True, use_cache=False)
+
+
+@pytest.mark.slow
+def test_compiled_static_step_generates_the_same_tokens_and_compiles_once(make_context, make_decoder):
+    """torch.compile of the static step (fullgraph: no break): greedy tokens equal the eager
+    decoder's, and a second call with the same shapes compiles nothing new."""
+    torch._dynamo.reset()
+    dec = make_decoder(seed=28)
+    c = make_context(lengths=(5, 0, 7), seed=29)
+    eager = dec.generate(c, 12)
+    compiled = dec.generate(c, 12, compile_step=True)
+    assert torch.equal(compiled, eager)
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert frames >= 1
+    assert torch.equal(dec.generate(c, 12, compile_step=True), eager)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames
