@@ -379,7 +379,7 @@ def test_best_checkpoint_whose_metric_never_improved_warns(tmp_path):
 
 def test_warmup_longer_than_the_run_warns_naming_both(default_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"warmup_steps=50\) is longer than the whole run \(1 optimizer steps\)"):
+    with pytest.warns(UserWarning, match=r"warmup_steps=\d+\) is longer than the whole run \(1 optimizer steps\)"):
         main(["fit", f"--config={REPO / 'configs/default.yaml'}", "--trainer.fast_dev_run=1",
               "--trainer.enable_progress_bar=false", *data_overrides(default_root)])
 
