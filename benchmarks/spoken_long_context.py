@@ -2,7 +2,7 @@
 
 The model of ``configs/long_context/spoken_memory.yaml`` (audio encoder in a
 :class:`~mmctx.context.StreamingMemoryEncoder`: 2 s segments, 4 memory tokens; the head reads
-the final memory only) reads a spoken stream (:mod:`mmctx.data.builtin.spoken_long`) with
+a running per-channel max over all segment tokens and the final memory, 1 + 4 tokens) reads a spoken stream (:mod:`mmctx.data.builtin.spoken_long`) with
 its key word at a chosen depth, **streamed**: the stream is rendered 2 s at a time and each
 piece goes through :meth:`StreamingMemoryEncoder.stream`, so one segment is alive at a time.
 
