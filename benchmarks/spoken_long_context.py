@@ -2,7 +2,7 @@
 
 The model of ``configs/long_context/spoken_memory.yaml`` (audio encoder in a
 :class:`~mmctx.context.StreamingMemoryEncoder`: 2 s segments, 4 memory tokens; the head reads
-the final memory only) reads a spoken stream (:mod:`mmctx.data.builtin.spoken_long`) with
+a running per-channel max over all segment tokens and the final memory, 1 + 4 tokens) reads a spoken stream (:mod:`mmctx.data.builtin.spoken_long`) with
 its key word at a chosen depth, **streamed**: the stream is rendered 2 s at a time and each
 piece goes through :meth:`StreamingMemoryEncoder.stream`, so one segment is alive at a time.
 
@@ -55,8 +55,8 @@ def load_model(ckpt: str | None):  # noqa: ANN201 - a FusionModel
     torch.manual_seed(0)
     audio = RNNAudioEncoder(16000, 32, 400, 160, conv_channels=32, hidden_dim=32, num_layers=1, out_dim=32)
     memory = RecurrentMemoryEncoder(32, 1, 2, segment_len=64, num_memory=4, bptt_segments=8, mlp_ratio=2.0)
-    encoder = StreamingMemoryEncoder(audio, memory, segment_len=32000, context_len=10240)
-    head = ClassifierHead(32, 4, pooling="attention", num_heads=4)
+    encoder = StreamingMemoryEncoder(audio, memory, segment_len=32000, context_len=10240, readout="max")
+    head = ClassifierHead(32, 4, pooling="max")
     return FusionModel({"audio": encoder}, ConcatFusion({"audio": 32}, 32), head).eval()
 
 

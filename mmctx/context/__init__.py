@@ -2,8 +2,7 @@
 
 * :mod:`mmctx.context.wrappers` — BEFORE the fusion: wrap a modality encoder
   (``(data, mask) -> Tokens``) so it serves long inputs: :class:`OverlappingWindowEncoder`
-  (overlapping windows, smoothed merge), :class:`HierarchicalEncoder` (chunks → summaries →
-  second level), :class:`StackedEncoder` (an encoder, then a context encoder over its tokens),
+  (overlapping windows, smoothed merge), :class:`StackedEncoder` (an encoder, then a context encoder over its tokens),
   :class:`StreamingMemoryEncoder` (segments + recurrent memory, streamed in constant memory);
 * :mod:`mmctx.context.fused` — AFTER the fusion: re-encode the fused
   :class:`~mmctx.types.ExtendedContext`: :class:`ContextEncoder` (full or sliding-window
@@ -13,11 +12,10 @@ Every name is importable from here (``mmctx.context.ContextEncoder``), as config
 """
 
 from mmctx.context.fused import ContextEncoder, RecurrentMemoryEncoder
-from mmctx.context.wrappers import HierarchicalEncoder, OverlappingWindowEncoder, StackedEncoder, StreamingMemoryEncoder
+from mmctx.context.wrappers import OverlappingWindowEncoder, StackedEncoder, StreamingMemoryEncoder
 
 __all__ = [
     "OverlappingWindowEncoder",
-    "HierarchicalEncoder",
     "StackedEncoder",
     "StreamingMemoryEncoder",
     "ContextEncoder",

@@ -79,7 +79,7 @@ def _lift_length_guard(model: nn.Module, length: int) -> None:
         raise ValueError(f"NIAH: the model ({type(model).__name__}) has no 'text' encoder")
     for module in (text, getattr(text, "encoder", None)):
         # a StackedEncoder copies its token encoder's guard; the wrappers that cut the text
-        # into windows or chunks (OverlappingWindowEncoder, HierarchicalEncoder) have none
+        # into windows or chunks (OverlappingWindowEncoder) have none
         if module is not None and isinstance(getattr(module, "max_seq_len", None), int):
             module.max_seq_len = max(module.max_seq_len, length)
 

@@ -86,7 +86,6 @@ MOVED_CLASS_PATHS: dict[str, str] = {
     "mmctx.context.WindowedEncoder": "mmctx.context.OverlappingWindowEncoder",
     "mmctx.context.windowed.WindowedEncoder": "mmctx.context.OverlappingWindowEncoder",
     "mmctx.context.memory.RecurrentMemoryEncoder": "mmctx.context.RecurrentMemoryEncoder",
-    "mmctx.context.hierarchical.HierarchicalEncoder": "mmctx.context.HierarchicalEncoder",
     "mmctx.context.stacked.StackedEncoder": "mmctx.context.StackedEncoder",
     # data: built-in data sets in mmctx.data.builtin, every Lightning data module in datamodules.py
     "mmctx.data.datamodule.MultimodalDataModule": "mmctx.data.MultimodalDataModule",

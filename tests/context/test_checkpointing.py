@@ -2,7 +2,7 @@
 
 Parametrized over every module with the switch: the transformer stack, the text encoder, the
 context encoders (full, windowed, memory) and the wrappers (overlapping windows,
-hierarchical, stacked). Dropout is on, so the test also checks that the recomputation
+stacked). Dropout is on, so the test also checks that the recomputation
 replays the dropout masks. A forward-call counter checks that the recomputation happened
 (with the switch the checkpointed unit runs again in the backward pass).
 """
@@ -17,7 +17,6 @@ from torch import nn
 
 from mmctx.context import (
     ContextEncoder,
-    HierarchicalEncoder,
     OverlappingWindowEncoder,
     RecurrentMemoryEncoder,
     StackedEncoder,
@@ -59,14 +58,6 @@ BUILDERS: dict[str, tuple[Callable[[bool], nn.Module], str, type]] = {
     ),
     "overlapping_windows": (
         lambda c: OverlappingWindowEncoder(_text(False, 16), 16, 12, window_batch_size=2, checkpoint_blocks=c),
-        "ids",
-        TextTransformerEncoder,
-    ),
-    "hierarchical": (
-        lambda c: HierarchicalEncoder(
-            _text(False, 8), 8, summary_tokens=2, second_level=TransformerEncoder(D, 1, 2), num_heads=2,
-            chunk_batch_size=3, checkpoint_blocks=c,
-        ),
         "ids",
         TextTransformerEncoder,
     ),

@@ -12,6 +12,8 @@ from mmctx.types import Tokens, check_shape
 
 __all__ = ["StreamingMemoryEncoder"]
 
+READOUTS: tuple[str, ...] = ("memory", "max")
+
 
 class StreamingMemoryEncoder(nn.Module):
     """Encode a long input (a waveform, a token stream) segment by segment and carry a memory.
@@ -23,6 +25,16 @@ class StreamingMemoryEncoder(nn.Module):
     segment of ``memory`` (a :class:`~mmctx.context.RecurrentMemoryEncoder` whose
     ``segment_len`` must be n, checked when built), which updates its memory tokens from
     them. The output is the **final memory**: M tokens per sample, whatever the input length.
+
+    The readout (``readout``) says what the output holds besides the memory:
+
+    * ``"memory"``: the final memory alone, (B, M, D). A fact heard early must survive every
+      later memory update to be read.
+    * ``"max"``: a running per-channel max over every segment's output tokens (the memory
+      encoder's contextualised tokens, padding excluded), then the final memory:
+      (B, 1 + M, D). A token that stands out in a channel keeps its value whatever follows,
+      and whatever the stream's length (the argument for a max-pooling head, carried over to
+      streams), and streaming carries one (B, D) vector more: still constant memory.
 
     Two ways to run the same computation:
 
@@ -46,14 +58,24 @@ class StreamingMemoryEncoder(nn.Module):
             context (the error message says the value).
         segment_len: input units per segment (its stride).
         context_len: input units before a segment that its encoder call also reads (0: none).
+        readout: ``"memory"`` or ``"max"`` (see above).
 
     Attributes:
         out_dim: the token width D.
         tokens_per_segment: n, the most tokens one segment (with its context) gives.
     """
 
-    def __init__(self, encoder: nn.Module, memory: RecurrentMemoryEncoder, segment_len: int, context_len: int = 0) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        memory: RecurrentMemoryEncoder,
+        segment_len: int,
+        context_len: int = 0,
+        readout: str = "memory",
+    ) -> None:
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"StreamingMemoryEncoder: readout must be one of {list(READOUTS)}, got {readout!r}")
         if segment_len < 1:
             raise ValueError(f"StreamingMemoryEncoder: segment_len must be >= 1, got {segment_len}")
         if context_len < 0:
@@ -74,6 +96,7 @@ class StreamingMemoryEncoder(nn.Module):
         self.memory = memory
         self.segment_len = segment_len
         self.context_len = context_len
+        self.readout = readout
         self.out_dim: int = encoder.out_dim
         self.tokens_per_segment = int(self._num_tokens(torch.tensor(segment_len + context_len)))
         if self.tokens_per_segment < 1:
@@ -98,8 +121,9 @@ class StreamingMemoryEncoder(nn.Module):
         Shapes:
             data: (B, T) as the wrapped encoder takes it; values at padding are never read
             mask: (B, T) bool, True at real input, a prefix of each row
-            returns: Tokens with x (B, M, D), the final memory, and mask (B, M), True for
-                samples with input (an all-False row is a missing sample: zeros)
+            returns: Tokens with x (B, M, D), the final memory (readout ``"max"``: (B, 1 + M, D),
+                the running max first), and mask of the same (B, ·), True for samples with
+                input (an all-False row is a missing sample: zeros)
         """
         check_shape("StreamingMemoryEncoder data", data, ("B", "T"))
         check_shape("StreamingMemoryEncoder mask", mask, tuple(data.shape))
@@ -117,8 +141,9 @@ class StreamingMemoryEncoder(nn.Module):
         own = window_mask[:, :, C:].any(dim=2).reshape(B * K)  # (B·K,) a segment of a shorter sample's padding
         x, tok_mask = self._encode_windows(windows.reshape(B * K, S + C), window_mask.reshape(B * K, S + C), own)
         seq = Tokens(x.view(B, K * n, -1), tok_mask.view(B, K * n))  # (B, K·n, D)
-        _, memory = self.memory.encode(seq)  # (B, M, D)
-        return self._output(memory, lengths > 0)
+        out, memory = self.memory.encode(seq)  # (B, K·n, D), (B, M, D)
+        running = self._segment_max(out.x, out.mask) if self.readout == "max" else None  # (B, D)
+        return self._output(memory, lengths > 0, running)
 
     def _encode_windows(self, windows: Tensor, window_mask: Tensor, own: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Encode segment windows, each one's tokens left-aligned and padded to n.
@@ -156,10 +181,27 @@ class StreamingMemoryEncoder(nn.Module):
     def _dtype(self) -> torch.dtype:
         return next(self.memory.parameters()).dtype
 
-    def _output(self, memory: Tensor, present: Tensor) -> Tokens:
-        """Shapes: memory (B, M, D), present (B,) → Tokens (B, M, D), (B, M)."""
+    @staticmethod
+    def _segment_max(x: Tensor, mask: Tensor, running: Tensor | None = None) -> Tensor:
+        """Per-channel max over the real tokens, folded into ``running``; rows without a real
+        token stay at the dtype's lowest value (``_output`` masks them).
+
+        Shapes: x (B, L, D), mask (B, L), running (B, D) → (B, D)
+        """
+        low = torch.finfo(x.dtype).min
+        seg = x.masked_fill(~mask[..., None], low).amax(dim=1) if x.shape[1] else x.new_full(x.shape[::2], low)  # (B, D)
+        return seg if running is None else torch.maximum(running, seg)
+
+    def _output(self, memory: Tensor, present: Tensor, running: Tensor | None = None) -> Tokens:
+        """Shapes: memory (B, M, D), present (B,), running (B, D) or None → Tokens (B, M, D),
+        (B, M); with ``running``, (B, 1 + M, D), (B, 1 + M)."""
         out_mask = present[:, None].expand(-1, memory.shape[1])  # (B, M)
-        return Tokens(memory.masked_fill(~out_mask[..., None], 0.0), out_mask.clone())
+        x = memory.masked_fill(~out_mask[..., None], 0.0)
+        if running is None:
+            return Tokens(x, out_mask.clone())
+        has_max = present & (running > torch.finfo(running.dtype).min).all(dim=1)  # (B,) some token was read
+        top = running.masked_fill(~has_max[:, None], 0.0)[:, None].to(x.dtype)  # (B, 1, D)
+        return Tokens(torch.cat([top, x], dim=1), torch.cat([has_max[:, None], out_mask], dim=1))  # (B, 1+M, D)
 
     # ------------------------------------------------------------------ streaming
     def initial_memory(self, batch_size: int) -> Tensor:
@@ -175,9 +217,13 @@ class StreamingMemoryEncoder(nn.Module):
             memory: (B, M, D)
             returns: the new memory (B, M, D)
         """
+        return self._step(window, window_mask, memory)[0]
+
+    def _step(self, window: Tensor, window_mask: Tensor, memory: Tensor) -> tuple[Tensor, Tokens]:
+        """:meth:`step`, also returning the segment's output tokens. Shapes: → (B, M, D), (B, n, D)."""
         x, tok_mask = self._encode_windows(window, window_mask)  # (B, n, D), (B, n)
-        _, memory = self.memory.encode(Tokens(x, tok_mask), memory)
-        return memory
+        out, memory = self.memory.encode(Tokens(x, tok_mask), memory)
+        return memory, out
 
     def stream(self, pieces: Iterable[Tensor], memory: Tensor | None = None) -> Tokens:
         """Encode an input given as consecutive pieces, one segment at a time.
@@ -190,9 +236,11 @@ class StreamingMemoryEncoder(nn.Module):
         Shapes:
             pieces: iterable of (B, L_i) tensors, in order
             memory: (B, M, D) memory to continue from (default: the learned initial memory)
-            returns: Tokens with x (B, M, D), the final memory, and mask (B, M) all True
+            returns: as :meth:`forward`'s (the final memory, after the running max with
+                readout ``"max"``)
         """
         S, C = self.segment_len, self.context_len
+        running: Tensor | None = None  # (B, D) readout "max": the per-channel max so far
         buffer: Tensor | None = None  # (B, ≤ C + S): context (≤ C units) + the segment being filled
         held = 0  # units of `buffer` that are context from the previous segment
         for piece in pieces:
@@ -202,17 +250,30 @@ class StreamingMemoryEncoder(nn.Module):
                 memory = self.initial_memory(buffer.shape[0]).to(self._dtype())
             while buffer.shape[1] - held >= S:  # a whole segment is there
                 window = buffer[:, : held + S]
-                memory = self.step(window, torch.ones_like(window, dtype=torch.bool), memory)
+                memory, running = self._fold(window, memory, running)
                 keep = min(C, held + S)
                 buffer, held = buffer[:, held + S - keep :], keep
         if buffer is None:
             raise ValueError("StreamingMemoryEncoder.stream: no input pieces")
         if buffer.shape[1] > held:  # the last, partial segment
-            memory = self.step(buffer, torch.ones_like(buffer, dtype=torch.bool), memory)
-        return self._output(memory, torch.ones(memory.shape[0], dtype=torch.bool, device=memory.device))
+            memory, running = self._fold(buffer, memory, running)
+        present = torch.ones(memory.shape[0], dtype=torch.bool, device=memory.device)
+        if self.readout == "max" and running is None:  # no segment was read
+            running = memory.new_full((memory.shape[0], memory.shape[2]), torch.finfo(memory.dtype).min)
+        return self._output(memory, present, running)
+
+    def _fold(self, window: Tensor, memory: Tensor, running: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One streamed segment: the new memory and, with readout ``"max"``, the new running max.
+
+        Shapes: window (B, W), memory (B, M, D), running (B, D) or None → (B, M, D), (B, D) or None
+        """
+        memory, out = self._step(window, torch.ones_like(window, dtype=torch.bool), memory)
+        if self.readout == "max":
+            running = self._segment_max(out.x, out.mask, running)
+        return memory, running
 
     def extra_repr(self) -> str:
         return (
             f"segment_len={self.segment_len}, context_len={self.context_len}, "
-            f"tokens_per_segment={self.tokens_per_segment}"
+            f"tokens_per_segment={self.tokens_per_segment}, readout={self.readout!r}"
         )
