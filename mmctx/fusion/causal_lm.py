@@ -340,6 +340,12 @@ class MultimodalCausalLM(nn.Module):
                 cache_index=self.num_lm_layers + j,  # its KV-cache layer, after the LM's own
             )
         self._mask_hook = lm.register_forward_pre_hook(self._capture_mask, with_kwargs=True) if self_attention else None
+        # The LM's own weights that train in spite of freeze_lm (partial unfreezing): they are
+        # part of what a saved injection must restore, so their names are fixed here.
+        injected = {id(p) for p in self.injected_parameters()}
+        self.trained_lm_names: tuple[str, ...] = tuple(
+            n for n, p in lm.named_parameters() if freeze_lm and p.requires_grad and id(p) not in injected
+        )
 
     def _capture_mask(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Keep the LM call's 2-D ``attention_mask`` (B, T_past + T) for the self-attention."""
@@ -428,9 +434,13 @@ class MultimodalCausalLM(nn.Module):
                 yield from wrapper.causal_attn.parameters()
 
     def injected_state_dict(self) -> dict[str, Tensor]:
-        """The injected weights alone: ``context_proj.*``, ``layers.<i>.*`` per block and
-        ``layers.<i>.causal_attn.*`` per self-attention."""
+        """The injected weights alone: ``context_proj.*``, ``layers.<i>.*`` per block,
+        ``layers.<i>.causal_attn.*`` per self-attention, and ``lm.<name>`` for the LM weights
+        that ``trainable_lm_layers`` / ``train_lm_head`` left trainable (the rest of the LM is
+        the unchanged base)."""
         out = {f"context_proj.{k}": v for k, v in self.context_proj.state_dict().items()}
+        params = dict(self.lm.named_parameters())
+        out.update({f"lm.{n}": params[n] for n in self.trained_lm_names})
         for i, wrapper in self._wrappers().items():
             out.update({f"layers.{i}.{k}": v for k, v in wrapper.xattn.state_dict().items()})
             if wrapper.causal_attn is not None:
@@ -462,6 +472,8 @@ class MultimodalCausalLM(nn.Module):
             "mlp_ratio": self.mlp_ratio,
             "injected_layers": list(self.injected_layers),
             "self_attention": self.self_attention,
+            "trainable_lm_layers": self.trainable_lm_layers,
+            "train_lm_head": self.train_lm_head,
         }
 
     def save_injected(self, path: str | Path) -> Path:
@@ -496,8 +508,12 @@ class MultimodalCausalLM(nn.Module):
 
         saved = self.read_injection_config(path)
         own = self.injection_config()
-        saved.setdefault("self_attention", False)  # files written before the option
-        for key in ("num_lm_layers", "hidden_size", "context_dim", "num_heads", "injected_layers", "self_attention"):
+        for key, default in (("self_attention", False), ("trainable_lm_layers", 0), ("train_lm_head", False)):
+            saved.setdefault(key, default)  # files written before the option
+        for key in (
+            "num_lm_layers", "hidden_size", "context_dim", "num_heads", "injected_layers", "self_attention",
+            "trainable_lm_layers", "train_lm_head",
+        ):
             if saved.get(key) != own[key]:
                 raise ValueError(
                     f"{path}: saved for a model with {key}={saved.get(key)!r} ({saved.get('lm_class')}), "
@@ -516,6 +532,7 @@ class MultimodalCausalLM(nn.Module):
         model = cls(
             lm, c["context_dim"], every=every, first=layers[0], num_heads=c["num_heads"], mlp_ratio=c["mlp_ratio"],
             freeze_lm=freeze_lm, layers_path=c["layers_path"], self_attention=bool(c.get("self_attention", False)),
+            trainable_lm_layers=int(c.get("trainable_lm_layers", 0)), train_lm_head=bool(c.get("train_lm_head", False)),
         )
         model.load_injected(path)
         return model

@@ -393,3 +393,25 @@ def test_train_lm_head_unfreezes_the_output_embeddings_only(family):
             assert torch.equal(p, before[n]), n  # GPT-2 ties lm_head to wte: one parameter, counted as the head
     with pytest.raises(ValueError, match="frozen"):
         MultimodalCausalLM(_base_lm(family), CTX_DIM, freeze_lm=False, train_lm_head=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("unfreeze", [{"train_lm_head": True}, {"trainable_lm_layers": 1}])
+def test_partly_unfrozen_lm_weights_travel_with_the_injected_file(family, unfreeze, tmp_path):
+    model = MultimodalCausalLM(_base_lm(family), CTX_DIM, every=2, **unfreeze)
+    assert model.trained_lm_names  # the unfrozen LM weights are known by name
+    _nudge_gates(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))  # injected blocks AND the unfrozen LM weights move
+    path = model.save_injected(tmp_path / "x.safetensors")
+    lm_bytes = sum(p.numel() for p in model.lm.parameters()) * 4
+    assert path.stat().st_size < lm_bytes
+    ids, ctx = _ids(), _context()
+    with torch.no_grad():
+        ref = model(ids, ctx).logits
+        fresh = MultimodalCausalLM.from_injected(_base_lm(family), path)
+        torch.testing.assert_close(fresh(ids, ctx).logits, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="train_lm_head|trainable_lm_layers"):
+        MultimodalCausalLM(_base_lm(family), CTX_DIM, every=2).load_injected(path)
