@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"  generated: {tokenizer.decode(ids)!r}  reference: {ref!r}")
     with tempfile.TemporaryDirectory() as tmp:
         path = mm.save_injected(Path(tmp) / "xattn.safetensors")
-        print(f"injected weights: {path.stat().st_size / 1e6:.2f} MB (the LM itself is not saved)")
+        print(f"injected weights: {path.stat().st_size / 1e6:.2f} MB (the frozen LM weights are not saved)")
     print("lightning imported:", any(m.split(".")[0] in ("lightning", "pytorch_lightning") for m in sys.modules))
     return {"loss": losses[-1] if losses else float("nan"), **counts, **scores}
 
