@@ -254,16 +254,22 @@ class TimmImageEncoder(nn.Module):
             h, w = self.grid_size(H, W)
             x = data.new_zeros(B, h * w, self.out_dim)
             return Tokens(x, mask[:, None].expand(B, h * w).contiguous())
-        images = data.index_select(0, present)  # (P, C, H, W)
+        tokens, h, w = self._grid_tokens(data.index_select(0, present))  # (P, h*w, D)
+        self._grid_cache[(H, W)] = (h, w)
+        x = tokens.new_zeros(B, h * w, self.out_dim).index_copy(0, present, tokens)  # (B, h*w, D)
+        return Tokens(x, mask[:, None].expand(B, h * w).contiguous())
+
+    def _grid_tokens(self, images: Tensor) -> tuple[Tensor, int, int]:
+        """The backbone's last feature map as projected grid tokens with 2-D positions.
+
+        Shapes: images (P, C, H, W) → tokens (P, h*w, D), h, w
+        """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)  # (P, C, H, W), NHWC in memory
         feat = self.backbone(images)[-1]  # (P, C_f, h, w)
         h, w = feat.shape[-2:]
-        self._grid_cache[(H, W)] = (h, w)
         tokens = self.proj(feat.flatten(2).transpose(1, 2))  # (P, h*w, D)
-        tokens = tokens + sincos_2d(h, w, self.out_dim, device=tokens.device).to(tokens.dtype)  # (P, h*w, D)
-        x = tokens.new_zeros(B, h * w, self.out_dim).index_copy(0, present, tokens)  # (B, h*w, D)
-        return Tokens(x, mask[:, None].expand(B, h * w).contiguous())
+        return tokens + sincos_2d(h, w, self.out_dim, device=tokens.device).to(tokens.dtype), h, w
 
     def _forward_every_row(self, data: Tensor, mask: Tensor) -> Tokens:
         """The forward of :meth:`forward` with static shapes, for ``torch.compile``.
@@ -283,12 +289,7 @@ class TimmImageEncoder(nn.Module):
         """
         B = data.shape[0]
         images = torch.where(mask[:, None, None, None], data, torch.zeros((), dtype=data.dtype, device=data.device))
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC in memory
-        feat = self.backbone(images)[-1]  # (B, C_f, h, w)
-        h, w = feat.shape[-2:]
-        tokens = self.proj(feat.flatten(2).transpose(1, 2))  # (B, h*w, D)
-        tokens = tokens + sincos_2d(h, w, self.out_dim, device=tokens.device).to(tokens.dtype)  # (B, h*w, D)
+        tokens, h, w = self._grid_tokens(images)  # (B, h*w, D)
         x = torch.where(mask[:, None, None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         return Tokens(x, mask[:, None].expand(B, h * w).contiguous())
 
