@@ -73,6 +73,9 @@ class RNNAudioEncoder(nn.Module):
     Attributes:
         out_dim: the token width D.
         min_samples: the shortest real waveform that gives one output frame.
+        token_stride: samples between consecutive tokens (4 · hop_length).
+        token_width: samples of the convolutional receptive field of one token
+            (= min_samples); token ``t`` starts at sample ``t · token_stride``.
     """
 
     def __init__(
@@ -135,6 +138,10 @@ class RNNAudioEncoder(nn.Module):
             self.rnn.load_state_dict(_rnn_state_dict(pretrained_rnn, self.rnn))
         # one output frame needs 3 conv-1 frames, i.e. 7 STFT frames
         self.min_samples = n_fft + 6 * hop_length
+        #: samples between consecutive output tokens (the convolutions' ×4 subsampling)
+        self.token_stride = 4 * hop_length
+        #: samples that token ``t`` is computed from, before the RNN: ``[t·stride, t·stride + width)``
+        self.token_width = self.min_samples
 
     def output_lengths(self, sample_lengths: Tensor) -> Tensor:
         """Number of output tokens for waveforms of the given numbers of real samples.

@@ -36,6 +36,12 @@ class ClassificationTask(MMCtxTask):
         scheduler: learning-rate scheduler factory or None.
         label_smoothing: cross-entropy label smoothing.
         target: key of the labels in ``batch.targets``.
+        frame_loss_weight: weight of a frame-level detection loss in training (0: none):
+            :meth:`~mmctx.context.StreamingMemoryEncoder.frame_loss` of every
+            ``StreamingMemoryEncoder`` in the model, with the event spans of
+            ``batch.targets[frame_target]`` (e.g. the spoken task's key word); logged as
+            ``train/frame_loss``.
+        frame_target: key of the (B, 2) [start, stop) spans in ``batch.targets``.
         compile: compile the model's forward with ``torch.compile``; see
             :class:`~mmctx.trainers.MMCtxTask`.
     """
@@ -49,6 +55,8 @@ class ClassificationTask(MMCtxTask):
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         target: str = "label",
+        frame_loss_weight: float = 0.0,
+        frame_target: str = "key_span",
         compile: bool = False,
     ) -> None:
         super().__init__(model, optimizer, scheduler, compile)
@@ -61,6 +69,10 @@ class ClassificationTask(MMCtxTask):
         self.classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
         self.label_smoothing = label_smoothing
         self.target = target
+        if frame_loss_weight < 0:
+            raise ValueError(f"ClassificationTask: frame_loss_weight must be >= 0, got {frame_loss_weight}")
+        self.frame_loss_weight = frame_loss_weight
+        self.frame_target = frame_target
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -95,8 +107,28 @@ class ClassificationTask(MMCtxTask):
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         return loss, logits, labels
 
+    def _frame_loss(self, batch: MultimodalBatch, labels: Tensor) -> Tensor:
+        """The frame-level loss of every StreamingMemoryEncoder (after the forward of ``batch``)."""
+        from mmctx.context import StreamingMemoryEncoder
+
+        if self.frame_target not in batch.targets:
+            raise KeyError(
+                f"ClassificationTask: frame_loss_weight > 0 needs target {self.frame_target!r} "
+                f"(targets: {list(batch.targets)})"
+            )
+        encoders = [m for m in self.model.modules() if isinstance(m, StreamingMemoryEncoder)]
+        if not encoders:
+            raise ValueError("ClassificationTask: frame_loss_weight > 0 but the model has no StreamingMemoryEncoder")
+        spans = batch.targets[self.frame_target]
+        return sum(e.frame_loss(spans, labels, self.num_classes) for e in encoders) / len(encoders)
+
     def training_step(self, batch: MultimodalBatch, batch_idx: int) -> Tensor:
         loss, logits, labels = self._step(batch)
+        if self.frame_loss_weight > 0:
+            frame = self._frame_loss(batch, labels)
+            self.log("train/frame_loss", frame, batch_size=len(labels))
+            self.log("train/class_loss", loss, batch_size=len(labels))
+            loss = loss + self.frame_loss_weight * frame
         self.train_acc(logits, labels)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         self.log("train/acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(labels))

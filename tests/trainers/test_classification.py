@@ -106,3 +106,38 @@ def test_hand_built_task_does_not_pickle_modules_into_hparams():
     task = ClassificationTask(tiny_model(), num_classes=4)
     assert "model" not in task.hparams
     assert task.hparams["num_classes"] == 4
+
+
+def _spoken_task(frame_loss_weight: float) -> ClassificationTask:
+    from mmctx.context import RecurrentMemoryEncoder, StreamingMemoryEncoder
+
+    torch.manual_seed(0)
+    audio = RNNAudioEncoder(16000, 16, 400, 160, conv_channels=8, hidden_dim=16, num_layers=1, out_dim=16)
+    n = int(audio.output_lengths(torch.tensor(8000 + 2560)))
+    memory = RecurrentMemoryEncoder(16, 1, 2, segment_len=n, num_memory=2, bptt_segments=4, mlp_ratio=2.0)
+    encoder = StreamingMemoryEncoder(audio, memory, segment_len=8000, context_len=2560, readout="max")
+    model = FusionModel({"audio": encoder}, ConcatFusion({"audio": 16}, 16), ClassifierHead(16, 4, pooling="max"))
+    return ClassificationTask(model, num_classes=4, frame_loss_weight=frame_loss_weight)
+
+
+def test_frame_loss_is_added_in_training_only_where_asked(monkeypatch):
+    from mmctx.data.builtin.spoken_long import SpokenLongDataset, collate_spoken
+
+    batch = collate_spoken([SpokenLongDataset("val", 2, 1.5, 2.0, seed=0)[i] for i in range(2)])
+    logged: dict[str, float] = {}
+    losses = {}
+    for weight in (0.0, 0.5):
+        task = _spoken_task(weight)
+        monkeypatch.setattr(task, "log", lambda name, value, **kw: logged.__setitem__(name, value) if torch.is_tensor(value) else None)
+        losses[weight] = float(task.training_step(batch, 0))
+    # same weights (same seed): the class loss is the same, the frame loss is added with its weight
+    logged = {k: float(v) for k, v in logged.items()}
+    assert "train/frame_loss" in logged and losses[0.0] == pytest.approx(logged["train/class_loss"], rel=1e-5)
+    assert losses[0.5] == pytest.approx(logged["train/class_loss"] + 0.5 * logged["train/frame_loss"], rel=1e-5)
+    assert logged["train/frame_loss"] > 0
+    with pytest.raises(KeyError, match="key_span"):
+        _spoken_task(1.0)._frame_loss(type(batch)(inputs=batch.inputs, targets={"label": batch.targets["label"]}), batch.targets["label"])
+    with pytest.raises(ValueError, match="no StreamingMemoryEncoder"):
+        ClassificationTask(tiny_model(), num_classes=4, frame_loss_weight=1.0)._frame_loss(batch, batch.targets["label"])
+    with pytest.raises(ValueError, match="frame_loss_weight"):
+        ClassificationTask(tiny_model(), num_classes=4, frame_loss_weight=-1.0)

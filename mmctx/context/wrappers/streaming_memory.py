@@ -142,8 +142,66 @@ class StreamingMemoryEncoder(nn.Module):
         x, tok_mask = self._encode_windows(windows.reshape(B * K, S + C), window_mask.reshape(B * K, S + C), own)
         seq = Tokens(x.view(B, K * n, -1), tok_mask.view(B, K * n))  # (B, K·n, D)
         out, memory = self.memory.encode(seq)  # (B, K·n, D), (B, M, D)
+        self.last_tokens, self.last_memory = out, memory  # for frame_loss
         running = self._segment_max(out.x, out.mask) if self.readout == "max" else None  # (B, D)
         return self._output(memory, lengths > 0, running)
+
+    # ------------------------------------------------------------------ frame-level loss
+    def token_centers(self, num_segments: int) -> Tensor:
+        """The input unit at the centre of each token slot of :meth:`forward`'s per-segment
+        tokens (segment k's window starts at ``max(k·segment_len - context_len, 0)``; token t
+        of a window covers ``[t·stride, t·stride + width)`` of it, with the encoder's
+        ``token_stride`` / ``token_width``, else one token per unit).
+
+        Shapes: returns (num_segments · tokens_per_segment,) long
+        """
+        stride = int(getattr(self.encoder, "token_stride", 1))
+        width = int(getattr(self.encoder, "token_width", 1))
+        starts = (torch.arange(num_segments) * self.segment_len - self.context_len).clamp_min(0)  # (K,)
+        t = torch.arange(self.tokens_per_segment) * stride + width // 2  # (n,)
+        return (starts[:, None] + t[None, :]).reshape(-1)
+
+    def frame_loss(self, spans: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+        """Frame-level detection loss on the tokens of the last :meth:`forward` call.
+
+        Channels ``0 .. num_classes`` of each real per-segment output token are read as
+        logits of (background, class 0, ..., class num_classes-1): a token whose centre
+        (:meth:`token_centers`) lies in ``spans[b]`` is of class ``labels[b]``, every other
+        token, and every final memory token, is background. The loss is the mean
+        cross-entropy over the class tokens plus the mean over the background ones (so the
+        few tokens of a short event weigh as much as the rest). With the ``"max"`` readout the
+        running max of channel ``1 + c`` is then the stream's highest score for class c.
+
+        Shapes: spans (B, 2) long [start, stop) in input units; labels (B,) long → scalar
+
+        Raises:
+            RuntimeError: when :meth:`forward` has not run; ValueError: for a batch size other
+                than the last forward's, or ``num_classes + 1`` > the width D.
+        """
+        out = getattr(self, "last_tokens", None)
+        if out is None:
+            raise RuntimeError("StreamingMemoryEncoder.frame_loss: call forward first")
+        B, L, D = out.x.shape
+        check_shape("StreamingMemoryEncoder.frame_loss spans", spans, (B, 2))
+        check_shape("StreamingMemoryEncoder.frame_loss labels", labels, (B,))
+        if num_classes + 1 > D:
+            raise ValueError(f"StreamingMemoryEncoder.frame_loss: num_classes + 1 = {num_classes + 1} > width {D}")
+        centers = self.token_centers(L // self.tokens_per_segment).to(spans.device)  # (L,)
+        inside = (centers[None] >= spans[:, :1]) & (centers[None] < spans[:, 1:])  # (B, L)
+        target = torch.where(inside, labels[:, None] + 1, torch.zeros_like(inside, dtype=torch.long))  # (B, L)
+        logits = out.x[..., : num_classes + 1].float()  # (B, L, C+1)
+        ce = torch.nn.functional.cross_entropy(logits.reshape(B * L, -1), target.reshape(-1), reduction="none").view(B, L)
+        memory_ce = torch.nn.functional.cross_entropy(  # final memory tokens: background
+            self.last_memory[..., : num_classes + 1].float().reshape(-1, num_classes + 1),
+            torch.zeros(self.last_memory.shape[0] * self.last_memory.shape[1], dtype=torch.long, device=spans.device),
+            reduction="none",
+        )
+        pos = inside & out.mask
+        neg = ~inside & out.mask
+        loss = (ce[neg].sum() + memory_ce.sum()) / (neg.sum() + memory_ce.numel())
+        if bool(pos.any()):
+            loss = loss + ce[pos].mean()
+        return loss
 
     def _encode_windows(self, windows: Tensor, window_mask: Tensor, own: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Encode segment windows, each one's tokens left-aligned and padded to n.

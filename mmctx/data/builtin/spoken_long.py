@@ -104,6 +104,12 @@ class SpokenStream:
         return self.starts[self.key_index]
 
     @property
+    def key_stop(self) -> int:
+        """End sample (exclusive) of the key word's recording."""
+        audio, _, _ = _recordings()
+        return self.key_start + len(audio[(self.voices[self.key_index], self.words[self.key_index])])
+
+    @property
     def key_depth(self) -> float:
         """Where the key word starts, as a fraction of the stream (0 = start, 1 = end)."""
         return self.key_start / max(self.num_samples, 1)
@@ -187,7 +193,8 @@ class SpokenLongDataset:
     """Map-style data set of spoken streams, rendered whole when read (for training and
     evaluation at lengths that fit; stream longer ones with :meth:`SpokenStream.chunks`).
 
-    Item ``i`` is ``{"id", "audio": (S,) float32, "label", "key_depth"}`` of
+    Item ``i`` is ``{"id", "audio": (S,) float32, "label", "key_depth", "key_span"}`` (the
+    key word's ``(start, stop)`` samples, for a frame-level loss) of
     ``make_stream(stream_seed(seed, split, i), seconds)``, where ``seconds`` is drawn
     (from the same seed) uniformly in ``[min_seconds, max_seconds]``.
 
@@ -225,14 +232,19 @@ class SpokenLongDataset:
 
     def __getitem__(self, index: int) -> dict:
         s = self.stream(index)
-        return {"id": s.seed, "audio": s.render(), "label": s.label, "key_depth": s.key_depth}
+        return {
+            "id": s.seed, "audio": s.render(), "label": s.label, "key_depth": s.key_depth,
+            "key_span": (s.key_start, s.key_stop),
+        }
 
 
 def collate_spoken(items: list[dict]):  # noqa: ANN201 - returns a MultimodalBatch (imported lazily)
     """Pad a list of :class:`SpokenLongDataset` items into a batch.
 
     Shapes: returns a MultimodalBatch with ``inputs["audio"]``: data (B, S) float32 and mask
-    (B, S) bool (prefixes), ``targets["label"]`` (B,) long; ``meta["key_depth"]``.
+    (B, S) bool (prefixes), ``targets["label"]`` (B,) long, ``targets["key_span"]`` (B, 2)
+    long (the key word's start and stop sample; items without one: no such target);
+    ``meta["key_depth"]``.
     """
     import torch
 
@@ -245,9 +257,12 @@ def collate_spoken(items: list[dict]):  # noqa: ANN201 - returns a MultimodalBat
         n = len(it["audio"])
         data[b, :n] = torch.from_numpy(it["audio"])
         mask[b, :n] = True
+    targets = {"label": torch.tensor([it["label"] for it in items], dtype=torch.long)}
+    if all("key_span" in it for it in items):
+        targets["key_span"] = torch.tensor([list(it["key_span"]) for it in items], dtype=torch.long)  # (B, 2)
     return MultimodalBatch(
         inputs={"audio": ModalityInput(data, mask)},
-        targets={"label": torch.tensor([it["label"] for it in items], dtype=torch.long)},
+        targets=targets,
         ids=[it["id"] for it in items],
         meta={"key_depth": [it["key_depth"] for it in items]},
     )

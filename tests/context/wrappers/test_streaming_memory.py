@@ -135,3 +135,61 @@ def test_unknown_readout_is_refused() -> None:
     memory = RecurrentMemoryEncoder(D, 1, 2, segment_len=12, num_memory=2)
     with pytest.raises(ValueError, match="readout must be one of"):
         StreamingMemoryEncoder(text, memory, segment_len=8, context_len=4, readout="mean")
+
+
+def test_token_centers_follow_the_segment_windows() -> None:
+    """Token t of segment k is centred at max(k·S - C, 0) + t·stride + width // 2 samples."""
+    model = _audio_model()  # S = 3200, C = 1280, stride 320, width 680
+    n = model.tokens_per_segment
+    centers = model.token_centers(3)
+    assert centers.shape == (3 * n,)
+    assert model.encoder.token_stride == 320 and model.encoder.token_width == 200 + 6 * 80
+    assert centers[0] == 340 and centers[1] == 660  # segment 0 has no context: starts at 0
+    assert centers[n] == 3200 - 1280 + 340 and centers[2 * n + 2] == 6400 - 1280 + 2 * 320 + 340
+
+
+def _frame_loss_setup() -> tuple[StreamingMemoryEncoder, torch.Tensor, torch.Tensor]:
+    model = _audio_model(readout="max").train()
+    wave = torch.randn(2, 3200 * 3, generator=torch.Generator().manual_seed(5)) * 0.1
+    model(wave, torch.ones_like(wave, dtype=torch.bool))
+    spans = torch.tensor([[1000, 2000], [5000, 5600]])
+    labels = torch.tensor([2, 0])
+    return model, spans, labels
+
+
+def test_frame_loss_labels_the_tokens_inside_the_span() -> None:
+    """Logits that say 'class labels[b]+1' exactly at the tokens centred in the span (and
+    background elsewhere, memory included) give a loss near 0; shifting the span raises it."""
+    model, spans, labels = _frame_loss_setup()
+    out = model.last_tokens
+    centers = model.token_centers(out.x.shape[1] // model.tokens_per_segment)
+    inside = (centers[None] >= spans[:, :1]) & (centers[None] < spans[:, 1:])  # (B, L)
+    # 1000..2000: segment 0 at 1300, 1620, 1940; 5000..5600: segment 1 (from 1920) at 5140, 5460 and
+    # segment 2 (from 5120, its context) at 5460
+    assert inside.sum(dim=1).tolist() == [3, 3]
+    x = torch.zeros_like(out.x)
+    x[..., 0] = 20.0
+    for b in range(2):
+        x[b, inside[b], 0] = 0.0
+        x[b, inside[b], 1 + int(labels[b])] = 20.0
+    model.last_tokens = Tokens(x, out.mask)
+    memory = torch.zeros_like(model.last_memory)
+    memory[..., 0] = 20.0
+    model.last_memory = memory
+    assert float(model.frame_loss(spans, labels, num_classes=4)) < 1e-6
+    assert float(model.frame_loss(spans + 700, labels, num_classes=4)) > 10.0
+    assert float(model.frame_loss(spans, (labels + 1) % 4, num_classes=4)) > 10.0
+
+
+def test_frame_loss_reaches_the_audio_encoder_and_names_bad_input() -> None:
+    model, spans, labels = _frame_loss_setup()
+    loss = model.frame_loss(spans, labels, num_classes=4)
+    loss.backward()
+    grad = model.encoder.conv[0].weight.grad
+    assert torch.isfinite(loss) and grad is not None and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="num_classes"):
+        model.frame_loss(spans, labels, num_classes=D)
+    with pytest.raises(ValueError, match="spans"):
+        model.frame_loss(spans[:1], labels, num_classes=4)
+    with pytest.raises(RuntimeError, match="forward first"):
+        _audio_model().frame_loss(spans, labels, num_classes=4)

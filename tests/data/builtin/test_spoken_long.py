@@ -37,6 +37,9 @@ def test_render_in_pieces_equals_whole() -> None:
     # the key word's recording is where the description says
     rec = AssetPack().word_audio(s.voices[s.key_index], KEY_WORDS[s.label])
     np.testing.assert_array_equal(s.render(s.key_start, s.key_start + len(rec)), rec)
+    assert s.key_stop == s.key_start + len(rec)
+    # pauses of >= 0.05 s around it: silence just outside the span
+    assert not s.render(s.key_stop, s.key_stop + 800).any()
 
 
 @pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
@@ -55,5 +58,8 @@ def test_dataset_and_collate() -> None:
     assert audio.data.shape == audio.mask.shape and audio.data.shape[0] == 3
     assert audio.mask.sum(dim=1).tolist() == [len(it["audio"]) for it in items]
     assert batch.targets["label"].tolist() == [it["label"] for it in items]
+    spans = batch.targets["key_span"]
+    assert spans.shape == (3, 2) and spans.tolist() == [[ds.stream(i).key_start, ds.stream(i).key_stop] for i in range(3)]
+    assert (spans[:, 1] - spans[:, 0] > 0).all() and (spans[:, 1] <= audio.mask.sum(dim=1)).all()
     with pytest.raises(IndexError):
         ds.stream(3)
