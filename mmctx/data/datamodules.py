@@ -1412,7 +1412,9 @@ class SpokenLongDataModule(LightningDataModule):
     written to disk), deterministically from ``data_seed``.
 
     Batches: ``inputs["audio"]``: waveforms (B, S) at 16 kHz with prefix masks (B, S);
-    ``targets["label"]`` (B,), an index into :data:`~mmctx.data.builtin.spoken_long.KEY_WORDS`.
+    ``targets["label"]`` (B,), an index into :data:`~mmctx.data.builtin.spoken_long.KEY_WORDS`;
+    ``targets["key_span"]`` (B, 2), the key word's [start, stop) samples (for the frame-level
+    loss, ``ClassificationTask(frame_loss_weight=...)``).
 
     Args:
         num_train: training streams (a fresh draw of lengths per stream, fixed per index).
