@@ -63,6 +63,8 @@ class StreamingMemoryEncoder(nn.Module):
     Attributes:
         out_dim: the token width D.
         tokens_per_segment: n, the most tokens one segment (with its context) gives.
+        last_tokens, last_memory: the last :meth:`forward`'s per-segment output tokens and final
+            memory (None before the first call), read by :meth:`frame_loss`.
     """
 
     def __init__(
@@ -98,6 +100,10 @@ class StreamingMemoryEncoder(nn.Module):
         self.context_len = context_len
         self.readout = readout
         self.out_dim: int = encoder.out_dim
+        #: the last :meth:`forward`'s per-segment output tokens (B, K·n, D) and final memory
+        #: (B, M, D), read by :meth:`frame_loss`
+        self.last_tokens: Tokens | None = None
+        self.last_memory: Tensor | None = None
         self.tokens_per_segment = int(self._num_tokens(torch.tensor(segment_len + context_len)))
         if self.tokens_per_segment < 1:
             raise ValueError(
@@ -178,8 +184,8 @@ class StreamingMemoryEncoder(nn.Module):
             RuntimeError: when :meth:`forward` has not run; ValueError: for a batch size other
                 than the last forward's, or ``num_classes + 1`` > the width D.
         """
-        out = getattr(self, "last_tokens", None)
-        if out is None:
+        out = self.last_tokens
+        if out is None or self.last_memory is None:
             raise RuntimeError("StreamingMemoryEncoder.frame_loss: call forward first")
         B, L, D = out.x.shape
         check_shape("StreamingMemoryEncoder.frame_loss spans", spans, (B, 2))
