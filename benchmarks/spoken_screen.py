@@ -29,7 +29,11 @@ def clip_batch(rng: random.Random, batch: int, seconds: float = 1.0):  # noqa: A
     """``batch`` clips of ``seconds`` of silence with one key word at a random offset."""
     import torch
 
-    from mmctx.data.builtin.spoken_long import KEY_WORDS, SPOKEN_SAMPLE_RATE, _recordings
+    from mmctx.data.builtin.spoken_long import (
+        KEY_WORDS,
+        SPOKEN_SAMPLE_RATE,
+        _recordings,
+    )
 
     audio, voices, _ = _recordings()
     n = int(seconds * SPOKEN_SAMPLE_RATE)
