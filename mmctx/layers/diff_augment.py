@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DiffAugment", "DIFF_AUGMENT_OPS"]
+__all__ = ["DIFF_AUGMENT_OPS", "DiffAugment"]
 
 #: The operations :class:`DiffAugment` knows, applied in this order.
 DIFF_AUGMENT_OPS: tuple[str, ...] = ("color", "translation", "cutout")
@@ -91,7 +91,7 @@ class DiffAugment(nn.Module):
         return x.flatten(2).gather(2, index).view(B, C, H, W)
 
     def _cutout(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        B, C, H, W = x.shape
+        B, _, H, W = x.shape
         ch, cw = max(1, int(H * self.cutout + 0.5)), max(1, int(W * self.cutout + 0.5))
         top = (self._rand((B, 1, 1), x, generator) * (H - ch + 1)).long().clamp(max=H - ch)
         left = (self._rand((B, 1, 1), x, generator) * (W - cw + 1)).long().clamp(max=W - cw)

@@ -324,3 +324,33 @@ def test_init_encoders_from_reports_missing_unexpected_and_misshaped_keys(defaul
     torch.save({"state_dict": other}, tmp_path / "other.ckpt")
     loaded = tiny_task(dm, seed=3, init_encoders_from=str(tmp_path / "other.ckpt"))
     assert torch.equal(loaded.model.fusion.norm.weight, state["model.fusion.norm.weight"])
+
+
+@pytest.mark.slow
+def test_score_gan_spectrogram_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from mmctx.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", f"--config={REPO / 'configs/gan_spectrogram.yaml'}", "--trainer.max_steps=2",
+          "--trainer.enable_progress_bar=false", f"--data.root={default_root}", "--data.num_train=40",
+          "--data.num_val=10", "--data.num_test=10", "--data.num_workers=0", "--data.batch_size=8",
+          "--model.init_args.model.init_args.head.init_args.base_channels=4",
+          "--model.init_args.discriminator.init_args.base_channels=4"])
+    ckpt = tmp_path / "runs" / "gan_spectrogram" / "version_0" / "checkpoints" / "last.ckpt"
+    spec = importlib.util.spec_from_file_location("score_gan_spectrogram",
+                                                  REPO / "benchmarks" / "score_gan_spectrogram.py")
+    score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score)
+    results = score.main(["--ckpt", str(ckpt), "--epochs", "1", "--samples-per-condition", "3",
+                          "--max-real", "30", "--json", str(tmp_path / "score.json")])
+    out = capsys.readouterr().out
+    assert "generated" in out and "real (held-out)" in out and "uniform noise" in out
+    assert set(results) == {"real", "generated", "noise"}
+    assert results["real"]["n"] == 6 and results["generated"]["n"] == 3 * len(results["generated"]["per_word_acc"])
+    for row in results.values():
+        assert 0.0 <= row["word_acc"] <= 1.0 and row["diversity"] >= 0.0
+    # the generated and noise rows are judged against the same conditions; the real diversity is not zero
+    assert results["noise"]["n"] == results["generated"]["n"] and results["real"]["diversity"] > 0
+    assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0
