@@ -322,7 +322,9 @@ class ProjectionDiscriminator(nn.Module):
         self.out = _sn(nn.Linear(width_in, 1), spectral_norm)
         self.embed = _sn(nn.Linear(dim, width_in, bias=False), spectral_norm)
         self.vocab_size = vocab_size
-        self.words = nn.Linear(width_in, vocab_size) if vocab_size is not None else None
+        self.words = None  # on the layer-normalised mean feature: its scale does not depend on the input size
+        if vocab_size is not None:
+            self.words = nn.Sequential(nn.LayerNorm(width_in), nn.Linear(width_in, vocab_size))
 
     def forward(
         self, x: Tensor, context: ExtendedContext, return_words: bool = False
@@ -338,11 +340,12 @@ class ProjectionDiscriminator(nn.Module):
                 f"discriminator x: sides {tuple(x.shape[-2:])} are smaller than 2**num_layers="
                 f"{2 ** self.num_layers}"
             )
-        phi = self.drop(self.features(x).sum(dim=(2, 3)))  # (B, C_L)
+        features = self.features(x)  # (B, C_L, h, w)
+        phi = self.drop(features.sum(dim=(2, 3)))  # (B, C_L)
         cond = masked_mean(context.x, context.mask)  # (B, D)
         logits = self.out(phi).squeeze(-1) + (self.embed(cond) * phi).sum(-1)  # (B,)
         if return_words:
-            return logits, self.words(phi / (x.shape[-2] * x.shape[-1]))  # (B,), (B, V) from the mean feature
+            return logits, self.words(features.mean(dim=(2, 3)))  # (B,), (B, V)
         return logits
 
 
