@@ -295,9 +295,14 @@ def test_score_gan_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch
                               "--json", str(tmp_path / "score.json")])
     out = capsys.readouterr().out
     assert "generated" in out and "real" in out and "noise" in out
-    assert {"real", "generated", "noise"} <= set(results)
-    for row in results.values():
-        assert 0.0 <= row["category_acc"] <= 1.0
+    assert {"real", "generated", "noise", "diagnostics"} <= set(results)
+    for name in ("real", "generated", "noise"):
+        assert 0.0 <= results[name]["category_acc"] <= 1.0
+    diag = results["diagnostics"]  # the config's discriminator has a word head: all of them
+    assert diag["generator_caption_distance"] > 0 and diag["generator_noise_distance"] > 0
+    for key in ("d_prefers_matching", "d_words_real_acc", "d_words_generated_acc"):
+        assert 0.0 <= diag[key] <= 1.0
+    assert "conditioning:" in out
     assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0
 
 
