@@ -168,7 +168,7 @@ class GANTask(MMCtxTask):
             raise ValueError(f"GANTask: word_loss must be >= 0, got {word_loss}")
         if word_loss > 0 and getattr(discriminator, "vocab_size", None) is None:
             raise ValueError(
-                "GANTask: word_loss > 0 needs a discriminator with a word head (ProjectionDiscriminator(vocab_size=...))"
+                "GANTask: word_loss > 0 needs a discriminator word head (ProjectionDiscriminator(vocab_size=...))"
             )
         if word_loss > 0 and "text" not in getattr(model, "encoders", {}):
             raise ValueError("GANTask: word_loss > 0 needs a 'text' condition (an encoder named 'text')")
