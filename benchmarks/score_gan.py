@@ -14,6 +14,11 @@
    and the sample diversity: the mean pairwise distance between pictures of one object
    (pixels in [-1, 1], RMS; and the classifier's penultimate features), generated vs real.
    A collapsed generator has a generated/real diversity ratio near 0.
+4. Conditioning diagnostics (where a condition gets lost): how much the generator's picture
+   changes with the caption (same noise) against with the noise (same caption); whether the
+   discriminator scores real pictures higher with their own caption than with another
+   object's (its projection term); with a word head, how often it names the object of real
+   and of generated pictures (among the object words).
 
 The conditions are built by the checkpoint's own data module settings (its text field,
 modalities, tokenizer), read from the checkpoint, with the data root given here.
@@ -132,6 +137,43 @@ def condition_batch(task: GANTask, dm: DefaultDataModule, rows: list[dict]) -> d
     return task.condition_inputs(dm._collate()(items))
 
 
+@torch.no_grad()
+def conditioning_diagnostics(task: GANTask, dm: DefaultDataModule, rows: list[dict], cond_rows: list[dict],
+                             seed: int, num_real: int = 256, k: int = 8) -> dict[str, float]:
+    """Where the condition gets lost (see the module docstring, 4.)."""
+    g = torch.Generator().manual_seed(seed + 2)
+    O = len(cond_rows)
+    z = torch.randn(k, task.generator.z_dim, generator=g).repeat(O, 1)  # row o·k + j: caption o, noise j
+    x = task.generate(condition_batch(task, dm, cond_rows), k, z=z).flatten(1).view(O, k, -1)
+    by_noise = torch.cdist(x, x) / x.shape[-1] ** 0.5  # (O, k, k): one caption, two noises
+    xt = x.transpose(0, 1)  # (k, O, P)
+    by_caption = torch.cdist(xt, xt) / x.shape[-1] ** 0.5  # (k, O, O): one noise, two captions
+    out = {"generator_caption_distance": (by_caption.sum() / (k * O * (O - 1))).item(),
+           "generator_noise_distance": (by_noise.sum() / (O * k * (k - 1))).item()}
+    real_rows = rows[:num_real]
+    batch = dm._collate()([dm._dataset(r["split"])[r["index"]] for r in real_rows])
+    real = task.real_samples(batch)
+    context = task.encode(task.condition_inputs(batch))
+    objs = [r["objects"][0] for r in real_rows]
+    perm = torch.arange(len(objs)).roll(1)  # each picture with its neighbour's caption
+    other = torch.tensor([objs[int(perm[i])] != objs[i] for i in range(len(objs))])
+    swapped = type(context)(context.x[perm], context.mask[perm], context.modality[perm], context.names)
+    matching = task.discriminator(real, context)[other]
+    mismatching = task.discriminator(real, swapped)[other]
+    out["d_matching_logit"] = matching.mean().item()
+    out["d_mismatching_logit"] = mismatching.mean().item()
+    out["d_prefers_matching"] = (matching > mismatching).float().mean().item()
+    if getattr(task.discriminator, "words", None) is not None and dm.tokenizer is not None:
+        ids = torch.tensor([dm.tokenizer.encode(o)[-1] for o in objs])  # the object's word
+        candidates = torch.tensor(sorted(set(ids.tolist())))
+        fake = task.generate(task.condition_inputs(batch), 1)
+        for name, pictures in (("real", real), ("generated", fake)):
+            _, words = task.discriminator(pictures, context, return_words=True)
+            named = candidates[words[:, candidates].argmax(-1)]
+            out[f"d_words_{name}_acc"] = (named == ids).float().mean().item()
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="GAN checkpoint (trained with mmctx fit)")
@@ -219,6 +261,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     print(f"\nchance: category {1 / len(CATEGORIES):.1%}, object {1 / len(objects):.1%}; "
           f"diversity = mean pairwise RMS distance among pictures of one object (generated/real pixel ratio "
           f"{ratio:.2f}); {time.perf_counter() - start:.0f} s")
+    diag = conditioning_diagnostics(task, dm, rows, cond_rows, args.seed)
+    results["diagnostics"] = diag
+    line = (f"conditioning: generator pixel RMS change with the caption {diag['generator_caption_distance']:.3f} "
+            f"vs with the noise {diag['generator_noise_distance']:.3f}; discriminator on real pictures: own caption "
+            f"{diag['d_matching_logit']:.2f} vs another's {diag['d_mismatching_logit']:.2f} (own higher in "
+            f"{diag['d_prefers_matching']:.0%})")
+    if "d_words_real_acc" in diag:
+        line += (f"; its word head names the object of {diag['d_words_real_acc']:.0%} of real and "
+                 f"{diag['d_words_generated_acc']:.0%} of generated pictures")
+    print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results

@@ -276,9 +276,15 @@ class ProjectionDiscriminator(nn.Module):
         num_layers: stride-2 convolutions (each halves the resolution).
         spectral_norm: spectral normalisation of every weight (SNGAN); the usual choice.
         dropout: dropout on ``phi`` (a small discriminator overfits small data sets).
+        vocab_size: with it, an auxiliary linear head on ``phi`` predicts the condition's
+            words (AC-GAN on the caption's words; :func:`mmctx.losses.word_classification_loss`,
+            used by :class:`~mmctx.trainers.GANTask` with ``word_loss > 0``): a much
+            stronger conditional signal than the projection's one scalar. Filled in from
+            the data by the CLI.
 
     Shapes:
-        x: (B, C, H, W); context.x: (B, N, D), context.mask: (B, N) → logits (B,)
+        x: (B, C, H, W); context.x: (B, N, D), context.mask: (B, N) → logits (B,), and word
+        logits (B, V) with ``return_words=True``
     """
 
     def __init__(
@@ -290,8 +296,11 @@ class ProjectionDiscriminator(nn.Module):
         num_layers: int = 3,
         spectral_norm: bool = True,
         dropout: float = 0.0,
+        vocab_size: int | None = None,
     ) -> None:
         super().__init__()
+        if vocab_size is not None and vocab_size < 1:
+            raise ValueError(f"ProjectionDiscriminator: vocab_size must be None or >= 1, got {vocab_size}")
         if num_layers < 1 or channels < 1 or base_channels < 1:
             raise ValueError(
                 f"ProjectionDiscriminator: num_layers={num_layers}, channels={channels} and "
@@ -312,9 +321,18 @@ class ProjectionDiscriminator(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.out = _sn(nn.Linear(width_in, 1), spectral_norm)
         self.embed = _sn(nn.Linear(dim, width_in, bias=False), spectral_norm)
+        self.vocab_size = vocab_size
+        self.words = None  # on the layer-normalised mean feature: its scale does not depend on the input size
+        if vocab_size is not None:
+            self.words = nn.Sequential(nn.LayerNorm(width_in), nn.Linear(width_in, vocab_size))
 
-    def forward(self, x: Tensor, context: ExtendedContext) -> Tensor:
-        """Shapes: x (B, C, H, W), context.x (B, N, D), context.mask (B, N) → logits (B,)."""
+    def forward(
+        self, x: Tensor, context: ExtendedContext, return_words: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Shapes: x (B, C, H, W), context.x (B, N, D), context.mask (B, N) → logits (B,)
+        (and word logits (B, V) with ``return_words``)."""
+        if return_words and self.words is None:
+            raise ValueError("ProjectionDiscriminator: return_words needs vocab_size (the word head)")
         check_shape("discriminator x", x, ("B", self.channels, "H", "W"))
         check_shape("discriminator context.x", context.x, (x.shape[0], "N", self.dim))
         if min(x.shape[-2:]) < 2**self.num_layers:
@@ -322,9 +340,13 @@ class ProjectionDiscriminator(nn.Module):
                 f"discriminator x: sides {tuple(x.shape[-2:])} are smaller than 2**num_layers="
                 f"{2 ** self.num_layers}"
             )
-        phi = self.drop(self.features(x).sum(dim=(2, 3)))  # (B, C_L)
+        features = self.features(x)  # (B, C_L, h, w)
+        phi = self.drop(features.sum(dim=(2, 3)))  # (B, C_L)
         cond = masked_mean(context.x, context.mask)  # (B, D)
-        return self.out(phi).squeeze(-1) + (self.embed(cond) * phi).sum(-1)  # (B,)
+        logits = self.out(phi).squeeze(-1) + (self.embed(cond) * phi).sum(-1)  # (B,)
+        if return_words:
+            return logits, self.words(features.mean(dim=(2, 3)))  # (B,), (B, V)
+        return logits
 
 
 class LogMelCodec(nn.Module):

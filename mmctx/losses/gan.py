@@ -1,4 +1,5 @@
-"""GAN losses: non-saturating and hinge, and the R1 gradient penalty.
+"""GAN losses: non-saturating and hinge, the R1 gradient penalty, and the auxiliary word
+classification loss (AC-GAN style, on the condition's words).
 
 Plain PyTorch (no Lightning). The discriminator returns raw logits (B,); "real" logits are
 its scores of data samples, "fake" logits its scores of generated ones.
@@ -10,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["GAN_LOSSES", "discriminator_loss", "generator_loss", "r1_penalty"]
+__all__ = [
+    "GAN_LOSSES", "discriminator_loss", "generator_loss", "r1_penalty", "word_targets", "word_classification_loss",
+]
 
 #: The adversarial losses :func:`discriminator_loss` and :func:`generator_loss` know.
 GAN_LOSSES: tuple[str, ...] = ("non_saturating", "hinge")
@@ -67,3 +70,37 @@ def r1_penalty(real_logits: Tensor, real_inputs: Tensor) -> Tensor:
         raise ValueError("r1_penalty: real_inputs must require grad (call real.requires_grad_(True) first)")
     (grad,) = torch.autograd.grad(real_logits.sum(), real_inputs, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def word_targets(token_ids: Tensor, mask: Tensor, vocab_size: int) -> Tensor:
+    """The bag of words of each condition as a distribution over the vocabulary: each
+    token's count among the sample's real (``mask``) tokens, divided by their number.
+
+    Shapes:
+        token_ids: (B, T) int, mask: (B, T) bool → (B, V) rows summing to 1 (0 for an empty row)
+    """
+    if token_ids.shape != mask.shape:
+        raise ValueError(f"word_targets: token_ids {tuple(token_ids.shape)} and mask {tuple(mask.shape)} differ")
+    ids = token_ids.long()
+    if bool(mask.any()) and (int(ids[mask].min()) < 0 or int(ids[mask].max()) >= vocab_size):
+        raise ValueError(f"word_targets: token ids must lie in [0, {vocab_size}) at real positions")
+    counts = torch.zeros(ids.shape[0], vocab_size, device=ids.device)
+    counts.scatter_add_(1, ids.clamp(0, vocab_size - 1), mask.float())
+    return counts / counts.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def word_classification_loss(word_logits: Tensor, targets: Tensor) -> Tensor:
+    """Auxiliary classification loss (AC-GAN, Odena et al. 2017, on the condition's words):
+    the cross-entropy ``mean_b -sum_v t_bv log softmax(word_logits_b)_v`` between the
+    discriminator's word prediction for a sample and the bag of words of its condition
+    (:func:`word_targets`). The discriminator minimises it on real samples, the generator on
+    its own, so each picture has to show what its caption names.
+
+    Shapes:
+        word_logits: (B, V), targets: (B, V) → scalar
+    """
+    if word_logits.shape != targets.shape:
+        raise ValueError(
+            f"word_classification_loss: logits {tuple(word_logits.shape)} and targets {tuple(targets.shape)} differ"
+        )
+    return -(targets * F.log_softmax(word_logits.float(), dim=-1)).sum(-1).mean()

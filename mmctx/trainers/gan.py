@@ -13,7 +13,14 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from mmctx.losses.gan import GAN_LOSSES, discriminator_loss, generator_loss, r1_penalty
+from mmctx.losses.gan import (
+    GAN_LOSSES,
+    discriminator_loss,
+    generator_loss,
+    r1_penalty,
+    word_classification_loss,
+    word_targets,
+)
 from mmctx.trainers.base import MMCtxTask
 from mmctx.trainers.checkpoints import load_submodules
 from mmctx.trainers.writers import GANSampleWriter, GeneratedSamples, JsonlPredictionWriter, SampleGrid
@@ -90,6 +97,14 @@ class GANTask(MMCtxTask):
             noise, and ``weight / (mean|G(c, z1) - G(c, z2)| / mean|z1 - z2| + 1e-5)`` is added
             to the generator's loss (0: off).
         ema_decay: decay of the generator EMA (0: no EMA, sample with the generator).
+        word_loss: weight of the auxiliary word classification loss (AC-GAN on the
+            condition's words, :func:`~mmctx.losses.word_classification_loss`): the
+            discriminator's word head (``ProjectionDiscriminator(vocab_size=...)``) learns
+            to name the words of the *real* samples' text conditions, and the generator is
+            trained to make samples it names as their own condition's words (0: off; needs
+            a ``text`` condition).
+        discriminator_augment: differentiable augmentation of every discriminator input, real and
+            generated alike (e.g. :class:`~mmctx.layers.DiffAugment`); None: off.
         freeze_encoders: keep the encoders, fusion and context encoder fixed.
         init_encoders_from: a Lightning checkpoint whose ``model.encoders.<modality>.*``,
             ``model.fusion.*`` and ``model.context_encoder.*`` weights initialise this task's
@@ -117,6 +132,8 @@ class GANTask(MMCtxTask):
         gradient_clip_val: float = 0.0,
         mode_seeking: float = 0.0,
         ema_decay: float = 0.999,
+        word_loss: float = 0.0,
+        discriminator_augment: nn.Module | None = None,
         freeze_encoders: bool = False,
         init_encoders_from: str | None = None,
         target: str = "image",
@@ -147,6 +164,14 @@ class GANTask(MMCtxTask):
                             samples_per_condition), ("num_predict_samples", num_predict_samples)):
             if value < 1:
                 raise ValueError(f"GANTask: {name} must be >= 1, got {value}")
+        if word_loss < 0:
+            raise ValueError(f"GANTask: word_loss must be >= 0, got {word_loss}")
+        if word_loss > 0 and getattr(discriminator, "vocab_size", None) is None:
+            raise ValueError(
+                "GANTask: word_loss > 0 needs a discriminator word head (ProjectionDiscriminator(vocab_size=...))"
+            )
+        if word_loss > 0 and "text" not in getattr(model, "encoders", {}):
+            raise ValueError("GANTask: word_loss > 0 needs a 'text' condition (an encoder named 'text')")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"GANTask: ema_decay must be in [0, 1), got {ema_decay}")
         channels = getattr(discriminator, "channels", None)
@@ -165,6 +190,8 @@ class GANTask(MMCtxTask):
         self.r1_every = r1_every
         self.gradient_clip_val = gradient_clip_val
         self.mode_seeking = mode_seeking
+        self.word_loss = word_loss
+        self.discriminator_augment = discriminator_augment
         self.freeze_encoders = freeze_encoders
         self.target = target
         self.spectrogram = spectrogram
@@ -314,10 +341,15 @@ class GANTask(MMCtxTask):
             fake = self.generator(self.noise(B), fixed_context)
         use_r1 = self.r1_gamma > 0 and self._d_steps % self.r1_every == 0
         real = real.detach().requires_grad_(use_r1)
-        real_logits = self.discriminator(real, context)
-        fake_logits = self.discriminator(fake, context)
+        targets = self.word_targets(batch) if self.word_loss > 0 else None  # (B, V)
+        real_logits, real_words = self._discriminate(real, context, targets is not None)
+        fake_logits, _ = self._discriminate(fake, context, False)
         d_loss = discriminator_loss(real_logits, fake_logits, self.loss_kind)
         self.log("train/d_loss", d_loss, prog_bar=True, batch_size=B)
+        if targets is not None:
+            d_words = word_classification_loss(real_words, targets)
+            d_loss = d_loss + self.word_loss * d_words
+            self.log("train/d_word_loss", d_words, batch_size=B)
         if use_r1:
             r1 = r1_penalty(real_logits, real)
             d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1
@@ -335,12 +367,19 @@ class GANTask(MMCtxTask):
             with _no_grad_params(self.discriminator):
                 g_context = fixed_context
                 half = B // 2 if self.mode_seeking > 0 else 0
+                g_targets = targets
                 if half > 0:  # rows i and half + i share a condition, with different noise
                     g_context = _pairs(fixed_context, half)
+                    g_targets = None if targets is None else torch.cat([targets[:half]] * 2)
                 z = self.noise(g_context.x.shape[0])
                 fake = self.generator(z, g_context)
-                g_loss = generator_loss(self.discriminator(fake, g_context), self.loss_kind)
+                fake_logits, fake_words = self._discriminate(fake, g_context, g_targets is not None)
+                g_loss = generator_loss(fake_logits, self.loss_kind)
                 total = g_loss
+                if g_targets is not None:
+                    g_words = word_classification_loss(fake_words, g_targets)
+                    total = total + self.word_loss * g_words
+                    self.log("train/g_word_loss", g_words, batch_size=B)
                 if half > 0:
                     ratio = (fake[:half] - fake[half:]).abs().flatten(1).mean(1) / (z[:half] - z[half:]).abs().mean(1)
                     total = g_loss + self.mode_seeking / (ratio.mean() + 1e-5)
@@ -354,6 +393,20 @@ class GANTask(MMCtxTask):
             self.log("train/g_loss", g_loss, prog_bar=True, batch_size=B)
 
         # every sample_every_n_steps global steps GANSampleWriter writes sample_grid(batch)
+
+    def _discriminate(self, x: Tensor, context: ExtendedContext, words: bool) -> tuple[Tensor, Tensor | None]:
+        """The discriminator's logits (B,) of ``x`` (augmented by :attr:`discriminator_augment` if set),
+        and its word logits (B, V) when ``words``, else None."""
+        if self.discriminator_augment is not None:
+            x = self.discriminator_augment(x)
+        if words:
+            return self.discriminator(x, context, return_words=True)
+        return self.discriminator(x, context), None
+
+    def word_targets(self, batch: MultimodalBatch) -> Tensor:
+        """The bag of words of each sample's text condition. Shapes: → (B, V)."""
+        text = batch.inputs["text"]
+        return word_targets(text.data, text.mask, self.discriminator.vocab_size)
 
     def _clip(self, optimizer) -> None:
         if self.gradient_clip_val > 0:

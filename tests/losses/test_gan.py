@@ -58,3 +58,19 @@ def test_unknown_kind_and_r1_without_grad_are_errors():
         generator_loss(FAKE, "wasserstein")
     with pytest.raises(ValueError, match="requires_grad_"):
         r1_penalty(REAL, torch.zeros(2, 3))
+
+
+def test_word_targets_and_word_classification_loss_match_hand_computed_values():
+    from mmctx.losses import word_classification_loss, word_targets
+
+    ids = torch.tensor([[1, 3, 3, 0], [2, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    t = word_targets(ids, mask, vocab_size=4)  # the padding (id 0, masked) never counts
+    assert torch.allclose(t, torch.tensor([[0.0, 1 / 3, 0.0, 2 / 3], [0.0, 0.0, 1.0, 0.0]]))
+    logits = torch.tensor([[0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    z0 = math.log(1 + math.e + 1 + math.e**2)
+    row0 = -(1 / 3 * (1.0 - z0) + 2 / 3 * (2.0 - z0))
+    row1 = math.log(4.0)  # uniform prediction, one word
+    assert word_classification_loss(logits, t).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="token ids"):
+        word_targets(ids, mask, vocab_size=3)

@@ -34,7 +34,7 @@ def datamodule(root: Path, audio: bool = False, batch_size: int = 4) -> DefaultD
     )
 
 
-def tiny_task(dm: DefaultDataModule, audio: bool = False, seed: int = 0, **kwargs) -> GANTask:
+def tiny_task(dm: DefaultDataModule, audio: bool = False, seed: int = 0, words: bool = False, **kwargs) -> GANTask:
     torch.manual_seed(seed)
     if audio:
         head = SpectrogramGenerator(DIM, num_frames=16, n_mels=16, z_dim=8, base_channels=4)
@@ -50,7 +50,8 @@ def tiny_task(dm: DefaultDataModule, audio: bool = False, seed: int = 0, **kwarg
         fusion=ConcatFusion({"text": DIM}, DIM),
         head=head,
     )
-    disc = ProjectionDiscriminator(DIM, channels=1 if audio else 3, base_channels=4, num_layers=2)
+    disc = ProjectionDiscriminator(DIM, channels=1 if audio else 3, base_channels=4, num_layers=2,
+                                   vocab_size=dm.vocab_size if words else None)
     kwargs.setdefault("generator_optimizer", lambda p: torch.optim.Adam(p, lr=1e-3))
     kwargs.setdefault("discriminator_optimizer", lambda p: torch.optim.Adam(p, lr=1e-3))
     kwargs.setdefault("sample_every_n_steps", 0)
@@ -148,6 +149,40 @@ def test_r1_mode_seeking_and_non_saturating_loss_train_finite(default_root, tmp_
     assert set(keys) <= set(metrics)
     assert all(torch.isfinite(metrics[k]) for k in keys)
     assert metrics["train/mode_seeking_ratio"] > 0  # two noises, one condition: two pictures
+
+
+def test_word_loss_and_augmentation_train_the_word_head_and_the_generator(default_root, tmp_path):
+    from mmctx.layers import DiffAugment
+    from mmctx.losses import word_classification_loss
+
+    dm = datamodule(default_root, batch_size=8)
+    task = tiny_task(dm, words=True, word_loss=1.0, mode_seeking=1.0,
+                     discriminator_augment=DiffAugment(["color", "translation", "cutout"]))
+    head = snapshot(task.discriminator.words)
+    generator = snapshot(task.generator)
+    trainer = fit(task, dm, tmp_path, batches=2)
+    metrics = trainer.callback_metrics
+    assert all(torch.isfinite(metrics[k]) for k in ("train/d_word_loss", "train/g_word_loss", "train/g_loss"))
+    assert all(changed(head, task.discriminator.words).values())
+    assert any(changed(generator, task.generator).values())
+    # the targets are the captions' words: a real batch's bag of words, rows summing to 1
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    targets = task.word_targets(batch)
+    assert targets.shape == (8, dm.vocab_size) and torch.allclose(targets.sum(-1), torch.ones(8))
+    # the word head's gradient descent on real pictures lowers their loss
+    real = task.real_samples(batch)
+    context = task.encode(task.condition_inputs(batch))
+    _, words = task.discriminator(real, context, return_words=True)
+    loss = word_classification_loss(words, targets)
+    loss.backward()
+    with torch.no_grad():
+        for p in task.discriminator.words.parameters():
+            p -= 0.5 * p.grad
+        _, after = task.discriminator(real, context, return_words=True)
+    assert word_classification_loss(after, targets) < loss
+    with pytest.raises(ValueError, match="word head"):
+        tiny_task(dm, word_loss=1.0)
 
 
 def test_mode_seeking_pairs_share_a_condition_and_push_samples_apart(default_root):
@@ -260,9 +295,14 @@ def test_score_gan_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch
                               "--json", str(tmp_path / "score.json")])
     out = capsys.readouterr().out
     assert "generated" in out and "real" in out and "noise" in out
-    assert {"real", "generated", "noise"} <= set(results)
-    for row in results.values():
-        assert 0.0 <= row["category_acc"] <= 1.0
+    assert {"real", "generated", "noise", "diagnostics"} <= set(results)
+    for name in ("real", "generated", "noise"):
+        assert 0.0 <= results[name]["category_acc"] <= 1.0
+    diag = results["diagnostics"]  # the config's discriminator has a word head: all of them
+    assert diag["generator_caption_distance"] > 0 and diag["generator_noise_distance"] > 0
+    for key in ("d_prefers_matching", "d_words_real_acc", "d_words_generated_acc"):
+        assert 0.0 <= diag[key] <= 1.0
+    assert "conditioning:" in out
     assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0
 
 
@@ -289,3 +329,33 @@ def test_init_encoders_from_reports_missing_unexpected_and_misshaped_keys(defaul
     torch.save({"state_dict": other}, tmp_path / "other.ckpt")
     loaded = tiny_task(dm, seed=3, init_encoders_from=str(tmp_path / "other.ckpt"))
     assert torch.equal(loaded.model.fusion.norm.weight, state["model.fusion.norm.weight"])
+
+
+@pytest.mark.slow
+def test_score_gan_spectrogram_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from mmctx.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", f"--config={REPO / 'configs/gan_spectrogram.yaml'}", "--trainer.max_steps=2",
+          "--trainer.enable_progress_bar=false", f"--data.root={default_root}", "--data.num_train=40",
+          "--data.num_val=10", "--data.num_test=10", "--data.num_workers=0", "--data.batch_size=8",
+          "--model.init_args.model.init_args.head.init_args.base_channels=4",
+          "--model.init_args.discriminator.init_args.base_channels=4"])
+    ckpt = tmp_path / "runs" / "gan_spectrogram" / "version_0" / "checkpoints" / "last.ckpt"
+    spec = importlib.util.spec_from_file_location("score_gan_spectrogram",
+                                                  REPO / "benchmarks" / "score_gan_spectrogram.py")
+    score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score)
+    results = score.main(["--ckpt", str(ckpt), "--epochs", "1", "--samples-per-condition", "3",
+                          "--max-real", "30", "--json", str(tmp_path / "score.json")])
+    out = capsys.readouterr().out
+    assert "generated" in out and "real (held-out)" in out and "uniform noise" in out
+    assert set(results) == {"real", "generated", "noise"}
+    assert results["real"]["n"] == 6 and results["generated"]["n"] == 3 * len(results["generated"]["per_word_acc"])
+    for row in results.values():
+        assert 0.0 <= row["word_acc"] <= 1.0 and row["diversity"] >= 0.0
+    # the generated and noise rows are judged against the same conditions; the real diversity is not zero
+    assert results["noise"]["n"] == results["generated"]["n"] and results["real"]["diversity"] > 0
+    assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0
