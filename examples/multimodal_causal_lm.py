@@ -10,14 +10,16 @@ gated cross-attention injected into it (Flamingo-style), in a plain PyTorch loop
    ``generate`` (greedy, beams, sampling) captions a picture inside ``mm.attend(context)``.
 
 This tiny LM, trained on the caption text alone, needs ``--train-lm-head`` (its output
-embeddings train; text alone never tells the objects apart, docs/causal_lm.md). Also:
+embeddings train; text alone never tells the objects apart, docs/causal_lm.md), and
+``--dropout 0.1`` in the injected blocks to caption unseen object combinations (test exact
+match 0.986 after 1,800 steps, against 0.586 without). Also:
 ``--self-attention`` (each injected block gets its own gated causal self-attention),
 ``--trainable-lm-layers k`` (the LM's last k layers train). ``--eval N`` scores greedy
 captions of N test pictures (BLEU-4, exact match); docs/causal_lm.md has the measured table.
 
     python examples/multimodal_causal_lm.py --lm-steps 100 --steps 200
-    python examples/multimodal_causal_lm.py --lm-steps 300 --steps 600 --train-lm-head --eval 500 \
-        --lm-dir runs/caption_text_lm      # the text-only LM is saved there and reused
+    python examples/multimodal_causal_lm.py --lm-steps 300 --steps 1800 --train-lm-head --dropout 0.1 \
+        --eval 500 --lm-dir runs/caption_text_lm      # the text-only LM is saved there and reused
 """
 
 from __future__ import annotations
