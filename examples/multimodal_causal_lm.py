@@ -10,20 +10,23 @@ gated cross-attention injected into it (Flamingo-style), in a plain PyTorch loop
    ``generate`` (greedy, beams, sampling) captions a picture inside ``mm.attend(context)``.
 
 This tiny LM, trained on the caption text alone, needs ``--train-lm-head`` (its output
-embeddings train; text alone never tells the objects apart, docs/causal_lm.md). Also:
+embeddings train; text alone never tells the objects apart, docs/causal_lm.md), and
+``--dropout 0.1`` in the injected blocks to caption unseen object combinations (test exact
+match 0.986 after 1,800 steps, against 0.586 without). Also:
 ``--self-attention`` (each injected block gets its own gated causal self-attention),
 ``--trainable-lm-layers k`` (the LM's last k layers train). ``--eval N`` scores greedy
 captions of N test pictures (BLEU-4, exact match); docs/causal_lm.md has the measured table.
 
     python examples/multimodal_causal_lm.py --lm-steps 100 --steps 200
-    python examples/multimodal_causal_lm.py --lm-steps 300 --steps 600 --train-lm-head --eval 500 \
-        --lm-dir runs/caption_text_lm      # the text-only LM is saved there and reused
+    python examples/multimodal_causal_lm.py --lm-steps 300 --steps 1800 --train-lm-head --dropout 0.1 \
+        --eval 500 --lm-dir runs/caption_text_lm      # the text-only LM is saved there and reused
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -43,7 +46,7 @@ from mmctx.data import (
     load_tokenizer,
 )
 from mmctx.encoders import TimmImageEncoder
-from mmctx.fusion import ConcatFusion, MultimodalCausalLM, PerceiverResampler
+from mmctx.fusion import ConcatFusion, CrossAttendingDecoderLayer, MultimodalCausalLM, PerceiverResampler
 from mmctx.metrics import caption_metrics
 from mmctx.models import FusionModel
 
@@ -63,6 +66,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--steps", type=int, default=200, help="multimodal steps (LM frozen)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                        help="multimodal learning rate: constant, or linear warm-up then cosine decay to 0")
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps of --schedule cosine")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout in the injected blocks")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the multimodal stage (init, data order)")
     parser.add_argument("--every", type=int, default=1, help="inject before every k-th decoder layer")
     parser.add_argument("--self-attention", action="store_true", help="injected blocks with their own causal self-attention")
     parser.add_argument("--trainable-lm-layers", type=int, default=0, help="unfreeze the LM's last k layers (+ final norm)")
@@ -116,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             lm.save_pretrained(lm_dir)
 
     # 2. freeze it and inject gated cross-attention into an mmctx context
+    torch.manual_seed(args.seed)  # the multimodal stage's own seed (the text-only LM above stays the same)
     dim = 64
     if args.fusion == "concat":
         fusion: nn.Module = ConcatFusion({"image": dim}, dim)  # the 8x8 grid, 64 context tokens
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         fusion=fusion,
         head=nn.Identity(),  # unused: encode() stops at the context
     )
-    mm = MultimodalCausalLM(lm, context_dim=dim, every=args.every, freeze_lm=not args.train_lm,
+    mm = MultimodalCausalLM(lm, context_dim=dim, every=args.every, freeze_lm=not args.train_lm, dropout=args.dropout,
                             self_attention=args.self_attention, trainable_lm_layers=args.trainable_lm_layers,
                             train_lm_head=args.train_lm_head)
     trainable = [p for p in (*vision.parameters(), *mm.parameters()) if p.requires_grad]
@@ -142,7 +151,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 3. train encoder + fusion + injected blocks in a plain loop
     lm.eval()  # the frozen LM keeps its dropout off (this Llama has none); the new modules train
+    for layer in lm.modules():  # the injected blocks sit inside lm: back to training mode (their dropout)
+        if isinstance(layer, CrossAttendingDecoderLayer):
+            layer.xattn.train()
+            if layer.causal_attn is not None:
+                layer.causal_attn.train()
     optimizer = torch.optim.AdamW(trainable, lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     start, losses = time.time(), []
     for step in range(1, args.steps + 1):
         batch = next(batches)
@@ -152,12 +167,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        scheduler.step()
         losses.append(loss.item())
         if step % 10 == 0 or step == args.steps:
             print(f"step {step:4d}  loss {sum(losses[-10:]) / len(losses[-10:]):.3f}  ({time.time() - start:.0f} s)")
 
     # caption two pictures with the LM's own generate (beam search), then save the new weights alone
+    train_minutes = (time.time() - start) / 60
+    print(f"multimodal training: {args.steps} steps in {train_minutes:.1f} min")
     vision.eval()
+    mm.eval()  # the injected blocks' dropout off
     scores = evaluate(vision, mm, tokenizer, root, args.eval, args.batch_size) if args.eval else {}
     if scores:
         print("test:", json.dumps(scores))
@@ -174,6 +193,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"injected weights: {path.stat().st_size / 1e6:.2f} MB (the frozen LM weights are not saved)")
     print("lightning imported:", any(m.split(".")[0] in ("lightning", "pytorch_lightning") for m in sys.modules))
     return {"loss": losses[-1] if losses else float("nan"), **counts, **scores}
+
+
+def lr_factor(schedule: str, warmup: int, total: int):
+    """The learning-rate multiplier of optimizer step ``step`` (0-based): 1 for ``constant``;
+    for ``cosine`` a linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if schedule == "constant":
+        return lambda step: 1.0
+    if schedule != "cosine":
+        raise ValueError(f"lr_factor: schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def evaluate(vision: FusionModel, mm: MultimodalCausalLM, tokenizer, root: Path, num: int, batch_size: int) -> dict[str, float]:
