@@ -44,6 +44,12 @@ def attention_mask(
     to no key at all. SDPA returns NaN for such rows, so they are given one dummy key here
     and their output is zeroed by the caller.
 
+    With key padding only (no ``attn_mask``, not causal) every query row is the same, so
+    ``mask`` stays (B, 1, 1, M) and ``empty_rows`` (B, 1, 1, 1), broadcast by SDPA and
+    ``masked_fill``: SDPA turns a bool mask into a float mask of the mask's own shape, so an
+    expanded (B, 1, N, M) mask cost 4·N·M bytes per sample (16 GiB for one 64K-token full
+    attention; 256 MiB measured at 8K), the key-padding one 4·M.
+
     Args:
         key_mask: (B, M) True at real keys, or None.
         num_queries: N.
@@ -73,8 +79,10 @@ def attention_mask(
         mask = causal[None, None] if mask is None else mask & causal[None, None]
     if mask is None:
         return None, None
-    mask = mask.expand(mask.shape[0], 1, num_queries, mask.shape[-1])
-    empty = ~mask.any(-1, keepdim=True)  # (B, 1, N, 1)
+    if attn_mask is not None or is_causal:
+        mask = mask.expand(mask.shape[0], 1, num_queries, mask.shape[-1])
+    # else key padding only: (B, 1, 1, M), the same for every query row
+    empty = ~mask.any(-1, keepdim=True)  # (B, 1, N, 1), or (B, 1, 1, 1) for key padding only
     # under torch.export / torch.compile always take this branch: same result, no data-dependent branch
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or bool(empty.any()):
         mask = mask | empty  # attend to everything, output zeroed by the caller

@@ -57,6 +57,25 @@ def test_attention_mask_combines_padding_and_causality():
     assert empty is None
 
 
+def test_key_padding_mask_is_one_row_broadcast_not_n_by_m():
+    # key padding alone is the same for every query: the mask stays (B, 1, 1, M), so SDPA's
+    # bool -> float conversion costs M, not N·M, per sample (full attention at 64K tokens)
+    key_mask = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0]]).bool()
+    mask, empty = attention_mask(key_mask, 3)
+    assert mask.shape == (2, 1, 1, 4) and empty.shape == (2, 1, 1, 1)
+    assert mask[0, 0, 0].tolist() == [True, True, True, False]
+    assert empty[:, 0, 0, 0].tolist() == [False, True]
+    # with a query-dependent part the mask is per query row
+    assert attention_mask(key_mask, 3, attn_mask=torch.ones(3, 4, dtype=torch.bool))[0].shape == (2, 1, 3, 4)
+    # and attention through it equals the explicit softmax; the sample with no key gives zeros
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2, bias=False).eval()  # no bias: the empty sample's output is exactly 0
+    x, ctx = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    out = mha(x, ctx, key_mask)
+    assert torch.allclose(out[0], reference_attention(mha, x, ctx, key_mask)[0], atol=1e-5)
+    assert torch.equal(out[1], torch.zeros(3, 8))
+
+
 def test_wrong_shapes_name_the_argument():
     mha = MultiHeadAttention(16, 4)
     with pytest.raises(ValueError, match="MultiHeadAttention x"):
