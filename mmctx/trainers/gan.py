@@ -382,7 +382,7 @@ class GANTask(MMCtxTask):
                     self.log("train/g_word_loss", g_words, batch_size=B)
                 if half > 0:
                     ratio = (fake[:half] - fake[half:]).abs().flatten(1).mean(1) / (z[:half] - z[half:]).abs().mean(1)
-                    total = g_loss + self.mode_seeking / (ratio.mean() + 1e-5)
+                    total = total + self.mode_seeking / (ratio.mean() + 1e-5)
                     self.log("train/mode_seeking_ratio", ratio.mean().detach(), batch_size=B)
                 g_opt.zero_grad(set_to_none=True)
                 self.manual_backward(total)

@@ -185,6 +185,24 @@ def test_word_loss_and_augmentation_train_the_word_head_and_the_generator(defaul
         tiny_task(dm, word_loss=1.0)
 
 
+def test_generator_word_loss_is_kept_with_mode_seeking(default_root, tmp_path):
+    # the discriminator frozen (lr 0) so only the generator's own loss can differ between runs;
+    # SGD so any change of the generator's gradient changes its update (Adam's first step is
+    # ±lr whatever the gradient's size)
+    dm = datamodule(default_root, batch_size=8)
+    after = []
+    for word_loss in (0.0, 0.0, 5.0):
+        task = tiny_task(dm, words=True, word_loss=word_loss, mode_seeking=1.0, ema_decay=0.0,
+                         generator_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                         discriminator_optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+        fit(task, dm, tmp_path)
+        after.append(snapshot(task.generator))
+    same = [torch.equal(after[0][k], after[1][k]) for k in after[0]]
+    assert all(same)  # the run is deterministic
+    moved = [not torch.equal(after[0][k], after[2][k]) for k in after[0]]
+    assert any(moved)  # the word loss reaches the generator beside the mode-seeking term
+
+
 def test_mode_seeking_pairs_share_a_condition_and_push_samples_apart(default_root):
     from mmctx.trainers.gan import _pairs
 
