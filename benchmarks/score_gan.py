@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 
 from mmctx.data import DefaultDataModule
 from mmctx.data.builtin.asset_pack import AssetPack
+from mmctx.metrics import group_diversity
 from mmctx.trainers import GANTask
 from mmctx.types import ModalityInput
 
@@ -111,24 +111,6 @@ def classify(net: SmallCNN, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     outs = [net(chunk) for chunk in x.split(256)]
     return (torch.cat([o[0] for o in outs]).argmax(-1), torch.cat([o[1] for o in outs]).argmax(-1),
             torch.cat([o[2] for o in outs]))
-
-
-def diversity(x: Tensor, groups: list[int]) -> float:
-    """Mean over groups (of >= 2 members) of the mean pairwise RMS distance within the group.
-
-    Shapes: x (R, ...), groups: R group ids."""
-    by_group: dict[int, list[int]] = defaultdict(list)
-    for i, gid in enumerate(groups):
-        by_group[gid].append(i)
-    values = []
-    for members in by_group.values():
-        if len(members) < 2:
-            continue
-        flat = x[members].flatten(1).float()  # (n, P)
-        d = torch.cdist(flat, flat) / flat.shape[1] ** 0.5  # (n, n) RMS distances
-        n = len(members)
-        values.append((d.sum() / (n * (n - 1))).item())
-    return sum(values) / len(values) if values else float("nan")
 
 
 def condition_batch(task: GANTask, dm: DefaultDataModule, rows: list[dict]) -> dict[str, ModalityInput]:
@@ -235,13 +217,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             "n": len(x),
             "category_acc": (pc == c).float().mean().item(),
             "object_acc": (po == o).float().mean().item(),
-            "pixel_diversity": diversity(x, o.tolist()),
-            "feature_diversity": diversity(feats, o.tolist()),
+            "pixel_diversity": group_diversity(x, o.tolist()),
+            "feature_diversity": group_diversity(feats, o.tolist()),
         }
     # the real diversity over all of an object's real pictures (more than the 20 % test part)
     _, _, real_feats = classify(net, x_real)
-    results["real"]["pixel_diversity"] = diversity(x_real, obj.tolist())
-    results["real"]["feature_diversity"] = diversity(real_feats, obj.tolist())
+    results["real"]["pixel_diversity"] = group_diversity(x_real, obj.tolist())
+    results["real"]["feature_diversity"] = group_diversity(real_feats, obj.tolist())
 
     generator = "raw generator" if args.raw_generator else "EMA generator"
     print(f"\nGAN score: {args.ckpt} ({generator}, {len(objects)} single-object captions x {k} samples; "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmctx.data import DefaultDataModule
+from mmctx.metrics import group_diversity
 from mmctx.trainers import GANTask
 
 
@@ -108,24 +108,6 @@ def classify(net: SpectrogramCNN, x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cat([o[0] for o in outs]).argmax(-1), torch.cat([o[1] for o in outs])
 
 
-def diversity(x: Tensor, groups: list[int]) -> float:
-    """Mean over groups (of >= 2 members) of the mean pairwise RMS distance within the group.
-
-    Shapes: x (R, ...), groups: R group ids."""
-    by_group: dict[int, list[int]] = defaultdict(list)
-    for i, gid in enumerate(groups):
-        by_group[gid].append(i)
-    values = []
-    for members in by_group.values():
-        if len(members) < 2:
-            continue
-        flat = x[members].flatten(1).float()  # (n, P)
-        d = torch.cdist(flat, flat) / flat.shape[1] ** 0.5  # (n, n)
-        n = len(members)
-        values.append((d.sum() / (n * (n - 1))).item())
-    return sum(values) / len(values) if values else float("nan")
-
-
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="spectrogram GAN checkpoint (trained with mmctx fit)")
@@ -183,12 +165,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             "n": len(x),
             "word_acc": (pred == target).float().mean().item(),
             "per_word_acc": per_word,
-            "diversity": diversity(x, target.tolist()),
-            "feature_diversity": diversity(feats, target.tolist()),
+            "diversity": group_diversity(x, target.tolist()),
+            "feature_diversity": group_diversity(feats, target.tolist()),
         }
     _, real_feats = classify(net, x_real)  # the real diversity over all the real rows
-    results["real"]["diversity"] = diversity(x_real, y.tolist())
-    results["real"]["feature_diversity"] = diversity(real_feats, y.tolist())
+    results["real"]["diversity"] = group_diversity(x_real, y.tolist())
+    results["real"]["feature_diversity"] = group_diversity(real_feats, y.tolist())
 
     generator = "raw generator" if args.raw_generator else "EMA generator"
     print(f"\nspectrogram GAN score: {args.ckpt} ({generator}, {len(words)} condition texts x {k} samples; "

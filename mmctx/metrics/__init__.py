@@ -1,5 +1,5 @@
 """Evaluation metrics as plain functions (no Lightning): caption metrics over strings,
-cross-modal retrieval recall over embeddings."""
+cross-modal retrieval recall over embeddings, sample diversity of generated samples."""
 
 from mmctx.metrics.caption import (
     bleu,
@@ -11,6 +11,7 @@ from mmctx.metrics.caption import (
     normalize_caption,
     rouge_l,
 )
+from mmctx.metrics.diversity import group_diversity
 from mmctx.metrics.retrieval import caption_groups, recall_at_k
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "normalize_caption",
     "recall_at_k",
     "caption_groups",
+    "group_diversity",
 ]
