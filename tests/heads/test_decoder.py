@@ -311,6 +311,72 @@ def test_generate_through_the_static_step_gives_the_same_tokens(strategy, make_c
         dec.generate(c, 4, compile_step=True, use_cache=False)
 
 
+def test_attend_equals_sdpa_with_and_without_an_additive_mask():
+    """The explicit-product attention of the decode step computes SDPA's function."""
+    import torch.nn.functional as F
+
+    from mmctx.heads.decoder import _attend
+
+    g = torch.Generator().manual_seed(40)
+    q, k, v = (torch.randn(3, 2, t, 8, generator=g, dtype=torch.float64) for t in (1, 6, 6))
+    bias = torch.zeros(3, 1, 1, 6, dtype=torch.float64)
+    bias[0, ..., 4:] = float("-inf")  # a padded row
+    bias[2, ..., :1] = float("-inf")
+    for b in (None, bias):
+        torch.testing.assert_close(_attend(q, k, v, b), F.scaled_dot_product_attention(q, k, v, attn_mask=b),
+                                   atol=1e-12, rtol=0)
+
+
+def rig_logits(dec: TextDecoder, eos_rows: int, eos_from: int) -> None:
+    """Make PAD and BOS the largest logits everywhere (they must still never be picked) and
+    EOS the choice of the first ``eos_rows`` rows from call ``eos_from`` on, never before."""
+    calls = []
+
+    def hook(module, inputs, logits):  # (N, t, V)
+        logits = logits.clone()
+        logits[..., PAD] = logits[..., BOS] = 1e4
+        logits[..., EOS] = -1e4
+        if len(calls) >= eos_from:
+            logits[:eos_rows, ..., EOS] = 1e3
+        calls.append(1)
+        return logits
+
+    dec.lm_head.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("eos_id", [EOS, None])
+def test_greedy_through_the_static_step_picks_tokens_in_the_graph_as_greedy_search(
+    eos_id, make_context, make_decoder, monkeypatch
+):
+    """generate(compile_step=True, strategy="greedy") takes the arg-max inside the step's
+    graph (run eagerly here; compiled below, slow): the tokens of greedy_search over the
+    dynamic cache — banned BOS/PAD never picked, EOS then PAD, exact length without EOS,
+    early stop when every row has ended — while penalties and n-gram bans still go through
+    greedy_search."""
+    import mmctx.heads.decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "_compiled_static_greedy", lambda: decoder_module._static_greedy)
+    monkeypatch.setattr(decoder_module, "_compiled_static_step", lambda: decoder_module._static_step)
+    c = make_context(lengths=(5, 0, 7), seed=41)
+    for eos_rows, eos_from in ((2, 3), (3, 2)):
+        outs = []
+        for compile_step in (False, True):
+            dec = make_decoder(seed=42, tie_embeddings=False, eos_id=eos_id)
+            rig_logits(dec, eos_rows, eos_from)
+            outs.append(dec.generate(c, 12, compile_step=compile_step))
+        assert torch.equal(outs[1], outs[0])
+        out = outs[1]
+        assert not (out == BOS).any()
+        if eos_id is None:
+            assert out.shape == (3, 12) and not (out == PAD).any()
+        else:
+            assert (out[:eos_rows, eos_from] == EOS).all() and (out[:eos_rows, eos_from + 1 :] == PAD).all()
+            assert out.shape == ((3, 12) if eos_rows < 3 else (3, eos_from + 1))  # all ended: stop
+    dec = make_decoder(seed=44)
+    for kw in (dict(repetition_penalty=1.3), dict(no_repeat_ngram_size=2)):
+        assert torch.equal(dec.generate(c, 10, compile_step=True, **kw), dec.generate(c, 10, **kw)), kw
+
+
 @pytest.mark.slow
 def test_compiled_static_step_generates_the_same_tokens_and_compiles_once(make_context, make_decoder):
     """torch.compile of the static step (fullgraph: no break): greedy tokens equal the eager
