@@ -36,6 +36,7 @@ mmap every allocation above 64 KiB and unmap it on free, so RSS follows the live
 
     python benchmarks/context_scaling.py --vs-local-attention
     python benchmarks/context_scaling.py --vs-local-attention --block-size 128   # other block length
+    python benchmarks/context_scaling.py --vs-local-attention --profile          # + where the time goes
 """
 
 from __future__ import annotations
@@ -154,6 +155,59 @@ def _vs_step(fn, n: int, dim: int) -> float:
     return time.perf_counter() - start
 
 
+#: operator → part of the step, for ``--profile``. The linear layers (QKV, output, MLP) are
+#: ``mm``/``addmm`` on both sides (local-attention's einsums are ``bmm``).
+_PARTS = {
+    "aten::mm": "linear layers (mm/addmm, fwd+bwd)",
+    "aten::addmm": "linear layers (mm/addmm, fwd+bwd)",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention products (SDPA / bmm)",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward": "attention products (SDPA / bmm)",
+    "aten::bmm": "attention products (SDPA / bmm)",
+    "aten::gelu": "GELU + LayerNorm (MLP, norms)",
+    "aten::gelu_backward": "GELU + LayerNorm (MLP, norms)",
+    "aten::native_layer_norm": "GELU + LayerNorm (MLP, norms)",
+    "aten::native_layer_norm_backward": "GELU + LayerNorm (MLP, norms)",
+}
+
+
+def _profile_split(fn, n: int, dim: int) -> tuple[float, dict[str, float], list[tuple[str, float]]]:
+    """One profiled fwd+bwd: (step seconds, seconds per part of the step, top operators)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        seconds = _vs_step(fn, n, dim)
+    parts: dict[str, float] = {}
+    ops = []
+    for e in prof.key_averages():
+        t = e.self_cpu_time_total / 1e6
+        parts[_PARTS.get(e.key, "everything else")] = parts.get(_PARTS.get(e.key, "everything else"), 0.0) + t
+        ops.append((e.key, t))
+    return seconds, parts, sorted(ops, key=lambda o: -o[1])[:8]
+
+
+def _print_profiles(sides: dict, lengths: list[int], dim: int) -> None:
+    """``--profile``: where each side's step goes (torch.profiler, one fwd+bwd after the timed ones)."""
+    print("\n# --profile: one fwd+bwd per side and N under torch.profiler (operator self time)")
+    for fn in sides.values():
+        _profile_split(fn, 256, dim)  # the profiler's own start-up, not counted
+    keys = list(dict.fromkeys(_PARTS.values())) + ["everything else"]
+    for n in lengths:
+        split = {name: _profile_split(fn, n, dim) for name, fn in sides.items()}
+        names = list(split)
+        print(f"\n| N={n:,} | " + " | ".join(f"{k} ms | share" for k in names) + " |")
+        print("|---|" + "---:|---:|" * len(names))
+        for k in keys:
+            cells = []
+            for name in names:
+                _, parts, _ = split[name]
+                total = sum(parts.values())
+                cells += [f"{parts.get(k, 0) * 1e3:,.0f}", f"{parts.get(k, 0) / total:.0%}"]
+            print(f"| {k} | " + " | ".join(cells) + " |")
+        print("| profiled step (wall) | " + " | ".join(f"{split[k][0] * 1e3:,.0f} | 100%" for k in names) + " |")
+        for name in names:
+            print(f"# {name} N={n:,} top operators: " + ", ".join(f"{k} {t * 1e3:.0f} ms" for k, t in split[name][2]))
+
+
 def _proc_status(field: str) -> int:
     """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in bytes."""
     with open("/proc/self/status") as f:
@@ -203,6 +257,8 @@ def vs_local_attention(args: argparse.Namespace) -> None:
         for name in sides:
             times[name, n] = statistics.median(samples[name])
         print(f"# N={n:,}: " + ", ".join(f"{k} {[round(t, 3) for t in v]}" for k, v in samples.items()), flush=True)
+    if args.profile:
+        _print_profiles(sides, lengths, args.dim)
     mem: dict[tuple[str, int], float] = {}
     for n in lengths:
         for name in sides:
@@ -285,6 +341,8 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=0, help="--vs-local-attention: query-block length (0: default)")
     parser.add_argument("--compile", action="store_true", help="--vs-local-attention: torch.compile the mmctx encoder")
     parser.add_argument("--no-memory", action="store_true", help="--vs-local-attention: time only (no memory children)")
+    parser.add_argument("--profile", action="store_true",
+                        help="--vs-local-attention: also profile one step per side and N (where the time goes)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="skip a measurement predicted to take longer")
     parser.add_argument("--budget-gib", type=float, default=20.0, help="memory budget of one training step")
     parser.add_argument("--no-largest", action="store_true", help="skip the search for the largest N")
