@@ -311,6 +311,33 @@ def test_generate_through_the_static_step_gives_the_same_tokens(strategy, make_c
         dec.generate(c, 4, compile_step=True, use_cache=False)
 
 
+def test_step_weights_are_reused_until_a_parameter_changes(make_context, make_decoder):
+    """generate() prepares the step's stacked/transposed weights once and reuses them while
+    the parameters are unchanged; an in-place change (optimizer step, load_state_dict)
+    rebuilds them, so the tokens always follow the current weights."""
+    dec, other = make_decoder(seed=45, eos_id=None), make_decoder(seed=46, eos_id=None)
+    c = make_context(seed=47)
+    first = dec.generate(c, 6)
+
+    def prepared() -> torch.Tensor:
+        with torch.no_grad():  # as in generate()
+            return dec._step_weights()[0][0]["qkv"][0]
+
+    kept = prepared()
+    assert prepared() is kept
+    assert torch.equal(dec.generate(c, 6), first) and prepared() is kept
+    dec.load_state_dict(other.state_dict())  # in-place copy: same storage, new version
+    assert prepared() is not kept
+    assert torch.equal(dec.generate(c, 6), other.generate(c, 6))
+    with torch.no_grad():
+        dec.blocks[0].ff.net[0].weight.mul_(3.0)  # what an optimizer step does
+    fresh = make_decoder(seed=46, eos_id=None)
+    fresh.load_state_dict(dec.state_dict())
+    assert torch.equal(dec.generate(c, 6), fresh.generate(c, 6))
+    with torch.enable_grad():  # under autograd: rebuilt every call, so gradients reach the parameters
+        assert dec._step_weights()[0][0]["qkv"][0].requires_grad
+
+
 def test_attend_equals_sdpa_with_and_without_an_additive_mask():
     """The explicit-product attention of the decode step computes SDPA's function."""
     import torch.nn.functional as F
