@@ -144,10 +144,11 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     """Softmax attention of a decoding step's queries by explicit products (no dropout).
 
-    ``F.scaled_dot_product_attention`` costs ~75 µs a call on CPU at decoding sizes (batch 8,
-    one query against tens of keys): nearly all of it the flash kernel's fixed setup, paid 8
-    times a step by a 4-layer decoder. These four operators compute the same function (up to
-    float rounding) in a fraction of that eagerly, and fuse under ``torch.compile``.
+    Used by the compiled static step (:meth:`DecoderBlock.decode_static`), where Inductor
+    fuses these operators into its own loops around the step's other kernels; SDPA stays an
+    opaque call to the CPU flash kernel, whose fixed set-up dominates at decoding sizes
+    (batch 8, one query against tens of keys; 8 calls a step in a 4-layer decoder). Eagerly,
+    SDPA is the faster of the two (the products copy the cache's strided keys).
 
     Shapes:
         q: (B, H, t, d); k, v: (B, H, L, d)
@@ -235,12 +236,9 @@ class DecoderBlock(nn.Module):
         if attn.rope is not None:
             qk = _rotate(qk, cache.rope_cos[offset:end], cache.rope_sin[offset:end])  # (2, B, H, t, D/H)
         k_all, v_all = layer.append(qk[1], qkv[2], offset, cache.capacity)  # 2×(B, H, end, D/H)
-        if self_mask is None and not (drop and attn.dropout > 0):
-            a = _attend(qk[0], k_all, v_all, None)  # one token: every key is in its past
-        else:
-            a = F.scaled_dot_product_attention(
-                qk[0], k_all, v_all, attn_mask=self_mask, dropout_p=attn.dropout if drop else 0.0
-            )  # (B, H, t, D/H)
+        a = F.scaled_dot_product_attention(
+            qk[0], k_all, v_all, attn_mask=self_mask, dropout_p=attn.dropout if drop else 0.0
+        )  # (B, H, t, D/H)
         a = _linear(a.transpose(1, 2).reshape(B, t, D), *w["out"])  # (B, t, D)
         x = x + (self.drop(a) if drop else a)
 
@@ -282,12 +280,18 @@ class DecoderBlock(nn.Module):
         layer.v.index_copy_(2, position, qkv[2])
         a = _attend(qk[0], layer.k, layer.v, key_bias)  # (B, H, 1, D/H)
         x = x + _linear(a.transpose(1, 2).reshape(B, t, D), *layer.weights["out"])  # (B, 1, D)
-        return self._decode_cross_ff(x, layer, context_bias, empty_rows)
+        return self._decode_cross_ff(x, layer, context_bias, empty_rows, products=True)
 
     def _decode_cross_ff(
-        self, x: Tensor, layer: _LayerCache, context_bias: Tensor | None, empty_rows: Tensor | None
+        self,
+        x: Tensor,
+        layer: _LayerCache,
+        context_bias: Tensor | None,
+        empty_rows: Tensor | None,
+        products: bool = False,
     ) -> Tensor:
-        """The cross-attention and feed-forward half of :meth:`decode`. Shapes: x (B, t, D) → (B, t, D)."""
+        """The cross-attention and feed-forward half of :meth:`decode`; ``products``: attend
+        by :func:`_attend` (the compiled static step) instead of SDPA. Shapes: x (B, t, D) → (B, t, D)."""
         cross, w = self.cross_attn, layer.weights
         B, t, D = x.shape
         H, Dh = cross.num_heads, cross.head_dim
@@ -297,8 +301,8 @@ class DecoderBlock(nn.Module):
         mask = context_bias
         if mask is not None and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)  # SDPA wants a float mask in the queries' dtype (autocast)
-        if t == 1 and not (drop and cross.dropout > 0):
-            c = _attend(q, *layer.cross_kv, mask)  # (B, H, 1, D/H)
+        if products:
+            c = _attend(q, *layer.cross_kv, mask)  # (B, H, t, D/H)
         else:
             c = F.scaled_dot_product_attention(
                 q, *layer.cross_kv, attn_mask=mask, dropout_p=cross.dropout if drop else 0.0
@@ -715,10 +719,12 @@ class TextDecoder(nn.Module):
         if capacity > self.max_seq_len:
             raise ValueError(f"TextDecoder: cache capacity {capacity} exceeds max_seq_len={self.max_seq_len}")
         block_weights, output_weight = self._step_weights()
-        layers = [
-            _LayerCache(block.cross_attn.project_kv(ctx_x), weights)  # cross_kv 2×(B, H, M, D/H)
-            for block, weights in zip(self.blocks, block_weights)
-        ]
+        # cross_kv 2×(B, H, M, D/H), contiguous: project_kv returns strided views of one (B, M, 2, H, D/H)
+        # product, which the compiled step's fused attention loops read ~7× slower (55 vs 8 µs a layer)
+        layers = []
+        for block, weights in zip(self.blocks, block_weights):
+            k, v = block.cross_attn.project_kv(ctx_x)
+            layers.append(_LayerCache((k.contiguous(), v.contiguous()), weights))
         cache = DecoderCache(layers, None, capacity, 0, batch_size=ctx_x.shape[0])
         # an all-real context needs no mask: SDPA then runs unmasked at every step
         if not bool(ctx_mask.all()):
