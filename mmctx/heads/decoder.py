@@ -142,23 +142,26 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-    """Softmax attention of a decoding step's queries by explicit products (no dropout).
+    """Softmax attention of a decoding step's few queries, written as broadcast products and
+    sums (no dropout), for the compiled static step (:meth:`DecoderBlock.decode_static`).
 
-    Used by the compiled static step (:meth:`DecoderBlock.decode_static`), where Inductor
-    fuses these operators into its own loops around the step's other kernels; SDPA stays an
-    opaque call to the CPU flash kernel, whose fixed set-up dominates at decoding sizes
-    (batch 8, one query against tens of keys; 8 calls a step in a 4-layer decoder). Eagerly,
-    SDPA is the faster of the two (the products copy the cache's strided keys).
+    Under ``torch.compile`` Inductor turns each product-and-sum into one reduction loop over
+    the contiguous head dim (and the softmax into its own): the step's attention costs a
+    fraction of a call to SDPA's CPU flash kernel (an opaque call whose fixed set-up
+    dominates at batch 8, one query against tens of keys) and of ``q @ k.transpose`` (which
+    Inductor lowers to a transposed copy and a loop vectorised the wrong way). Eagerly it
+    would materialise the (B, H, t, L, d) products: use SDPA there.
 
     Shapes:
         q: (B, H, t, d); k, v: (B, H, L, d)
         bias: additive mask broadcastable to (B, H, t, L) (0 or ``-inf``), or None
         returns: (B, H, t, d)
     """
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, t, L)
+    scores = (q[..., :, None, :] * k[..., None, :, :]).sum(-1) * q.shape[-1] ** -0.5  # (B, H, t, L)
     if bias is not None:
         scores = scores + bias
-    return scores.softmax(-1) @ v
+    probs = scores.softmax(-1)  # (B, H, t, L)
+    return (probs[..., None] * v[..., None, :, :]).sum(-2)  # (B, H, t, d)
 
 
 class DecoderBlock(nn.Module):
