@@ -8,6 +8,7 @@ by the searches in :mod:`mmctx.heads.generation` (greedy, sampling, beam search)
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -142,26 +143,25 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-    """Softmax attention of a decoding step's few queries, written as broadcast products and
-    sums (no dropout), for the compiled static step (:meth:`DecoderBlock.decode_static`).
+    """Softmax attention of a decoding step's few queries by explicit products (no dropout),
+    for the compiled static step (:meth:`DecoderBlock.decode_static`).
 
-    Under ``torch.compile`` Inductor turns each product-and-sum into one reduction loop over
-    the contiguous head dim (and the softmax into its own): the step's attention costs a
-    fraction of a call to SDPA's CPU flash kernel (an opaque call whose fixed set-up
-    dominates at batch 8, one query against tens of keys) and of ``q @ k.transpose`` (which
-    Inductor lowers to a transposed copy and a loop vectorised the wrong way). Eagerly it
-    would materialise the (B, H, t, L, d) products: use SDPA there.
+    Under ``torch.compile`` Inductor lowers the two products of one query (a batched
+    matrix-vector product) to its own reduction loops and fuses the softmax, the mask and
+    the cache write around them, where SDPA stays an opaque call to the CPU flash kernel
+    whose fixed set-up dominates at decoding sizes (batch 8, one query against tens of keys;
+    8 calls a step in a 4-layer decoder). Eagerly, SDPA is the faster of the two (these
+    products copy the cache's strided keys), so the eager step keeps SDPA.
 
     Shapes:
         q: (B, H, t, d); k, v: (B, H, L, d)
         bias: additive mask broadcastable to (B, H, t, L) (0 or ``-inf``), or None
         returns: (B, H, t, d)
     """
-    scores = (q[..., :, None, :] * k[..., None, :, :]).sum(-1) * q.shape[-1] ** -0.5  # (B, H, t, L)
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, t, L)
     if bias is not None:
         scores = scores + bias
-    probs = scores.softmax(-1)  # (B, H, t, L)
-    return (probs[..., None] * v[..., None, :, :]).sum(-2)  # (B, H, t, d)
+    return scores.softmax(-1) @ v
 
 
 class DecoderBlock(nn.Module):
@@ -673,16 +673,24 @@ class TextDecoder(nn.Module):
         out = start.new_full((N, max_new_tokens), fill)  # (N, T_max)
         banned = torch.tensor(banned_ids, dtype=torch.long, device=start.device)  # (n,)
         finished = torch.zeros(N, 1, dtype=torch.bool, device=start.device)
-        tokens = start
-        for t in range(max_new_tokens):
-            tokens = self.static_step(tokens, cache, compiled=True, greedy_banned=banned)  # (N, 1)
-            if self.eos_id is not None:
-                tokens = tokens.masked_fill(finished, fill)
-                finished = finished | (tokens == self.eos_id)
-            out[:, t : t + 1] = tokens
-            if self.eos_id is not None and bool(finished.all()):
-                return out[:, : t + 1]
-        return out
+        tokens, steps = start, 0
+        with contextlib.ExitStack() as stack:
+            for t in range(max_new_tokens):
+                if t == 1:
+                    # Dynamo's guards (~100 µs a step here, ~4 % of it) checked this call's inputs
+                    # at step 0; every later step passes the very same objects with the same
+                    # shapes and dtypes (only tensor values change), so they cannot fail: skip
+                    # them (a cache entry is still told apart from the others by its own guards)
+                    stack.enter_context(torch.compiler.set_stance(skip_guard_eval_unsafe=True))
+                tokens = self.static_step(tokens, cache, compiled=True, greedy_banned=banned)  # (N, 1)
+                if self.eos_id is not None:
+                    tokens = tokens.masked_fill(finished, fill)
+                    finished = finished | (tokens == self.eos_id)
+                out[:, t : t + 1] = tokens
+                steps = t + 1
+                if self.eos_id is not None and bool(finished.all()):
+                    break
+        return out[:, :steps]
 
     def _hidden(self, tokens: Tensor, context: ExtendedContext, token_mask: Tensor | None) -> Tensor:
         """Validate the inputs and run the blocks: (B, T) ids → (B, T, D) final hidden states."""
