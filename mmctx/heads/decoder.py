@@ -764,27 +764,32 @@ class TextDecoder(nn.Module):
         calls for as long as every parameter is the same storage at the same version (an
         optimizer step, ``load_state_dict`` or any in-place change bumps the version, ``.to()``
         moves the storage: both rebuild them). With autograd on they are rebuilt every call,
-        so gradients reach the parameters.
+        so gradients reach the parameters. The price: one more copy of the blocks' projection
+        weights stays in memory between calls (it is made during every call anyway).
 
         Shapes: per block ``{"qkv": ((D, 3D), (3D,)), "out": ((D, D), (D,)), ...}``; output (D, V)
         """
+        keep = not torch.is_grad_enabled()
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device, p.shape) for p in self.parameters())
         kept = self.__dict__.get("_kept_step_weights")
-        if not torch.is_grad_enabled() and kept is not None and kept[0] == key:
+        if keep and kept is not None and kept[0] == key:
             return kept[1]
-        block_weights = []
-        for block in self.blocks:
-            attn, cross, ff = block.self_attn, block.cross_attn, block.ff.net
-            block_weights.append({
-                "qkv": _decode_weights(attn.q_proj, attn.kv_proj),  # (D, 3D): q, k, v in one product
-                "out": _decode_weights(attn.out_proj),
-                "cross_q": _decode_weights(cross.q_proj),
-                "cross_out": _decode_weights(cross.out_proj),
-                "ff_in": _decode_weights(ff[0]),
-                "ff_out": _decode_weights(ff[3]),
-            })
-        output_weight = self.embed.weight.t().contiguous() if self.lm_head is None else None  # (D, V)
-        if not torch.is_grad_enabled():
+        # kept ones are ordinary tensors even when built under inference_mode, so a later call
+        # outside it (or a compiled step) can use them
+        with torch.inference_mode(False) if keep else contextlib.nullcontext():
+            block_weights = []
+            for block in self.blocks:
+                attn, cross, ff = block.self_attn, block.cross_attn, block.ff.net
+                block_weights.append({
+                    "qkv": _decode_weights(attn.q_proj, attn.kv_proj),  # (D, 3D): q, k, v in one product
+                    "out": _decode_weights(attn.out_proj),
+                    "cross_q": _decode_weights(cross.q_proj),
+                    "cross_out": _decode_weights(cross.out_proj),
+                    "ff_in": _decode_weights(ff[0]),
+                    "ff_out": _decode_weights(ff[3]),
+                })
+            output_weight = self.embed.weight.t().contiguous() if self.lm_head is None else None  # (D, V)
+        if keep:
             self.__dict__["_kept_step_weights"] = (key, (block_weights, output_weight))  # not a buffer: no state
         return block_weights, output_weight
 

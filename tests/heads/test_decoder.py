@@ -336,6 +336,9 @@ def test_step_weights_are_reused_until_a_parameter_changes(make_context, make_de
     assert torch.equal(dec.generate(c, 6), fresh.generate(c, 6))
     with torch.enable_grad():  # under autograd: rebuilt every call, so gradients reach the parameters
         assert dec._step_weights()[0][0]["qkv"][0].requires_grad
+    with torch.inference_mode():  # kept from inside inference_mode: still usable outside it
+        tokens = dec.generate(c, 6)
+    assert not prepared().is_inference() and torch.equal(dec.generate(c, 6), tokens)
 
 
 def test_attend_equals_sdpa_with_and_without_an_additive_mask():
