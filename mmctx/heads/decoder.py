@@ -674,22 +674,15 @@ class TextDecoder(nn.Module):
         banned = torch.tensor(banned_ids, dtype=torch.long, device=start.device)  # (n,)
         finished = torch.zeros(N, 1, dtype=torch.bool, device=start.device)
         tokens, steps = start, 0
-        with contextlib.ExitStack() as stack:
-            for t in range(max_new_tokens):
-                if t == 1:
-                    # Dynamo's guards (~100 µs a step here, ~4 % of it) checked this call's inputs
-                    # at step 0; every later step passes the very same objects with the same
-                    # shapes and dtypes (only tensor values change), so they cannot fail: skip
-                    # them (a cache entry is still told apart from the others by its own guards)
-                    stack.enter_context(torch.compiler.set_stance(skip_guard_eval_unsafe=True))
-                tokens = self.static_step(tokens, cache, compiled=True, greedy_banned=banned)  # (N, 1)
-                if self.eos_id is not None:
-                    tokens = tokens.masked_fill(finished, fill)
-                    finished = finished | (tokens == self.eos_id)
-                out[:, t : t + 1] = tokens
-                steps = t + 1
-                if self.eos_id is not None and bool(finished.all()):
-                    break
+        for t in range(max_new_tokens):
+            tokens = self.static_step(tokens, cache, compiled=True, greedy_banned=banned)  # (N, 1)
+            if self.eos_id is not None:
+                tokens = tokens.masked_fill(finished, fill)
+                finished = finished | (tokens == self.eos_id)
+            out[:, t : t + 1] = tokens
+            steps = t + 1
+            if self.eos_id is not None and bool(finished.all()):
+                break
         return out[:, :steps]
 
     def _hidden(self, tokens: Tensor, context: ExtendedContext, token_mask: Tensor | None) -> Tensor:
