@@ -403,7 +403,7 @@ def test_greedy_through_the_static_step_picks_tokens_in_the_graph_as_greedy_sear
             assert (out[:eos_rows, eos_from] == EOS).all() and (out[:eos_rows, eos_from + 1 :] == PAD).all()
             assert out.shape == ((3, 12) if eos_rows < 3 else (3, eos_from + 1))  # all ended: stop
     dec = make_decoder(seed=44)
-    for kw in (dict(repetition_penalty=1.3), dict(no_repeat_ngram_size=2)):
+    for kw in ({"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 2}):
         assert torch.equal(dec.generate(c, 10, compile_step=True, **kw), dec.generate(c, 10, **kw)), kw
 
 
