@@ -5,7 +5,9 @@ They take one modality's :class:`~mmctx.types.Tokens` too, so a
 :class:`~mmctx.context.StackedEncoder` can run one over a single modality before the fusion.
 """
 
+from mmctx.context.fused.chunk_pool import ChunkMaxPool
 from mmctx.context.fused.context_encoder import ContextEncoder
 from mmctx.context.fused.memory import RecurrentMemoryEncoder
+from mmctx.context.fused.summary import SummaryTokens
 
-__all__ = ["ContextEncoder", "RecurrentMemoryEncoder"]
+__all__ = ["ChunkMaxPool", "ContextEncoder", "RecurrentMemoryEncoder", "SummaryTokens"]
