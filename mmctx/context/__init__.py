@@ -7,13 +7,13 @@
 * :mod:`mmctx.context.fused` — AFTER the fusion: re-encode the fused
   :class:`~mmctx.types.ExtendedContext`: :class:`ContextEncoder` (full or sliding-window
   attention with global tokens), :class:`RecurrentMemoryEncoder` (segments + memory tokens),
-  :class:`SummaryTokens` (max-pooled summary tokens prepended), :class:`ChunkMaxPool` (one modality
-  max-pooled a chunk at a time, for a decoder that attends the context).
+  :class:`ChunkMaxPool` (one modality max-pooled a chunk at a time, for a decoder that attends the
+  context).
 
 Every name is importable from here (``mmctx.context.ContextEncoder``), as configs write it.
 """
 
-from mmctx.context.fused import ChunkMaxPool, ContextEncoder, RecurrentMemoryEncoder, SummaryTokens
+from mmctx.context.fused import ChunkMaxPool, ContextEncoder, RecurrentMemoryEncoder
 from mmctx.context.wrappers import OverlappingWindowEncoder, StackedEncoder, StreamingMemoryEncoder
 
 __all__ = [
@@ -23,5 +23,4 @@ __all__ = [
     "ChunkMaxPool",
     "ContextEncoder",
     "RecurrentMemoryEncoder",
-    "SummaryTokens",
 ]
