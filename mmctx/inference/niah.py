@@ -205,7 +205,8 @@ def _evaluate_generation(
 ) -> NiahResult:
     """:func:`evaluate_niah` for a generator: greedy answers, exact match per cell."""
     tokenizer = predictor.encoder.tokenizer
-    missing = [w for w in (*LONG_RANGE_COLOURS, *LONG_RANGE_CATEGORIES) if tokenizer is None or tokenizer.encode(w) in ([], [tokenizer.unk_id])]
+    words = (*LONG_RANGE_COLOURS, *LONG_RANGE_CATEGORIES)
+    missing = [w for w in words if tokenizer is None or tokenizer.encode(w) in ([], [tokenizer.unk_id])]
     if missing:
         raise ValueError(
             f"NIAH: the checkpoint's tokenizer lacks the answer words {missing}: not a long-range answer generator "
@@ -432,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> NiahResult:
                      f"{torch.get_num_threads()} thread(s){load_avg}):\n\n{decode_table(result.decode)}\n")
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(result.to_json() + "\n")
-    niah_heatmap(result, args.out.with_suffix(".png"), f"{name}: NIAH {'exact match' if generation else 'accuracy'} ({read})")
+    what = "exact match" if generation else "accuracy"
+    niah_heatmap(result, args.out.with_suffix(".png"), f"{name}: NIAH {what} ({read})")
     print(text)
     return result
 

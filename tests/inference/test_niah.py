@@ -17,7 +17,15 @@ from mmctx.encoders import TextTransformerEncoder, TimmImageEncoder
 from mmctx.fusion import ConcatFusion
 from mmctx.heads import ClassifierHead
 from mmctx.inference import Predictor
-from mmctx.inference.niah import NiahResult, decode_table, decode_timing, evaluate_niah, main, niah_heatmap, niah_table
+from mmctx.inference.niah import (
+    NiahResult,
+    decode_table,
+    decode_timing,
+    evaluate_niah,
+    main,
+    niah_heatmap,
+    niah_table,
+)
 from mmctx.models import FusionModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
