@@ -6,18 +6,21 @@
   :class:`StreamingMemoryEncoder` (segments + recurrent memory, streamed in constant memory);
 * :mod:`mmctx.context.fused` — AFTER the fusion: re-encode the fused
   :class:`~mmctx.types.ExtendedContext`: :class:`ContextEncoder` (full or sliding-window
-  attention with global tokens), :class:`RecurrentMemoryEncoder` (segments + memory tokens).
+  attention with global tokens), :class:`RecurrentMemoryEncoder` (segments + memory tokens),
+  :class:`ChunkMaxPool` (one modality max-pooled a chunk at a time, for a decoder that attends the
+  context).
 
 Every name is importable from here (``mmctx.context.ContextEncoder``), as configs write it.
 """
 
-from mmctx.context.fused import ContextEncoder, RecurrentMemoryEncoder
+from mmctx.context.fused import ChunkMaxPool, ContextEncoder, RecurrentMemoryEncoder
 from mmctx.context.wrappers import OverlappingWindowEncoder, StackedEncoder, StreamingMemoryEncoder
 
 __all__ = [
     "OverlappingWindowEncoder",
     "StackedEncoder",
     "StreamingMemoryEncoder",
+    "ChunkMaxPool",
     "ContextEncoder",
     "RecurrentMemoryEncoder",
 ]

@@ -1017,9 +1017,18 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
     on first use.
 
     Batches: ``inputs["image"]`` (B, 3, H, W) and ``inputs["text"]`` (B, T) with its mask
-    (B, T), T the longest document of the batch (at most ``max_text_len``);
-    ``targets["label"]`` (B,), an index into
-    :data:`~mmctx.data.builtin.long_range.LONG_RANGE_CLASSES` (16 classes).
+    (B, T), T the longest document of the batch (at most ``max_text_len``), and the target
+    ``output`` asks for:
+
+    - ``"label"`` (classification): ``targets["label"]`` (B,), an index into
+      :data:`~mmctx.data.builtin.long_range.LONG_RANGE_CLASSES` (16 classes);
+    - ``"answer"`` (generation, for :class:`~mmctx.trainers.CaptioningTask`): the manifest's
+      ``answer`` text ``"<colour> <category>"`` (e.g. ``"blue animals"``) as
+      ``targets["caption"]`` (B, L) ids ``[bos] colour category [eos]`` with
+      ``targets["caption_mask"]``, and ``meta["caption_text"]`` (the reference). The
+      tokenizer is then the task's vocabulary plus the four category words
+      (:func:`~mmctx.data.builtin.long_range.long_range_tokenizer` with ``answers=True``).
+
     ``max_text_len`` is the truncation switch: 512 keeps the first 512 tokens of every
     document (the baseline), a value >= ``max_tokens`` keeps all.
 
@@ -1041,6 +1050,8 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
         seed: seed of the training shuffle.
         train_min_tokens: shortest training document (log-uniform length mixture up to
             ``max_tokens``; 0: training documents like val/test ones).
+        output: the target, ``"label"`` (the class, for classification) or ``"answer"`` (the
+            answer text, for generation). (Not ``target``: that is the captioning task's key.)
         on_error, max_bad_fraction: the bad-row policy of :class:`MultimodalDataModule`
             (the generated files are valid; this guards a damaged cache).
     """
@@ -1065,17 +1076,24 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
         max_text_len: int = 4096,
         seed: int = 0,
         train_min_tokens: int = 128,
+        output: Literal["label", "answer"] = "label",
         on_error: Literal["raise", "skip"] = "raise",
         max_bad_fraction: float = 0.05,
     ) -> None:
         unknown = [m for m in modalities if m not in ("image", "text")]
         if unknown:
             raise ValueError(f"LongRangeDataModule: modalities must be among ['image', 'text'], got {list(modalities)}")
+        if output not in ("label", "answer"):
+            raise ValueError(f"LongRangeDataModule: output must be 'label' or 'answer', got {output!r}")
+        self.output = output  # read by _default_tokenizer, called by the base's __init__
         self.root = Path(root).expanduser() if root else long_range_data_root()
+        answer = output == "answer"
         super().__init__(
             **self._split_manifests(self.root, num_val, num_test),
             modalities=modalities,
-            classes=list(LONG_RANGE_CLASSES),
+            classes=None if answer else list(LONG_RANGE_CLASSES),
+            label_field=None if answer else "label",
+            caption_field="answer" if answer else None,
             batch_size=batch_size,
             num_workers=num_workers,
             image_size=image_size,
@@ -1093,8 +1111,9 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
         ensure_long_range_dataset(self.root, **self.generation)
 
     def _default_tokenizer(self) -> TextTokenizer:
-        """The task's own vocabulary (fixed, so vocab_size is known without the data)."""
-        return long_range_tokenizer()
+        """The task's own vocabulary (fixed, so vocab_size is known without the data), with
+        the answers' words when the target is the answer."""
+        return long_range_tokenizer(answers=self.output == "answer")
 
 
 class StreamingDataModule(

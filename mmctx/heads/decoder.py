@@ -9,6 +9,7 @@ by the searches in :mod:`mmctx.heads.generation` (greedy, sampling, beam search)
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ from mmctx.heads.generation import LogitsProcessing, beam_search, greedy_search
 from mmctx.layers import FeedForward, MultiHeadAttention
 from mmctx.types import ExtendedContext, check_shape
 
-__all__ = ["TextDecoder", "DecoderBlock", "DecoderCache"]
+__all__ = ["TextDecoder", "DecoderBlock", "DecoderCache", "length_scale"]
 
 _STRATEGIES = ("greedy", "beam", "sample")
 
@@ -194,6 +195,7 @@ class DecoderBlock(nn.Module):
         context: Tensor,
         context_mask: Tensor | None = None,
         token_mask: Tensor | None = None,
+        context_scale: Tensor | None = None,
     ) -> Tensor:
         """Run the block over whole sequences (teacher forcing, or decoding without a cache).
 
@@ -203,13 +205,26 @@ class DecoderBlock(nn.Module):
             context: (B, M, D_ctx)
             context_mask: (B, M) bool, True at real context tokens
             token_mask: (B, T) bool, True at real tokens
+            context_scale: (B,) factor on each row's cross-attention logits (None: 1); see
+                :func:`length_scale`
             returns: (B, T, D)
         """
         h = self.norm1(x)
         x = x + self.drop(self.self_attn(h, key_mask=token_mask, is_causal=True, positions=positions))
         h = self.cross_norm(x)
-        x = x + self.drop(self.cross_attn(h, context=context, key_mask=context_mask))
+        x = x + self.drop(self.cross_attn(h, kv=self.cross_kv(context, context_scale), key_mask=context_mask))
         return x + self.ff(self.norm2(x))
+
+    def cross_kv(self, context: Tensor, context_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The cross-attention keys and values of ``context``, the keys times ``context_scale``
+        (which multiplies every logit ``q . k`` of the row by it).
+
+        Shapes: context (B, M, D_ctx), context_scale (B,) → 2×(B, H, M, D/H)
+        """
+        k, v = self.cross_attn.project_kv(context)  # 2×(B, H, M, D/H)
+        if context_scale is not None:
+            k = k * context_scale.to(k.dtype)[:, None, None, None]
+        return k, v
 
     def decode(self, x: Tensor, layer: _LayerCache, cache: DecoderCache, self_mask: Tensor | None) -> Tensor:
         """Run the block over new tokens against its layer of a KV cache.
@@ -346,6 +361,15 @@ class TextDecoder(nn.Module):
             generated.
         eos_id: end token; None: :meth:`generate` always produces ``max_new_tokens``.
         tie_embeddings: share the input embedding with the output projection.
+        length_scale_ref: length-scaled cross-attention (None: off). With a reference
+            length ``L`` (the longest context trained on), every cross-attention logit of a
+            context with ``M > L`` real tokens is multiplied by ``log(M) / log(L)``
+            (:func:`length_scale`; log-length attention scaling as in Qwen's ``logn`` and
+            "scalable softmax", Nakanishi 2025); contexts of at most ``L`` tokens are
+            untouched, so training is the plain decoder's. A token whose logit beats ``M``
+            others by ``Δ`` gets ``e^Δ / (e^Δ + M)`` of the plain softmax, which vanishes as
+            the context grows past what training saw; scaled it gets
+            ``M^(Δ/log L) / (M^(Δ/log L) + M)``, which *grows* with ``M`` once ``Δ > log(L)``.
     """
 
     def __init__(
@@ -362,8 +386,12 @@ class TextDecoder(nn.Module):
         bos_id: int | None = None,
         eos_id: int | None = None,
         tie_embeddings: bool = True,
+        length_scale_ref: int | None = None,
     ) -> None:
         super().__init__()
+        if length_scale_ref is not None and length_scale_ref < 2:
+            raise ValueError(f"TextDecoder: length_scale_ref must be an int >= 2 (or None: off), got {length_scale_ref!r}")
+        self.length_scale_ref = length_scale_ref
         if vocab_size is None or vocab_size < 2:
             raise ValueError(
                 f"TextDecoder: vocab_size must be an int >= 2, got {vocab_size!r} "
@@ -710,11 +738,19 @@ class TextDecoder(nn.Module):
     ) -> Tensor:
         """Embed and run every block without a cache: (B, T) ids → (B, T, D)."""
         x = self.drop(self.embed(tokens))  # (B, T, D)
+        scale = self._context_scale(ctx_mask)
         # an all-real context needs no mask; compiled, keep it (no data-dependent branch, no graph break)
         context_mask = ctx_mask if torch.compiler.is_compiling() or not bool(ctx_mask.all()) else None
         for block in self.blocks:
-            x = block(x, positions, context=ctx_x, context_mask=context_mask, token_mask=token_mask)
+            x = block(x, positions, context=ctx_x, context_mask=context_mask, token_mask=token_mask, context_scale=scale)
         return x
+
+    def _context_scale(self, ctx_mask: Tensor) -> Tensor | None:
+        """Each row's cross-attention logit factor (None when ``length_scale_ref`` is off).
+        Shapes: ctx_mask (B, M) → (B,)"""
+        if self.length_scale_ref is None:
+            return None
+        return length_scale(ctx_mask.sum(1), self.length_scale_ref)
 
     def _logits(self, x: Tensor) -> Tensor:
         """Final norm and output projection: (..., D) → (..., V)."""
@@ -725,11 +761,12 @@ class TextDecoder(nn.Module):
         if capacity > self.max_seq_len:
             raise ValueError(f"TextDecoder: cache capacity {capacity} exceeds max_seq_len={self.max_seq_len}")
         block_weights, output_weight = self._step_weights()
+        scale = self._context_scale(ctx_mask)  # (B,) or None
         # cross_kv 2×(B, H, M, D/H), contiguous: project_kv returns strided views of one (B, M, 2, H, D/H)
         # product, which the compiled step's fused attention loops read slower (one copy per call)
         layers = []
         for block, weights in zip(self.blocks, block_weights):
-            k, v = block.cross_attn.project_kv(ctx_x)
+            k, v = block.cross_kv(ctx_x, scale)
             layers.append(_LayerCache((k.contiguous(), v.contiguous()), weights))
         cache = DecoderCache(layers, None, capacity, 0, batch_size=ctx_x.shape[0])
         # an all-real context needs no mask: SDPA then runs unmasked at every step
@@ -800,6 +837,15 @@ class TextDecoder(nn.Module):
                 f"TextDecoder.{what}: bos_id is not set (it comes from the tokenizer; the CLI fills it in)"
             )
         return self.bos_id
+
+
+def length_scale(num_tokens: Tensor, ref: int) -> Tensor:
+    """The cross-attention logit factor of length-scaled attention: ``max(1, log(M) / log(ref))``
+    for ``M`` real context tokens (1 up to ``ref`` tokens, growing as ``log M`` beyond).
+
+    Shapes: num_tokens (B,) int → (B,) float
+    """
+    return (num_tokens.clamp_min(1).float().log() / math.log(ref)).clamp_min(1.0)
 
 
 def _static_step(

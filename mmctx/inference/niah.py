@@ -1,6 +1,14 @@
 """Needle-in-a-haystack evaluation of a trained long-range checkpoint: accuracy by context
 length × needle depth, as a markdown table, a JSON file and a heatmap PNG.
 
+Two kinds of checkpoint: a *classifier* of the 16 ``"<category>-<colour>"`` classes (accuracy
+= the class is right), and a *generator* (a captioning checkpoint trained with
+``LongRangeDataModule(output="answer")``): it writes the answer ``"<colour> <category>"``
+greedily for each document, scored by exact match (and colour-word and category-word
+accuracy); for it the evaluation also times decoding against each context length (the
+context's cross-attention keys/values computed once, then ms per generated token; see
+:func:`decode_timing`).
+
     python -m mmctx.inference.niah runs/long_context_windowed/version_0/checkpoints/best.ckpt \\
         --out docs/niah/windowed --lengths 1024 4096 16384 65536 --samples 16
 
@@ -17,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,11 +36,11 @@ import torch
 from torch import nn
 
 from mmctx.data.builtin.asset_pack import AssetPack
-from mmctx.data.builtin.long_range import LONG_RANGE_COLOURS
-from mmctx.data.builtin.niah import NIAH_DEPTHS, NIAH_LENGTHS, niah_samples
+from mmctx.data.builtin.long_range import LONG_RANGE_CATEGORIES, LONG_RANGE_COLOURS
+from mmctx.data.builtin.niah import NIAH_DEPTHS, NIAH_LENGTHS, NeedleSample, niah_samples
 from mmctx.inference.predictor import Predictor, load
 
-__all__ = ["NiahResult", "evaluate_niah", "niah_heatmap", "niah_table", "main"]
+__all__ = ["NiahResult", "decode_table", "decode_timing", "evaluate_niah", "niah_heatmap", "niah_table", "main"]
 
 
 @dataclass
@@ -42,11 +52,17 @@ class NiahResult:
         lengths: document lengths in tokens.
         depths: needle depths in [0, 1].
         samples: samples per cell.
-        acc: accuracy (label = category and key colour both right) per cell.
-        colour_acc: key-colour accuracy per cell (the text side; chance 0.25).
-        category_acc: category accuracy per cell (the picture side).
+        acc: accuracy (label = category and key colour both right; a generator: the answer
+            generated equals ``"<colour> <category>"`` exactly) per cell.
+        colour_acc: key-colour accuracy per cell (the text side; chance 0.25); a generator:
+            its first word is the key colour.
+        category_acc: category accuracy per cell (the picture side); a generator: its second
+            word is the category.
         truncate: tokens the model read (None: the whole document).
         seconds: per length, the wall time of its row.
+        kind: ``"classification"`` or ``"generation"``.
+        decode: a generator's decode timing per length (:func:`decode_timing`'s rows).
+        examples: a generator's first wrong answers (at most 20): length, depth, expected, generated.
     """
 
     name: str
@@ -58,6 +74,9 @@ class NiahResult:
     category_acc: list[list[float]] = field(default_factory=list)
     truncate: int | None = None
     seconds: list[float] = field(default_factory=list)
+    kind: str = "classification"
+    decode: list[dict] = field(default_factory=list)
+    examples: list[dict] = field(default_factory=list)
 
     def min_acc(self) -> float:
         """The worst cell."""
@@ -116,6 +135,8 @@ def evaluate_niah(
     Raises:
         ValueError: the checkpoint's classes are not the long-range classes.
     """
+    if predictor.task == "captioning":
+        return _evaluate_generation(predictor, lengths, depths, samples, seed, truncate, batch_size, name, log)
     classes = predictor.classes
     if not classes or any("-" not in c for c in classes):
         raise ValueError(f"NIAH: the checkpoint's classes {classes} are not the long-range task's '<category>-<colour>'")
@@ -162,16 +183,177 @@ def evaluate_niah(
     return result
 
 
+def _answer_scores(answer: str, sample: NeedleSample) -> tuple[bool, bool, bool]:
+    """(exact match, colour word right, category word right) of a generated answer."""
+    words = answer.split()
+    colour = len(words) >= 1 and words[0] == sample.sample.colour
+    category = len(words) >= 2 and words[1] == sample.sample.category
+    return answer == sample.sample.answer, colour, category
+
+
+@torch.no_grad()
+def _evaluate_generation(
+    predictor: Predictor,
+    lengths: Sequence[int],
+    depths: Sequence[float],
+    samples: int,
+    seed: int,
+    truncate: int | None,
+    batch_size: int,
+    name: str,
+    log: bool,
+) -> NiahResult:
+    """:func:`evaluate_niah` for a generator: greedy answers, exact match per cell."""
+    tokenizer = predictor.encoder.tokenizer
+    words = (*LONG_RANGE_COLOURS, *LONG_RANGE_CATEGORIES)
+    missing = [w for w in words if tokenizer is None or tokenizer.encode(w) in ([], [tokenizer.unk_id])]
+    if missing:
+        raise ValueError(
+            f"NIAH: the checkpoint's tokenizer lacks the answer words {missing}: not a long-range answer generator "
+            "(LongRangeDataModule(output='answer'))"
+        )
+    pack = AssetPack()
+    image_size = int((predictor.data_state or {}).get("init_args", {}).get("image_size") or 32)
+    result = NiahResult(name, list(lengths), list(depths), samples, truncate=truncate, kind="generation")
+    predictor.model.eval()
+    transform = predictor.encoder.transform
+    saved = transform.max_text_len
+    try:
+        for length in lengths:
+            start = time.perf_counter()
+            transform.max_text_len = truncate if truncate is not None else length
+            if truncate is None:
+                _lift_length_guard(predictor.model, length)
+            row, colour_row, category_row = [], [], []
+            for depth in depths:
+                cell = niah_samples(length, depth, samples, seed, pack, image_size)
+                answers = predictor.caption(
+                    images=[s.image for s in cell], texts=[s.sample.text for s in cell], batch_size=batch_size,
+                    strategy="greedy",
+                )
+                scores = [_answer_scores(a, s) for a, s in zip(answers, cell)]
+                row.append(sum(x[0] for x in scores) / samples)
+                colour_row.append(sum(x[1] for x in scores) / samples)
+                category_row.append(sum(x[2] for x in scores) / samples)
+                for a, s, x in zip(answers, cell, scores):
+                    if not x[0] and len(result.examples) < 20:
+                        result.examples.append(
+                            {"length": length, "depth": depth, "expected": s.sample.answer, "generated": a}
+                        )
+            result.acc.append(row)
+            result.colour_acc.append(colour_row)
+            result.category_acc.append(category_row)
+            result.seconds.append(round(time.perf_counter() - start, 1))
+            if log:
+                print(f"{name} {length:>7} tokens: exact " + " ".join(f"{a:.2f}" for a in row)
+                      + f" | colour {sum(colour_row) / len(colour_row):.3f}  ({result.seconds[-1]:.0f} s)", flush=True)
+    finally:
+        transform.max_text_len = saved
+    return result
+
+
+@torch.no_grad()
+def decode_timing(
+    predictor: Predictor, lengths: Sequence[int], new_tokens: int | None = None, repeats: int = 3, seed: int = 0
+) -> list[dict]:
+    """Decode time per token of a generator against the context length, as
+    ``benchmarks/decode_long_context.py`` measures it, for the trained model on one NIAH
+    document per length (needle at 50 %).
+
+    Per length: the document is encoded once (``encode_s``: encoders, fusion, context
+    encoder); then, medians of ``repeats`` interleaved runs, ``kv_ms`` the context's
+    cross-attention keys/values (:meth:`~mmctx.heads.TextDecoder.init_cache`), ``cached_ms``
+    per generated token through the KV cache (the greedy ``generate`` call minus its
+    ``kv_ms``), ``recomputed_ms`` per token with ``use_cache=False`` (every step recomputes
+    the context's keys/values), and ``same`` whether both produced the same tokens. The
+    decoder's ``eos_id`` is lifted during the timing, so every call generates ``new_tokens``
+    tokens (default: the decoder's ``max_seq_len - 1``).
+
+    Returns:
+        One dict per length: ``length``, ``encode_s``, ``kv_ms``, ``cached_ms``,
+        ``recomputed_ms``, ``same``, ``new_tokens``.
+    """
+    model = predictor.model.eval()
+    decoder = getattr(model, "decoder", None)
+    if decoder is None or not callable(getattr(decoder, "init_cache", None)):
+        raise ValueError(f"decode_timing: the model ({type(model).__name__}) has no decoder with a KV cache")
+    new_tokens = new_tokens or decoder.max_seq_len - 1
+    pack = AssetPack()
+    image_size = int((predictor.data_state or {}).get("init_args", {}).get("image_size") or 32)
+    transform = predictor.encoder.transform
+    saved_len, saved_eos = transform.max_text_len, decoder.eos_id
+    rows = []
+    try:
+        decoder.eos_id = None  # a fixed number of tokens per call
+        for length in lengths:
+            transform.max_text_len = length
+            _lift_length_guard(model, length)
+            sample = niah_samples(length, 0.5, 1, seed, pack, image_size)[0]
+            batch = next(predictor.batches(images=[sample.image], texts=[sample.sample.text], batch_size=1))
+            start = time.perf_counter()
+            context = model.encode(batch)
+            encode_s = time.perf_counter() - start
+            decoder.generate(context, 1)  # warm-up at this size
+            kv, cached, recomputed, out = [], [], [], {}
+            for _ in range(repeats):
+                start = time.perf_counter()
+                cache = decoder.init_cache(context, capacity=new_tokens + 1)
+                kv.append(time.perf_counter() - start)
+                del cache
+                start = time.perf_counter()
+                out[True] = decoder.generate(context, new_tokens)
+                cached.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                out[False] = decoder.generate(context, new_tokens, use_cache=False)
+                recomputed.append(time.perf_counter() - start)
+            kv_ms = statistics.median(kv) * 1e3
+            rows.append({
+                "length": length,
+                "encode_s": round(encode_s, 4),
+                "kv_ms": round(kv_ms, 3),
+                "cached_ms": round((statistics.median(cached) * 1e3 - kv_ms) / new_tokens, 4),
+                "recomputed_ms": round(statistics.median(recomputed) * 1e3 / new_tokens, 4),
+                "same": bool(torch.equal(out[True], out[False])),
+                "new_tokens": new_tokens,
+            })
+    finally:
+        transform.max_text_len, decoder.eos_id = saved_len, saved_eos
+    return rows
+
+
+def decode_table(rows: Sequence[dict]) -> str:
+    """:func:`decode_timing`'s rows as a markdown table."""
+    lines = [
+        "| context tokens | encode s | context K/V ms | cached ms/token | recomputed ms/token | speed-up | same tokens |",
+        "|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in rows:
+        speedup = r["recomputed_ms"] / r["cached_ms"] if r["cached_ms"] > 0 else float("nan")
+        lines.append(
+            f"| {r['length']:,} | {r['encode_s']:.3f} | {r['kv_ms']:.2f} | {r['cached_ms']:.3f} | "
+            f"{r['recomputed_ms']:.3f} | {speedup:.1f}x | {'yes' if r['same'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
 def _length_label(length: int) -> str:
     return f"{length // 1024}K" if length % 1024 == 0 else str(length)
 
 
-def niah_table(result: NiahResult) -> str:
-    """The accuracies as a markdown table: a row per length, a column per depth, and the mean."""
+def niah_table(result: NiahResult, which: str = "acc") -> str:
+    """The accuracies as a markdown table: a row per length, a column per depth, and the mean.
+
+    Args:
+        result: the evaluation.
+        which: ``"acc"`` (the task's accuracy or exact match), ``"colour"`` or ``"category"``.
+    """
+    cells = {"acc": result.acc, "colour": result.colour_acc, "category": result.category_acc}
+    if which not in cells:
+        raise ValueError(f"niah_table: which must be one of {list(cells)}, got {which!r}")
     head = "| length | " + " | ".join(f"{round(d * 100)} %" for d in result.depths) + " | mean |"
     rule = "|---|" + "---|" * (len(result.depths) + 1)
     rows = [head, rule]
-    for length, row in zip(result.lengths, result.acc):
+    for length, row in zip(result.lengths, cells[which]):
         cells = " | ".join(f"{a:.2f}" for a in row)
         rows.append(f"| {_length_label(length)} | {cells} | **{sum(row) / len(row):.3f}** |")
     return "\n".join(rows)
@@ -218,20 +400,42 @@ def main(argv: Sequence[str] | None = None) -> NiahResult:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truncate", type=int, default=None, help="read only the first N tokens (the baseline)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--decode-repeats", type=int, default=3,
+                        help="a generator: repeats of the decode timing per length (0: no timing)")
+    parser.add_argument("--length-scale-ref", type=int, default=None,
+                        help="a generator: override its decoder's length_scale_ref (0: off), for an ablation")
     args = parser.parse_args(argv)
     name = args.name or str(args.checkpoint)
     predictor = load(args.checkpoint)
+    if args.length_scale_ref is not None:
+        decoder = getattr(predictor.model, "decoder", None)
+        if decoder is None or not hasattr(decoder, "length_scale_ref"):
+            raise SystemExit(f"--length-scale-ref: {args.checkpoint} has no TextDecoder")
+        decoder.length_scale_ref = args.length_scale_ref or None
     result = evaluate_niah(predictor, args.lengths, args.depths, args.samples, args.seed, args.truncate,
                            args.batch_size, name, log=True)
+    generation = result.kind == "generation"
+    if generation and args.decode_repeats > 0:
+        result.decode = decode_timing(predictor, args.lengths, repeats=args.decode_repeats, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table = niah_table(result)
     read = f"first {args.truncate} tokens" if args.truncate else "whole document"
-    args.out.with_suffix(".md").write_text(
-        f"NIAH accuracy of {name} ({args.samples} samples per cell, {read}, seed {args.seed}; "
-        f"worst cell {result.min_acc():.2f})\n\n{table}\n")
+    metric = "exact match of the generated answer" if generation else "accuracy"
+    text = (f"NIAH {metric} of {name} ({args.samples} samples per cell, {read}, seed {args.seed}; "
+            f"worst cell {result.min_acc():.2f})\n\n{table}\n")
+    if generation:
+        text += f"\nColour word (the key sentence's) right:\n\n{niah_table(result, 'colour')}\n"
+        text += f"\nCategory word (the picture's) right:\n\n{niah_table(result, 'category')}\n"
+        if result.decode:
+            load_avg = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+            text += (f"\nDecode time against the context length (one document, greedy, "
+                     f"{result.decode[0]['new_tokens']} tokens, median of {args.decode_repeats}; "
+                     f"{torch.get_num_threads()} thread(s){load_avg}):\n\n{decode_table(result.decode)}\n")
+    args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(result.to_json() + "\n")
-    niah_heatmap(result, args.out.with_suffix(".png"), f"{name}: NIAH accuracy ({read})")
-    print(table)
+    what = "exact match" if generation else "accuracy"
+    niah_heatmap(result, args.out.with_suffix(".png"), f"{name}: NIAH {what} ({read})")
+    print(text)
     return result
 
 

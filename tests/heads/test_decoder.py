@@ -276,10 +276,12 @@ def test_static_cache_is_filled_in_place_and_handles_rows_without_context(make_c
 
 
 @pytest.mark.parametrize("tie", [True, False])
-def test_static_step_equals_step_at_every_position(tie, make_context, make_decoder):
+@pytest.mark.parametrize("length_scale_ref", [None, 4])
+def test_static_step_equals_step_at_every_position(tie, length_scale_ref, make_context, make_decoder):
     """The fixed-shape step (whole buffer attended, unfilled positions masked) gives step's
-    logits, with padded contexts and a row with no context at all."""
-    dec = make_decoder(seed=23, tie_embeddings=tie)
+    logits, with padded contexts and a row with no context at all (and with length-scaled
+    cross-attention: the scaled keys are cached once for both)."""
+    dec = make_decoder(seed=23, tie_embeddings=tie, length_scale_ref=length_scale_ref)
     c = make_context(lengths=(5, 0, 7), seed=24)
     tokens = random_tokens(3, 9, seed=25)
     dynamic, static = dec.init_cache(c, capacity=9), dec.init_cache(c, capacity=9)
@@ -427,3 +429,46 @@ def test_compiled_static_step_generates_the_same_tokens_and_compiles_once(make_c
     assert torch.equal(dec.generate(two, 7, compile_step=True), dec.generate(two, 7))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > frames
     assert torch.equal(dec.generate(c, 12, compile_step=True), eager)  # the first graph again
+
+
+def test_length_scaled_cross_attention_keeps_the_cache_and_padding_exact(make_context, make_decoder):
+    dec = make_decoder(length_scale_ref=16)
+    c, noisy = make_context((5, 3, 7)), with_noisy_padding(make_context((5, 3, 7)))
+    tokens = random_tokens(3, 6)
+    full = dec(tokens, c)
+    assert torch.allclose(full, dec(tokens, noisy), atol=1e-6)
+    cache = dec.init_cache(c)
+    steps = torch.cat([dec.step(tokens[:, i : i + 1], cache) for i in range(6)], 1)
+    assert torch.allclose(steps, full, atol=1e-5)
+    assert torch.equal(dec.generate(c, 10), dec.generate(c, 10, use_cache=False))
+    # a row's logits are those of the same row alone, its padding cut off (the factor counts real tokens)
+    alone = ExtendedContext(c.x[1:2, :3], c.mask[1:2, :3], c.modality[1:2, :3], c.names)
+    assert torch.allclose(dec(tokens[1:2], alone), full[1:2], atol=1e-5)
+    # the factor is log(M) / log(ref): 1 at the reference length, larger beyond
+    from mmctx.heads.decoder import length_scale
+
+    assert torch.allclose(length_scale(torch.tensor([16, 256, 4, 0]), 16), torch.tensor([1.0, 2.0, 1.0, 1.0]))
+    # up to ref tokens the decoder is the unscaled one with the same weights, beyond it is not
+    plain = make_decoder()
+    assert torch.equal(dec(tokens, c), plain(tokens, c))
+    longer = make_context((40, 40), seed=5)
+    assert not torch.allclose(dec(tokens[:2], longer), plain(tokens[:2], longer), atol=1e-3)
+    with pytest.raises(ValueError, match="length_scale_ref"):
+        make_decoder(length_scale_ref=1)
+
+
+def test_length_scaling_holds_one_standing_out_token_as_distractors_are_added():
+    """A logit that beats N distractors by Δ gets e^Δ / (e^Δ + N) of a softmax, which vanishes
+    as N grows; times log(N) / log(ref) (N > ref) it gets N^(Δ/log ref) / (N^(Δ/log ref) + N),
+    which grows with N once Δ > log(ref) (here Δ = 6, ref = 64: Δ / log(ref) = 1.44)."""
+    from mmctx.heads.decoder import length_scale
+
+    plain, scaled = [], []
+    for n in (64, 4096, 65536):
+        logits = torch.zeros(n + 1, dtype=torch.float64)
+        logits[0] = 6.0
+        plain.append(logits.softmax(-1)[0].item())
+        factor = length_scale(torch.tensor([n + 1]), 64).double()
+        scaled.append((logits * factor).softmax(-1)[0].item())
+    assert plain[0] > 0.85 and plain[2] < 0.01  # the plain softmax loses the needle at 64K
+    assert scaled[0] > 0.85 and scaled[0] < scaled[1] < scaled[2]  # the scaled one holds it better the longer

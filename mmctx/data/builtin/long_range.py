@@ -21,7 +21,11 @@ Each sample has
     car .``;
 
 * ``label``: ``"<category>-<colour>"``, the pictured object's category and the key
-  sentence's colour (one of the 16 :data:`LONG_RANGE_CLASSES`).
+  sentence's colour (one of the 16 :data:`LONG_RANGE_CLASSES`);
+* ``answer``: the same two facts as a text to *generate*, ``"<colour> <category>"`` (e.g.
+  ``"blue animals"``, see :func:`answer_text`): the target of the generation variant of the
+  task (``LongRangeDataModule(output="answer")``). Its first word appears in the document only
+  in the key sentence; its second word appears nowhere in the document (the picture tells it).
 
 Category and key colour are drawn independently and uniformly, so a model that sees only
 the image is capped at 1 / 4 (it knows the category, guesses the colour), a model that
@@ -53,8 +57,8 @@ Layout of ``root`` (paths in the manifests are relative to ``root``)::
 A manifest row::
 
     {"id": "train-00000", "image": "images/train-00000.png", "text": "a pig sees ... .",
-     "label": "animals-blue", "object": "cow", "category": "animals", "colour": "blue",
-     "num_tokens": 2411, "fact_token": 1733}
+     "label": "animals-blue", "answer": "blue animals", "object": "cow", "category": "animals",
+     "colour": "blue", "num_tokens": 2411, "fact_token": 1733}
 
 The generator is deterministic under ``seed`` (sample ``i`` of split ``s`` draws from its
 own ``random.Random`` seeded with a string of the seed, the split and ``i``), and cached
@@ -94,6 +98,7 @@ __all__ = [
     "LONG_RANGE_OBJECTS",
     "LONG_RANGE_VERSION",
     "LongRangeSample",
+    "answer_text",
     "ensure_long_range_dataset",
     "fact_beyond_fraction",
     "generate_long_range_dataset",
@@ -107,7 +112,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes: stamps of older versions then regenerate.
-LONG_RANGE_VERSION = 3
+#: (4: the manifest rows gained ``answer``; the documents, pictures and labels are those of 3.)
+LONG_RANGE_VERSION = 4
 #: The colours the key sentence states (and nothing else in the document).
 LONG_RANGE_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 #: The colours the distractor colour facts state.
@@ -144,13 +150,36 @@ def _vocabulary(pack: AssetPack) -> list[str]:
     return sorted(words)
 
 
-def long_range_tokenizer() -> TextTokenizer:
+def long_range_tokenizer(answers: bool = False) -> TextTokenizer:
     """The task's word-level tokenizer, built from the fixed vocabulary (no data needed).
 
     ``[PAD]`` 0, ``[UNK]`` 1, ``[BOS]`` 2, ``[EOS]`` 3, then the words in alphabetical
     order, so the ids never depend on generated data (``vocab_size`` is known at once).
+
+    Args:
+        answers: also the words of the answers (:func:`answer_text`): the category names,
+            which no document contains. Off for the classification task, whose vocabulary
+            (and so its token ids and its models' initialisation) stays that of the documents.
     """
-    return train_word_tokenizer([" ".join(_vocabulary(AssetPack()))])
+    words = _vocabulary(AssetPack()) + (list(LONG_RANGE_CATEGORIES) if answers else [])
+    return train_word_tokenizer([" ".join(sorted(words))])
+
+
+def answer_text(colour: str, category: str) -> str:
+    """The text a generating model must answer: ``"<colour> <category>"``, e.g. ``"blue animals"``.
+
+    The key sentence's colour (read from the document) first, then the pictured object's
+    category (read from the picture).
+
+    Raises:
+        ValueError: ``colour`` is not a key colour or ``category`` not a category.
+    """
+    if colour not in LONG_RANGE_COLOURS or category not in LONG_RANGE_CATEGORIES:
+        raise ValueError(
+            f"answer_text: need a colour of {LONG_RANGE_COLOURS} and a category of {LONG_RANGE_CATEGORIES}, "
+            f"got {colour!r}, {category!r}"
+        )
+    return f"{colour} {category}"
 
 
 def truncation_cap(beyond: float, num_colours: int = len(LONG_RANGE_COLOURS)) -> float:
@@ -194,6 +223,11 @@ class LongRangeSample:
     num_tokens: int
     fact_token: int
     seed: str
+
+    @property
+    def answer(self) -> str:
+        """The answer to generate, ``"<colour> <category>"`` (:func:`answer_text`)."""
+        return answer_text(self.colour, self.category)
 
 
 def make_sample(
@@ -388,6 +422,7 @@ def _generate_locked(root: Path, params: dict[str, int]) -> Path:
                         "image": f"images/{sid}.png",
                         "text": sample.text,
                         "label": LONG_RANGE_CLASSES[sample.label],
+                        "answer": sample.answer,
                         "object": sample.object,
                         "category": sample.category,
                         "colour": sample.colour,

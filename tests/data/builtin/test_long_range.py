@@ -21,6 +21,7 @@ from mmctx.data.builtin.long_range import (
     LONG_RANGE_CLASSES,
     LONG_RANGE_COLOURS,
     LONG_RANGE_OBJECTS,
+    answer_text,
     ensure_long_range_dataset,
     fact_beyond_fraction,
     generate_long_range_dataset,
@@ -188,3 +189,42 @@ def test_data_module_batches_shapes_masks_and_truncation(tiny_root: Path, max_te
     assert image.data.shape == (4, 3, 32, 32) and image.mask.all()
     assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
     assert batch.ids == [r["id"] for r in rows]
+
+
+def test_answer_is_the_key_colour_then_the_category_and_needs_the_key_sentence(tiny_root: Path) -> None:
+    for split in ("train", "val", "test"):
+        for row in read_rows(tiny_root, split):
+            colour, category = row["answer"].split()
+            assert (colour, category) == (row["colour"], row["category"]) and row["label"] == f"{category}-{colour}"
+            words = row["text"].split()
+            # the answer's colour is in the document once, in the key sentence; the category never
+            assert [i for i, w in enumerate(words) if w == colour] == [row["fact_token"]]
+            assert words[row["fact_token"] - 3 : row["fact_token"] + 2] == ["the", KEY_WORD, "is", colour, "."]
+            assert category not in words
+    sample = make_sample("answer", 100, 200)
+    assert sample.answer == f"{sample.colour} {sample.category}"
+    assert answer_text("blue", "animals") == "blue animals"
+    with pytest.raises(ValueError, match="colour"):
+        answer_text("pink", "animals")  # a distractor colour is never an answer
+
+
+def test_data_module_answer_target_is_the_caption_in_the_answer_vocabulary(tiny_root: Path) -> None:
+    common = {k: v for k, v in TINY.items() if k != "seed"}
+    dm = LongRangeDataModule(root=str(tiny_root), **common, data_seed=TINY["seed"], batch_size=4, output="answer")
+    plain = long_range_tokenizer()
+    tok = long_range_tokenizer(answers=True)
+    assert dm.vocab_size == tok.vocab_size == plain.vocab_size + len(LONG_RANGE_CATEGORIES) and dm.classes == []
+    assert all(tok.encode(c) != [tok.unk_id] and plain.encode(c) == [plain.unk_id] for c in LONG_RANGE_CATEGORIES)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    rows = read_rows(tiny_root, "val")
+    assert "label" not in batch.targets and batch.meta["caption_text"] == [r["answer"] for r in rows]
+    ids, mask = batch.targets["caption"], batch.targets["caption_mask"]
+    assert ids.shape == (4, 4) and bool(mask.all())  # [bos] colour category [eos]
+    for b, row in enumerate(rows):
+        assert ids[b].tolist() == [dm.bos_id, *tok.encode(row["answer"]), dm.eos_id]
+        assert batch.inputs["text"].data[b, : row["num_tokens"]].tolist() == tok.encode(row["text"])
+    # the classification data module keeps the documents' own vocabulary (its models are unchanged)
+    assert LongRangeDataModule(root=str(tiny_root), **common).vocab_size == plain.vocab_size
+    with pytest.raises(ValueError, match="output"):
+        LongRangeDataModule(root=str(tiny_root), output="caption")
