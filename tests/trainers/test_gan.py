@@ -185,6 +185,51 @@ def test_word_loss_and_augmentation_train_the_word_head_and_the_generator(defaul
         tiny_task(dm, word_loss=1.0)
 
 
+def test_multilabel_word_loss_teaches_the_word_head_that_generated_pictures_show_no_word(default_root, tmp_path):
+    """word_loss_kind="multilabel" (Omni-GAN): the discriminator's word head is also trained on
+    generated pictures, towards naming none of their words; the generator still learns."""
+    from mmctx.losses import word_multilabel_loss
+
+    dm = datamodule(default_root, batch_size=8)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    losses = {}
+    for kind in ("classification", "multilabel"):
+        # the generator frozen (lr 0): its pictures, drawn from fixed noise, stay the same
+        task = tiny_task(dm, words=True, word_loss=1.0, word_loss_kind=kind, ema_decay=0.0,
+                         generator_optimizer=lambda p: torch.optim.SGD(p, lr=0.0),
+                         discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
+        context = task.encode(task.condition_inputs(batch))
+        z = torch.randn(8, task.generator.z_dim, generator=torch.Generator().manual_seed(1))
+
+        def no_word_loss() -> float:
+            with torch.no_grad():
+                fake = task.generator(z, context)
+                _, words = task.discriminator(fake, context, return_words=True)
+            return word_multilabel_loss(words, torch.zeros_like(words, dtype=torch.bool)).item()
+
+        before = no_word_loss()
+        trainer = fit(task, dm, tmp_path, batches=3)
+        assert torch.isfinite(trainer.callback_metrics["train/d_word_loss"])
+        assert torch.isfinite(trainer.callback_metrics["train/g_word_loss"])
+        losses[kind] = (before, no_word_loss())
+    before, after = losses["multilabel"]
+    assert after < before  # the word head learns to name nothing in generated pictures
+    # the discriminator's word loss: multilabel adds the generated pictures' (no word) term,
+    # classification never looks at them
+    real_words, fake_words = torch.randn(2, 8, dm.vocab_size, generator=torch.Generator().manual_seed(2))
+    targets = task.word_targets(batch)
+    none = torch.zeros_like(targets, dtype=torch.bool)
+    expected = word_multilabel_loss(real_words, targets > 0) + word_multilabel_loss(fake_words, none)
+    assert torch.allclose(task.discriminator_word_loss(real_words, fake_words, targets), expected)
+    assert torch.allclose(task.generator_word_loss(fake_words, targets), word_multilabel_loss(fake_words, targets > 0))
+    classify = tiny_task(dm, words=True, word_loss=1.0)
+    assert torch.allclose(classify.discriminator_word_loss(real_words, fake_words, targets),
+                          classify.discriminator_word_loss(real_words, -fake_words, targets))
+    with pytest.raises(ValueError, match="word_loss_kind"):
+        tiny_task(dm, words=True, word_loss=1.0, word_loss_kind="softmax")
+
+
 def test_generator_word_loss_is_kept_with_mode_seeking(default_root, tmp_path):
     # the discriminator frozen (lr 0) so only the generator's own loss can differ between runs;
     # SGD so any change of the generator's gradient changes its update (Adam's first step is
