@@ -5,6 +5,7 @@ prediction files (PNG, WAV), checkpoint reload, and the scoring script on a tiny
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -355,18 +356,49 @@ def test_score_gan_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch
     score_gan = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(score_gan)
     results = score_gan.main(["--ckpt", str(ckpt), "--epochs", "2", "--samples-per-condition", "3",
-                              "--json", str(tmp_path / "score.json")])
+                              "--classifiers", "2", "--json", str(tmp_path / "score.json")])
     out = capsys.readouterr().out
     assert "generated" in out and "real" in out and "noise" in out
     assert {"real", "generated", "noise", "diagnostics"} <= set(results)
     for name in ("real", "generated", "noise"):
-        assert 0.0 <= results[name]["category_acc"] <= 1.0
+        assert 0.0 <= results[name]["category_acc"] <= 1.0 and 0.0 <= results[name]["category_head_acc"] <= 1.0
+    # every condition's category is scored: 8 objects (3 samples each) per category
+    assert set(results["generated"]["per_category_acc"]) == {"animals", "food", "vehicles", "plants"}
+    assert len(results["generated"]["single_classifiers"]["object_acc"]) == 2
     diag = results["diagnostics"]  # the config's discriminator has a word head: all of them
     assert diag["generator_caption_distance"] > 0 and diag["generator_noise_distance"] > 0
     for key in ("d_prefers_matching", "d_words_real_acc", "d_words_generated_acc"):
         assert 0.0 <= diag[key] <= 1.0
     assert "conditioning:" in out
     assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0
+
+
+def test_score_gan_ensemble_averages_probabilities_and_reads_the_category_from_the_objects():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_gan", REPO / "benchmarks" / "score_gan.py")
+    score_gan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score_gan)
+
+    class Fixed(torch.nn.Module):  # a "classifier" with fixed category and object logits
+        def __init__(self, cat: list[float], obj: list[float]) -> None:
+            super().__init__()
+            self.cat, self.obj = torch.tensor([cat]), torch.tensor([obj])
+
+        def forward(self, x):
+            return self.cat.expand(len(x), -1), self.obj.expand(len(x), -1), torch.zeros(len(x), 2)
+
+    # objects 0, 1 are animals (category 0), object 2 is food (category 1)
+    a = Fixed([0.0, 0.0, 0.0, 0.0], [math.log(4.0), math.log(3.0), math.log(3.0)])  # object probs .4 .3 .3
+    b = Fixed([0.0, math.log(3.0), 0.0, 0.0], [0.0, 0.0, math.log(2.0)])  # object probs .25 .25 .5
+    ens = score_gan.Ensemble([a, b], torch.tensor([0, 0, 1]))
+    cat, cat_head, obj, _ = ens(torch.zeros(2, 3, 4, 4))
+    assert torch.allclose(obj[0], torch.tensor([0.325, 0.275, 0.4]))  # the mean of the two
+    # the category: the animals' summed probability .6 beats the most probable object's (food) .4
+    assert torch.allclose(cat[0], torch.tensor([0.6, 0.4, 0.0, 0.0]))
+    assert torch.allclose(cat_head[0], torch.tensor([1 / 4 + 1 / 6, 1 / 4 + 1 / 2, 1 / 4 + 1 / 6, 1 / 4 + 1 / 6]) / 2)
+    pc, ph, po, _ = score_gan.classify(ens, torch.zeros(3, 3, 4, 4))
+    assert pc.tolist() == [0, 0, 0] and ph.tolist() == [1, 1, 1] and po.tolist() == [2, 2, 2]
 
 
 def test_init_encoders_from_reports_missing_unexpected_and_misshaped_keys(default_root, tmp_path):
