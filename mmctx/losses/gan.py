@@ -74,13 +74,19 @@ def r1_penalty(real_logits: Tensor, real_inputs: Tensor) -> Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-def word_targets(token_ids: Tensor, mask: Tensor, vocab_size: int) -> Tensor:
+def word_targets(token_ids: Tensor, mask: Tensor, vocab_size: int, implied: Tensor | None = None) -> Tensor:
     """The bag of words of each condition as a distribution over the vocabulary: each
     token's count among the sample's real (``mask``) tokens, divided by their number.
 
+    With ``implied`` (V, V), ``implied[u, v] = 1`` when word ``u`` implies word ``v`` (e.g.
+    "dog" → "animals"): every occurrence of ``u`` also counts one ``v`` (before dividing).
+
     Shapes:
-        token_ids: (B, T) int, mask: (B, T) bool → (B, V) rows summing to 1 (0 for an empty row)
+        token_ids: (B, T) int, mask: (B, T) bool, implied: (V, V) or None → (B, V) rows
+        summing to 1 (0 for an empty row)
     """
+    if implied is not None and tuple(implied.shape) != (vocab_size, vocab_size):
+        raise ValueError(f"word_targets: implied must be ({vocab_size}, {vocab_size}), got {tuple(implied.shape)}")
     if token_ids.shape != mask.shape:
         raise ValueError(f"word_targets: token_ids {tuple(token_ids.shape)} and mask {tuple(mask.shape)} differ")
     ids = token_ids.long()
@@ -88,6 +94,8 @@ def word_targets(token_ids: Tensor, mask: Tensor, vocab_size: int) -> Tensor:
         raise ValueError(f"word_targets: token ids must lie in [0, {vocab_size}) at real positions")
     counts = torch.zeros(ids.shape[0], vocab_size, device=ids.device)
     counts.scatter_add_(1, ids.clamp(0, vocab_size - 1), mask.float())
+    if implied is not None:
+        counts = counts + counts @ implied.to(counts)
     return counts / counts.sum(-1, keepdim=True).clamp_min(1.0)
 
 

@@ -111,6 +111,10 @@ class GANTask(MMCtxTask):
             head also learns that a generated sample shows none of its words, so it stays
             an adversary instead of a fixed classifier the generator can satisfy with
             pictures that do not look real).
+        implied_words: words each word adds to a text condition's bag of words (the word
+            loss's targets), e.g. each object's category ``{"dog": ["animals"], ...}``, so
+            the word head also names (and the generator also has to show) what the caption
+            implies but does not say; every word must be one token of the data's tokenizer.
         discriminator_augment: differentiable augmentation of every discriminator input, real and
             generated alike (e.g. :class:`~mmctx.layers.DiffAugment`); None: off.
         freeze_encoders: keep the encoders, fusion and context encoder fixed.
@@ -142,6 +146,7 @@ class GANTask(MMCtxTask):
         ema_decay: float = 0.999,
         word_loss: float = 0.0,
         word_loss_kind: str = "classification",
+        implied_words: dict[str, list[str]] | None = None,
         discriminator_augment: nn.Module | None = None,
         freeze_encoders: bool = False,
         init_encoders_from: str | None = None,
@@ -203,6 +208,8 @@ class GANTask(MMCtxTask):
         self.mode_seeking = mode_seeking
         self.word_loss = word_loss
         self.word_loss_kind = word_loss_kind
+        self.implied_words = {k: list(v) for k, v in (implied_words or {}).items()}
+        self._implied: Tensor | None = None  # (V, V), built from the tokenizer on first use
         self.discriminator_augment = discriminator_augment
         self.freeze_encoders = freeze_encoders
         self.target = target
@@ -440,7 +447,29 @@ class GANTask(MMCtxTask):
     def word_targets(self, batch: MultimodalBatch) -> Tensor:
         """The bag of words of each sample's text condition. Shapes: → (B, V)."""
         text = batch.inputs["text"]
-        return word_targets(text.data, text.mask, self.discriminator.vocab_size)
+        implied = self.implied_matrix() if self.implied_words else None
+        return word_targets(text.data, text.mask, self.discriminator.vocab_size, implied)
+
+    def implied_matrix(self) -> Tensor:
+        """``implied_words`` as a (V, V) 0/1 matrix (row: the word, columns: the words it adds),
+        from :attr:`tokenizer` (the data module's). Shapes: → (V, V)"""
+        if self._implied is None:
+            if self.tokenizer is None:
+                raise ValueError("GANTask: implied_words needs the data's tokenizer (a data module with one)")
+            V = self.discriminator.vocab_size
+            implied = torch.zeros(V, V)
+
+            def one_id(word: str) -> int:
+                ids = self.tokenizer.encode(word)
+                if len(ids) != 1 or not 0 <= ids[0] < V or ids[0] == self.tokenizer.unk_id:
+                    raise ValueError(f"GANTask: implied_words: {word!r} is not one token of the vocabulary (ids {ids})")
+                return ids[0]
+
+            for word, added in self.implied_words.items():
+                for other in added:
+                    implied[one_id(word), one_id(other)] = 1.0
+            self._implied = implied
+        return self._implied.to(self.device)
 
     def _clip(self, optimizer) -> None:
         if self.gradient_clip_val > 0:

@@ -92,3 +92,17 @@ def test_word_multilabel_loss_matches_hand_computed_values():
     assert word_multilabel_loss(better, positives) < word_multilabel_loss(logits, positives)
     with pytest.raises(ValueError, match="positives"):
         word_multilabel_loss(logits, positives[:, :2])
+
+
+def test_word_targets_with_implied_words_count_them_with_the_word():
+    from mmctx.losses import word_targets
+
+    ids = torch.tensor([[1, 3, 3, 0], [2, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    implied = torch.zeros(5, 5)
+    implied[3, 4] = 1.0  # word 3 implies word 4 (e.g. "dog" → "animals")
+    t = word_targets(ids, mask, vocab_size=5, implied=implied)
+    # row 0: counts 1 (id 1), 2 (id 3), 2 (id 4, once per id 3) → / 5; row 1 has no word 3
+    assert torch.allclose(t, torch.tensor([[0.0, 0.2, 0.0, 0.4, 0.4], [0.0, 0.0, 1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="implied"):
+        word_targets(ids, mask, vocab_size=5, implied=torch.zeros(4, 4))

@@ -231,6 +231,30 @@ def test_multilabel_word_loss_teaches_the_word_head_that_generated_pictures_show
         tiny_task(dm, words=True, word_loss=1.0, word_loss_kind="softmax")
 
 
+def test_implied_words_add_the_category_to_the_word_targets(default_root, tmp_path):
+    dm = datamodule(default_root, batch_size=8)
+    task = tiny_task(dm, words=True, word_loss=1.0, implied_words={"dog": ["animals"], "apple": ["food"]})
+    fit(task, dm, tmp_path)  # the task takes the data's tokenizer; the targets are built with it
+    batch = next(iter(dm.train_dataloader()))
+    targets = task.word_targets(batch)
+    assert torch.allclose(targets.sum(-1), torch.ones(8))
+    dog, animals, apple, food = (dm.tokenizer.encode(w)[0] for w in ("dog", "animals", "apple", "food"))
+    plain = tiny_task(dm, words=True, word_loss=1.0).word_targets(batch)
+    counts = batch.inputs["text"].mask.sum(-1).float()  # each caption's number of words
+    for i in range(8):
+        n_dog = round(plain[i, dog].item() * counts[i].item())
+        n_apple = round(plain[i, apple].item() * counts[i].item())
+        total = counts[i] + n_dog + n_apple
+        assert targets[i, animals].item() == pytest.approx(n_dog / total)
+        assert targets[i, food].item() == pytest.approx(n_apple / total)
+    assert any(round(plain[i, dog].item() * counts[i].item()) for i in range(8)) or any(
+        round(plain[i, apple].item() * counts[i].item()) for i in range(8)), "no dog or apple in the batch"
+    with pytest.raises(ValueError, match="not one token"):
+        bad = tiny_task(dm, words=True, word_loss=1.0, implied_words={"dog": ["wolfhound"]})
+        bad.tokenizer = dm.tokenizer
+        bad.word_targets(batch)
+
+
 def test_generator_word_loss_is_kept_with_mode_seeking(default_root, tmp_path):
     # the discriminator frozen (lr 0) so only the generator's own loss can differ between runs;
     # SGD so any change of the generator's gradient changes its update (Adam's first step is
