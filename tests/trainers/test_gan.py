@@ -203,7 +203,7 @@ def test_multilabel_word_loss_teaches_the_word_head_that_generated_pictures_show
         context = task.encode(task.condition_inputs(batch))
         z = torch.randn(8, task.generator.z_dim, generator=torch.Generator().manual_seed(1))
 
-        def no_word_loss() -> float:
+        def no_word_loss(task: GANTask = task, z: torch.Tensor = z, context=context) -> float:
             with torch.no_grad():
                 fake = task.generator(z, context)
                 _, words = task.discriminator(fake, context, return_words=True)
