@@ -12,6 +12,7 @@ from mmctx.losses.gan import (
     generator_loss,
     r1_penalty,
     word_classification_loss,
+    word_multilabel_loss,
     word_targets,
 )
 from mmctx.losses.masked import IGNORE_INDEX, mask_tokens, masked_token_loss
@@ -28,6 +29,7 @@ __all__: list[str] = [
     "r1_penalty",
     "word_targets",
     "word_classification_loss",
+    "word_multilabel_loss",
     "ContrastiveLoss",
     "info_nce",
     "positive_targets",

@@ -19,6 +19,7 @@ from mmctx.losses.gan import (
     generator_loss,
     r1_penalty,
     word_classification_loss,
+    word_multilabel_loss,
     word_targets,
 )
 from mmctx.trainers.base import MMCtxTask
@@ -28,6 +29,7 @@ from mmctx.types import ExtendedContext, ModalityInput, MultimodalBatch
 
 __all__ = ["GANTask"]
 
+_WORD_LOSS_KINDS = ("classification", "multilabel")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)  # mmctx.data.IMAGENET_MEAN: the data's image normalisation
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -103,6 +105,16 @@ class GANTask(MMCtxTask):
             to name the words of the *real* samples' text conditions, and the generator is
             trained to make samples it names as their own condition's words (0: off; needs
             a ``text`` condition).
+        word_loss_kind: ``"classification"`` (AC-GAN: the word head learns the words of
+            real samples only, :func:`~mmctx.losses.word_classification_loss`) or
+            ``"multilabel"`` (Omni-GAN: :func:`~mmctx.losses.word_multilabel_loss`; the word
+            head also learns that a generated sample shows none of its words, so it stays
+            an adversary instead of a fixed classifier the generator can satisfy with
+            pictures that do not look real).
+        implied_words: words each word adds to a text condition's bag of words (the word
+            loss's targets), e.g. each object's category ``{"dog": ["animals"], ...}``, so
+            the word head also names (and the generator also has to show) what the caption
+            implies but does not say; every word must be one token of the data's tokenizer.
         discriminator_augment: differentiable augmentation of every discriminator input, real and
             generated alike (e.g. :class:`~mmctx.layers.DiffAugment`); None: off.
         freeze_encoders: keep the encoders, fusion and context encoder fixed.
@@ -133,6 +145,8 @@ class GANTask(MMCtxTask):
         mode_seeking: float = 0.0,
         ema_decay: float = 0.999,
         word_loss: float = 0.0,
+        word_loss_kind: str = "classification",
+        implied_words: dict[str, list[str]] | None = None,
         discriminator_augment: nn.Module | None = None,
         freeze_encoders: bool = False,
         init_encoders_from: str | None = None,
@@ -164,6 +178,8 @@ class GANTask(MMCtxTask):
                             samples_per_condition), ("num_predict_samples", num_predict_samples)):
             if value < 1:
                 raise ValueError(f"GANTask: {name} must be >= 1, got {value}")
+        if word_loss_kind not in _WORD_LOSS_KINDS:
+            raise ValueError(f"GANTask: word_loss_kind must be one of {_WORD_LOSS_KINDS}, got {word_loss_kind!r}")
         if word_loss < 0:
             raise ValueError(f"GANTask: word_loss must be >= 0, got {word_loss}")
         if word_loss > 0 and getattr(discriminator, "vocab_size", None) is None:
@@ -191,6 +207,9 @@ class GANTask(MMCtxTask):
         self.gradient_clip_val = gradient_clip_val
         self.mode_seeking = mode_seeking
         self.word_loss = word_loss
+        self.word_loss_kind = word_loss_kind
+        self.implied_words = {k: list(v) for k, v in (implied_words or {}).items()}
+        self._implied: Tensor | None = None  # (V, V), built from the tokenizer on first use
         self.discriminator_augment = discriminator_augment
         self.freeze_encoders = freeze_encoders
         self.target = target
@@ -342,12 +361,13 @@ class GANTask(MMCtxTask):
         use_r1 = self.r1_gamma > 0 and self._d_steps % self.r1_every == 0
         real = real.detach().requires_grad_(use_r1)
         targets = self.word_targets(batch) if self.word_loss > 0 else None  # (B, V)
+        multilabel = targets is not None and self.word_loss_kind == "multilabel"
         real_logits, real_words = self._discriminate(real, context, targets is not None)
-        fake_logits, _ = self._discriminate(fake, context, False)
+        fake_logits, fake_words = self._discriminate(fake, context, multilabel)
         d_loss = discriminator_loss(real_logits, fake_logits, self.loss_kind)
         self.log("train/d_loss", d_loss, prog_bar=True, batch_size=B)
         if targets is not None:
-            d_words = word_classification_loss(real_words, targets)
+            d_words = self.discriminator_word_loss(real_words, fake_words, targets)
             d_loss = d_loss + self.word_loss * d_words
             self.log("train/d_word_loss", d_words, batch_size=B)
         if use_r1:
@@ -377,7 +397,7 @@ class GANTask(MMCtxTask):
                 g_loss = generator_loss(fake_logits, self.loss_kind)
                 total = g_loss
                 if g_targets is not None:
-                    g_words = word_classification_loss(fake_words, g_targets)
+                    g_words = self.generator_word_loss(fake_words, g_targets)
                     total = total + self.word_loss * g_words
                     self.log("train/g_word_loss", g_words, batch_size=B)
                 if half > 0:
@@ -403,10 +423,53 @@ class GANTask(MMCtxTask):
             return self.discriminator(x, context, return_words=True)
         return self.discriminator(x, context), None
 
+    def discriminator_word_loss(self, real_words: Tensor, fake_words: Tensor | None, targets: Tensor) -> Tensor:
+        """The word head's loss (before the ``word_loss`` weight): classification of the real
+        samples' words, or with ``word_loss_kind="multilabel"`` the multi-label loss of the
+        real samples (their words) plus that of the generated ones (no word).
+
+        Shapes: real_words (B, V), fake_words (B', V) (needed for "multilabel"), targets (B, V) → scalar
+        """
+        if self.word_loss_kind == "classification":
+            return word_classification_loss(real_words, targets)
+        if fake_words is None:
+            raise ValueError("GANTask: the multilabel word loss needs the generated samples' word logits")
+        none = torch.zeros(fake_words.shape, dtype=torch.bool, device=fake_words.device)
+        return word_multilabel_loss(real_words, targets > 0) + word_multilabel_loss(fake_words, none)
+
+    def generator_word_loss(self, fake_words: Tensor, targets: Tensor) -> Tensor:
+        """The generator's word loss (before the weight): its samples should be named as their
+        own condition's words. Shapes: fake_words (B, V), targets (B, V) → scalar"""
+        if self.word_loss_kind == "classification":
+            return word_classification_loss(fake_words, targets)
+        return word_multilabel_loss(fake_words, targets > 0)
+
     def word_targets(self, batch: MultimodalBatch) -> Tensor:
         """The bag of words of each sample's text condition. Shapes: → (B, V)."""
         text = batch.inputs["text"]
-        return word_targets(text.data, text.mask, self.discriminator.vocab_size)
+        implied = self.implied_matrix() if self.implied_words else None
+        return word_targets(text.data, text.mask, self.discriminator.vocab_size, implied)
+
+    def implied_matrix(self) -> Tensor:
+        """``implied_words`` as a (V, V) 0/1 matrix (row: the word, columns: the words it adds),
+        from :attr:`tokenizer` (the data module's). Shapes: → (V, V)"""
+        if self._implied is None:
+            if self.tokenizer is None:
+                raise ValueError("GANTask: implied_words needs the data's tokenizer (a data module with one)")
+            V = self.discriminator.vocab_size
+            implied = torch.zeros(V, V)
+
+            def one_id(word: str) -> int:
+                ids = self.tokenizer.encode(word)
+                if len(ids) != 1 or not 0 <= ids[0] < V or ids[0] == self.tokenizer.unk_id:
+                    raise ValueError(f"GANTask: implied_words: {word!r} is not one token of the vocabulary (ids {ids})")
+                return ids[0]
+
+            for word, added in self.implied_words.items():
+                for other in added:
+                    implied[one_id(word), one_id(other)] = 1.0
+            self._implied = implied
+        return self._implied.to(self.device)
 
     def _clip(self, optimizer) -> None:
         if self.gradient_clip_val > 0:

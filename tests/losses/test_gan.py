@@ -74,3 +74,35 @@ def test_word_targets_and_word_classification_loss_match_hand_computed_values():
     assert word_classification_loss(logits, t).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
     with pytest.raises(ValueError, match="token ids"):
         word_targets(ids, mask, vocab_size=3)
+
+
+def test_word_multilabel_loss_matches_hand_computed_values():
+    from mmctx.losses import word_multilabel_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, -3.0]])
+    positives = torch.tensor([[True, False, False], [False, False, False]])
+    # row 0: positive {0}, negatives {1, 2}; row 1 (a generated sample): no positive word
+    row0 = math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(-1.0) + math.exp(0.5))
+    row1 = 0.0 + math.log(1 + 1 + math.e + math.exp(-3.0))
+    assert word_multilabel_loss(logits, positives).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    # word_targets' distribution marks the same positives as a bool mask
+    assert word_multilabel_loss(logits, positives.float() * 0.5).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    # pushing the positive up and the negatives down lowers it
+    better = logits + torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+    assert word_multilabel_loss(better, positives) < word_multilabel_loss(logits, positives)
+    with pytest.raises(ValueError, match="positives"):
+        word_multilabel_loss(logits, positives[:, :2])
+
+
+def test_word_targets_with_implied_words_count_them_with_the_word():
+    from mmctx.losses import word_targets
+
+    ids = torch.tensor([[1, 3, 3, 0], [2, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    implied = torch.zeros(5, 5)
+    implied[3, 4] = 1.0  # word 3 implies word 4 (e.g. "dog" → "animals")
+    t = word_targets(ids, mask, vocab_size=5, implied=implied)
+    # row 0: counts 1 (id 1), 2 (id 3), 2 (id 4, once per id 3) → / 5; row 1 has no word 3
+    assert torch.allclose(t, torch.tensor([[0.0, 0.2, 0.0, 0.4, 0.4], [0.0, 0.0, 1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="implied"):
+        word_targets(ids, mask, vocab_size=5, implied=torch.zeros(4, 4))

@@ -5,6 +5,7 @@ prediction files (PNG, WAV), checkpoint reload, and the scoring script on a tiny
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -185,6 +186,75 @@ def test_word_loss_and_augmentation_train_the_word_head_and_the_generator(defaul
         tiny_task(dm, word_loss=1.0)
 
 
+def test_multilabel_word_loss_teaches_the_word_head_that_generated_pictures_show_no_word(default_root, tmp_path):
+    """word_loss_kind="multilabel" (Omni-GAN): the discriminator's word head is also trained on
+    generated pictures, towards naming none of their words; the generator still learns."""
+    from mmctx.losses import word_multilabel_loss
+
+    dm = datamodule(default_root, batch_size=8)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    losses = {}
+    for kind in ("classification", "multilabel"):
+        # the generator frozen (lr 0): its pictures, drawn from fixed noise, stay the same
+        task = tiny_task(dm, words=True, word_loss=1.0, word_loss_kind=kind, ema_decay=0.0,
+                         generator_optimizer=lambda p: torch.optim.SGD(p, lr=0.0),
+                         discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
+        context = task.encode(task.condition_inputs(batch))
+        z = torch.randn(8, task.generator.z_dim, generator=torch.Generator().manual_seed(1))
+
+        def no_word_loss(task: GANTask = task, z: torch.Tensor = z, context=context) -> float:
+            with torch.no_grad():
+                fake = task.generator(z, context)
+                _, words = task.discriminator(fake, context, return_words=True)
+            return word_multilabel_loss(words, torch.zeros_like(words, dtype=torch.bool)).item()
+
+        before = no_word_loss()
+        trainer = fit(task, dm, tmp_path, batches=3)
+        assert torch.isfinite(trainer.callback_metrics["train/d_word_loss"])
+        assert torch.isfinite(trainer.callback_metrics["train/g_word_loss"])
+        losses[kind] = (before, no_word_loss())
+    before, after = losses["multilabel"]
+    assert after < before  # the word head learns to name nothing in generated pictures
+    # the discriminator's word loss: multilabel adds the generated pictures' (no word) term,
+    # classification never looks at them
+    real_words, fake_words = torch.randn(2, 8, dm.vocab_size, generator=torch.Generator().manual_seed(2))
+    targets = task.word_targets(batch)
+    none = torch.zeros_like(targets, dtype=torch.bool)
+    expected = word_multilabel_loss(real_words, targets > 0) + word_multilabel_loss(fake_words, none)
+    assert torch.allclose(task.discriminator_word_loss(real_words, fake_words, targets), expected)
+    assert torch.allclose(task.generator_word_loss(fake_words, targets), word_multilabel_loss(fake_words, targets > 0))
+    classify = tiny_task(dm, words=True, word_loss=1.0)
+    assert torch.allclose(classify.discriminator_word_loss(real_words, fake_words, targets),
+                          classify.discriminator_word_loss(real_words, -fake_words, targets))
+    with pytest.raises(ValueError, match="word_loss_kind"):
+        tiny_task(dm, words=True, word_loss=1.0, word_loss_kind="softmax")
+
+
+def test_implied_words_add_the_category_to_the_word_targets(default_root, tmp_path):
+    dm = datamodule(default_root, batch_size=8)
+    task = tiny_task(dm, words=True, word_loss=1.0, implied_words={"dog": ["animals"], "apple": ["food"]})
+    fit(task, dm, tmp_path)  # the task takes the data's tokenizer; the targets are built with it
+    batch = next(iter(dm.train_dataloader()))
+    targets = task.word_targets(batch)
+    assert torch.allclose(targets.sum(-1), torch.ones(8))
+    dog, animals, apple, food = (dm.tokenizer.encode(w)[0] for w in ("dog", "animals", "apple", "food"))
+    plain = tiny_task(dm, words=True, word_loss=1.0).word_targets(batch)
+    counts = batch.inputs["text"].mask.sum(-1).float()  # each caption's number of words
+    for i in range(8):
+        n_dog = round(plain[i, dog].item() * counts[i].item())
+        n_apple = round(plain[i, apple].item() * counts[i].item())
+        total = counts[i] + n_dog + n_apple
+        assert targets[i, animals].item() == pytest.approx(n_dog / total)
+        assert targets[i, food].item() == pytest.approx(n_apple / total)
+    assert any(round(plain[i, dog].item() * counts[i].item()) for i in range(8)) or any(
+        round(plain[i, apple].item() * counts[i].item()) for i in range(8)), "no dog or apple in the batch"
+    with pytest.raises(ValueError, match="not one token"):
+        bad = tiny_task(dm, words=True, word_loss=1.0, implied_words={"dog": ["wolfhound"]})
+        bad.tokenizer = dm.tokenizer
+        bad.word_targets(batch)
+
+
 def test_generator_word_loss_is_kept_with_mode_seeking(default_root, tmp_path):
     # the discriminator frozen (lr 0) so only the generator's own loss can differ between runs;
     # SGD so any change of the generator's gradient changes its update (Adam's first step is
@@ -310,18 +380,49 @@ def test_score_gan_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch
     score_gan = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(score_gan)
     results = score_gan.main(["--ckpt", str(ckpt), "--epochs", "2", "--samples-per-condition", "3",
-                              "--json", str(tmp_path / "score.json")])
+                              "--classifiers", "2", "--json", str(tmp_path / "score.json")])
     out = capsys.readouterr().out
     assert "generated" in out and "real" in out and "noise" in out
     assert {"real", "generated", "noise", "diagnostics"} <= set(results)
     for name in ("real", "generated", "noise"):
-        assert 0.0 <= results[name]["category_acc"] <= 1.0
+        assert 0.0 <= results[name]["category_acc"] <= 1.0 and 0.0 <= results[name]["category_head_acc"] <= 1.0
+    # every condition's category is scored: 8 objects (3 samples each) per category
+    assert set(results["generated"]["per_category_acc"]) == {"animals", "food", "vehicles", "plants"}
+    assert len(results["generated"]["single_classifiers"]["object_acc"]) == 2
     diag = results["diagnostics"]  # the config's discriminator has a word head: all of them
     assert diag["generator_caption_distance"] > 0 and diag["generator_noise_distance"] > 0
     for key in ("d_prefers_matching", "d_words_real_acc", "d_words_generated_acc"):
         assert 0.0 <= diag[key] <= 1.0
     assert "conditioning:" in out
     assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0
+
+
+def test_score_gan_ensemble_averages_probabilities_and_reads_the_category_from_the_objects():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_gan", REPO / "benchmarks" / "score_gan.py")
+    score_gan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score_gan)
+
+    class Fixed(torch.nn.Module):  # a "classifier" with fixed category and object logits
+        def __init__(self, cat: list[float], obj: list[float]) -> None:
+            super().__init__()
+            self.cat, self.obj = torch.tensor([cat]), torch.tensor([obj])
+
+        def forward(self, x):
+            return self.cat.expand(len(x), -1), self.obj.expand(len(x), -1), torch.zeros(len(x), 2)
+
+    # objects 0, 1 are animals (category 0), object 2 is food (category 1)
+    a = Fixed([0.0, 0.0, 0.0, 0.0], [math.log(4.0), math.log(3.0), math.log(3.0)])  # object probs .4 .3 .3
+    b = Fixed([0.0, math.log(3.0), 0.0, 0.0], [0.0, 0.0, math.log(2.0)])  # object probs .25 .25 .5
+    ens = score_gan.Ensemble([a, b], torch.tensor([0, 0, 1]))
+    cat, cat_head, obj, _ = ens(torch.zeros(2, 3, 4, 4))
+    assert torch.allclose(obj[0], torch.tensor([0.325, 0.275, 0.4]))  # the mean of the two
+    # the category: the animals' summed probability .6 beats the most probable object's (food) .4
+    assert torch.allclose(cat[0], torch.tensor([0.6, 0.4, 0.0, 0.0]))
+    assert torch.allclose(cat_head[0], torch.tensor([1 / 4 + 1 / 6, 1 / 4 + 1 / 2, 1 / 4 + 1 / 6, 1 / 4 + 1 / 6]) / 2)
+    pc, ph, po, _ = score_gan.classify(ens, torch.zeros(3, 3, 4, 4))
+    assert pc.tolist() == [0, 0, 0] and ph.tolist() == [1, 1, 1] and po.tolist() == [2, 2, 2]
 
 
 def test_init_encoders_from_reports_missing_unexpected_and_misshaped_keys(default_root, tmp_path):
