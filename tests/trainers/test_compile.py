@@ -1,5 +1,6 @@
 """The tasks' ``compile`` switch: the compiled model computes the eager model's loss and
-gradients, keeps its parameter names, and compiles its forward once for a fixed batch shape."""
+gradients, keeps its parameter names, and compiles its forward once for a fixed batch shape;
+a submodule scope (``compile: "decoder"``) compiles only that part."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mmctx.heads import TextDecoder
 from mmctx.models import EncoderDecoderModel
 from mmctx.trainers import CaptioningTask
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_task_and_batch(root, dim: int = 16, **task_args):
@@ -32,6 +33,7 @@ def tiny_task_and_batch(root, dim: int = 16, **task_args):
     return CaptioningTask(model, **task_args), next(iter(dm.train_dataloader()))
 
 
+@pytest.mark.slow
 def test_compiled_captioning_task_matches_eager_loss_and_gradients(default_root):
     torch._dynamo.reset()
     eager, batch = tiny_task_and_batch(default_root)
@@ -64,6 +66,7 @@ def test_compiled_captioning_task_matches_eager_loss_and_gradients(default_root)
     assert torch._dynamo.utils.counters["frames"]["ok"] == frames
 
 
+@pytest.mark.slow
 def test_caption_model_forward_is_one_graph_without_breaks(default_root):
     """The whole caption model's teacher-forced forward (image encoder, fusion, decoder)
     traces as ONE Dynamo graph: no break at the image encoder's "present images" selection."""
@@ -77,6 +80,7 @@ def test_caption_model_forward_is_one_graph_without_breaks(default_root):
     assert explained.graph_count == 1
 
 
+@pytest.mark.slow
 def test_compiled_image_encoder_with_missing_images_matches_eager():
     """Compiled, the encoder runs every row and zeroes the missing ones: the same tokens as the
     eager "present images only" path (eval mode, so BatchNorm uses running statistics), one
@@ -99,3 +103,54 @@ def test_compiled_image_encoder_with_missing_images_matches_eager():
     assert torch.equal(out.x[1], torch.zeros_like(out.x[1]))
     assert torch.equal(again.x[:2], torch.zeros_like(again.x[:2]))
     torch.testing.assert_close(again.x[2], eager.x[2], atol=1e-5, rtol=1e-5)
+
+
+def test_compile_scope_compiles_only_the_named_submodules(default_root):
+    """``compile: "decoder"`` (or a list of dotted names) wraps only those modules; the model
+    itself and the image encoder stay eager; names and checkpoints are unchanged."""
+    eager, _ = tiny_task_and_batch(default_root)
+    task = CaptioningTask(copy.deepcopy(eager.model), compile=["decoder", "encoders.image.proj"])
+    task.configure_model()
+    model = task.model
+    assert model._compiled_call_impl is None
+    assert model.decoder._compiled_call_impl is not None
+    assert model.encoders["image"].proj._compiled_call_impl is not None
+    assert model.encoders["image"].backbone._compiled_call_impl is None
+    assert model.fusion._compiled_call_impl is None
+    assert list(task.state_dict()) == list(eager.state_dict())
+
+    whole = CaptioningTask(copy.deepcopy(eager.model), compile=True)
+    assert whole.compile_targets() == [whole.model]
+    assert CaptioningTask(copy.deepcopy(eager.model)).compile_targets() == []
+
+
+@pytest.mark.parametrize("scope", ["decodr", ["decoder", "encoders.audio"], [], ""])
+def test_compile_scope_rejects_unknown_names(default_root, scope):
+    eager, _ = tiny_task_and_batch(default_root)
+    with pytest.raises(ValueError, match="compile: "):
+        CaptioningTask(eager.model, compile=scope)
+
+
+@pytest.mark.slow
+def test_decoder_scope_matches_eager_loss_and_gradients(default_root):
+    """``compile: "decoder"``: the same loss and gradients as eager (the CNN runs eager), and
+    from the second call on nothing is recompiled."""
+    torch._dynamo.reset()
+    eager, batch = tiny_task_and_batch(default_root)
+    compiled = CaptioningTask(copy.deepcopy(eager.model), compile="decoder")
+    compiled.configure_model()
+    losses = {}
+    for name, task in (("eager", eager), ("compiled", compiled)):
+        task.train()
+        task.zero_grad(set_to_none=True)
+        loss = task.loss(batch)
+        loss.backward()
+        losses[name] = loss.detach()
+    torch.testing.assert_close(losses["compiled"], losses["eager"], atol=1e-5, rtol=1e-5)
+    for (name, p_eager), p_compiled in zip(eager.named_parameters(), compiled.parameters()):
+        if p_eager.grad is not None:
+            torch.testing.assert_close(p_compiled.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)
+    frames = torch._dynamo.utils.counters["frames"]["ok"]
+    assert frames > 0
+    compiled.loss(batch).backward()
+    assert torch._dynamo.utils.counters["frames"]["ok"] == frames
