@@ -66,13 +66,13 @@ def sync(device: torch.device) -> None:
 
 #: operator kinds of the profile table, first match wins (names lower-cased)
 KINDS = (
+    ("inductor kernels", ("cpp_fused", "cpp_kernel", "kernel_cpp")),
     ("conv backward", ("convolution_backward",)),
     ("conv forward", ("convolution",)),
     ("batch norm", ("batch_norm",)),
     ("max pool", ("max_pool",)),
     ("matmul", ("addmm", "aten::mm", "bmm", "matmul", "aten::linear")),
     ("attention", ("scaled_dot_product", "flash_attention", "efficient_attention")),
-    ("inductor kernels", ("cpp_fused", "cpp_kernel", "kernel_cpp")),
     ("optimizer (foreach)", ("_foreach", "adamw")),
     ("copies / layout", ("copy_", "clone", "contiguous", "_to_copy", "as_strided_scatter")),
     ("softmax / loss", ("softmax", "nll_loss", "cross_entropy")),
@@ -87,12 +87,37 @@ def kind(name: str) -> str:
     return "other (element-wise, glue)"
 
 
-def scope_of(variant: str) -> bool | str | list[str]:
-    """The ``compile`` switch's value for a variant name (``model`` → True, ``a+b`` → [a, b])."""
-    if variant == "model":
-        return True
+#: ``--variants`` suffixes (``model:random,pool``): Inductor settings of that variant's compile
+TWEAKS = {
+    "random": "Inductor's fallback_random: dropout through ATen's bernoulli (eager's RNG stream) "
+              "instead of Inductor's own random numbers",
+    "pool": "max_pool2d_with_indices_backward as the ATen kernel instead of Inductor's lowering "
+            "(a process-wide patch of Inductor's lowering table from this variant's compile on)",
+}
+
+
+def scope_of(variant: str) -> tuple[bool | str | list[str], set[str]]:
+    """The ``compile`` switch's value for a variant name (``model`` → True, ``a+b`` → [a, b])
+    and its tweaks (``name:tweak,tweak``)."""
+    variant, _, tweaks = variant.partition(":")
+    unknown = set(filter(None, tweaks.split(","))) - set(TWEAKS)
+    if unknown:
+        raise SystemExit(f"--variants: unknown tweak(s) {sorted(unknown)}; known: {sorted(TWEAKS)}")
     names = variant.split("+")
-    return names[0] if len(names) == 1 else names
+    scope = True if variant == "model" else names[0] if len(names) == 1 else names
+    return scope, set(filter(None, tweaks.split(",")))
+
+
+def patch_max_pool_backward() -> None:
+    """Make Inductor call ATen's ``max_pool2d_with_indices_backward`` (what eager runs)."""
+    from torch._inductor import lowering
+
+    def fallback(grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, indices):
+        return lowering.fallback_max_pool2d_with_indices_backward(
+            grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, indices
+        )
+
+    lowering.register_lowering(torch.ops.aten.max_pool2d_with_indices_backward, type_promotion_kind=None)(fallback)
 
 
 def main() -> None:
@@ -108,7 +133,15 @@ def main() -> None:
     parser.add_argument("--no-check", action="store_true", help="skip the eval-mode loss comparison")
     parser.add_argument("--profile", action="store_true", help="per variant and phase, time per operator kind")
     parser.add_argument("--profile-steps", type=int, default=2)
+    parser.add_argument("--no-cache", action="store_true",
+                        help="no Inductor/AOTAutograd on-disk caches (cold compile times; needed with the pool tweak)")
     args = parser.parse_args()
+    if args.no_cache:
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = False
+        functorch_config.enable_autograd_cache = False
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -129,11 +162,22 @@ def main() -> None:
     task = task.to(device).train()
 
     variants = {"eager": task}
+    tweaks: dict[str, set[str]] = {"eager": set()}
     for name in [] if args.no_compile else args.variants:
         compiled = copy.deepcopy(task)
-        compiled.compile_model = scope_of(name)  # the task's ``compile`` switch, as the Trainer applies it
-        compiled.configure_model()
+        compiled.compile_model, tweaks[name] = scope_of(name)  # the task's ``compile`` switch
+        options = {}
+        if "random" in tweaks[name]:
+            options["fallback_random"] = True
+        if "pool" in tweaks[name]:
+            # a setting at its default, so that Dynamo does not reuse another variant's graph
+            # (equal Inductor options make equal backends, and its guards accept the copy)
+            options["comment_origin"] = False
+        compiled.compile_options = options or None
+        compiled.configure_model()  # as the Trainer applies it
         variants[name] = compiled
+    for tweak in set().union(*tweaks.values()):
+        print(f"# tweak {tweak}: {TWEAKS[tweak]}")
     frames = torch._dynamo.utils.counters["frames"]
     optimizers = {name: torch.optim.AdamW(t.parameters(), lr=1e-3) for name, t in variants.items()}
     PHASES = ("forward", "backward", "optimizer")
@@ -166,6 +210,8 @@ def main() -> None:
     first: dict[str, float] = {}
     compile_s: dict[str, float] = {}
     for name, t in variants.items():  # first calls (compilation: eval graph, then train graph)
+        if "pool" in tweaks[name]:
+            patch_max_pool_backward()
         start = time.perf_counter()
         if not args.no_check:
             with torch.no_grad():
@@ -221,11 +267,11 @@ def profile_table(variants, step, n: int, phases) -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    table: dict[str, dict[tuple[str, str], float]] = {}
-    tops: dict[str, dict[str, float]] = {}
-    for name in variants:
-        sums: dict[tuple[str, str], float] = {}
-        ops: dict[str, float] = {}
+    table: dict[str, dict[tuple[str, str], float]] = {name: {} for name in variants}
+    tops: dict[str, dict[str, float]] = {name: {} for name in variants}
+
+    def hook_of(name: str):
+        sums, ops = table[name], tops[name]
 
         @contextmanager
         def hook(phase):
@@ -236,9 +282,11 @@ def profile_table(variants, step, n: int, phases) -> None:
                 sums[(phase, kind(e.key))] = sums.get((phase, kind(e.key)), 0.0) + us
                 ops[f"{phase}: {e.key}"] = ops.get(f"{phase}: {e.key}", 0.0) + us
 
-        for i in range(n):
-            step(name, 100 + i, hook)
-        table[name], tops[name] = sums, ops
+        return hook
+
+    for i in range(n):  # interleaved, as the timed steps
+        for name in variants:
+            step(name, 100 + i, hook_of(name))
     names = list(variants)
     labels = [label for label, _ in KINDS] + ["other (element-wise, glue)"]
     print(f"\n## profile: self CPU ms per step by operator kind (mean of {n} profiled steps)\n")

@@ -61,6 +61,8 @@ class MMCtxTask(L.LightningModule):
         #: the ``compile`` switch (not ``self.compile``, which is ``nn.Module.compile``)
         self.compile_model = compile
         self.compile_targets()  # a bad submodule name fails here, not at the first fit
+        #: Inductor options of the compile (``torch.compile(options=...)``), None: the defaults
+        self.compile_options: dict[str, Any] | None = None
         self._model_compiled = False
 
     def compile_targets(self) -> list[nn.Module]:
@@ -91,7 +93,7 @@ class MMCtxTask(L.LightningModule):
         set (Lightning calls this hook at the start of fit, validate, test and predict)."""
         if self.compile_model and not self._model_compiled:
             for module in self.compile_targets():
-                module.compile()
+                module.compile(options=self.compile_options)
             self._model_compiled = True
 
     def configure_optimizers(self):
