@@ -8,14 +8,15 @@ full optimisation steps (teacher-forced loss, backward, AdamW step) side by side
 * the same model compiled by the task's ``compile`` switch, one variant per ``--variants``
   scope: ``model`` (``compile: true``, ``nn.Module.compile`` of the whole model's forward),
   ``decoder`` (``compile: decoder``: only the text decoder, the CNN stays eager), or any dotted
-  submodule name(s) joined by ``+`` (``fusion+decoder``, ``encoders``); each one-off compile
-  time is reported apart.
+  submodule name(s) joined by ``+`` (``fusion+decoder``, ``encoders``), optionally with a
+  tweak of the Inductor options (``decoder:inductor-rng``, see ``TWEAKS``); each one-off
+  compile time is reported apart (the first compile in a process also pays Inductor's set-up).
 
 For the compiled variant it also reports the graphs Dynamo compiled during the first calls
 and how many frames it (re)compiled during the timed steps (0: no recompiles).
 
-Both start from the same weights; their losses on the first batch in eval mode (no dropout,
-whose random streams differ between eager and compiled code) are compared so the compiled
+Both start from the same weights; their losses on the first batch in eval mode (no dropout)
+are compared so the compiled
 model is known to compute the same thing (``--no-check`` skips it, and with it the compile of
 the evaluation graphs). One warm-up step each, then the median of ``--steps`` steps,
 interleaved so that drifting machine load hits all alike, split into forward (loss),
@@ -87,12 +88,10 @@ def kind(name: str) -> str:
     return "other (element-wise, glue)"
 
 
-#: ``--variants`` suffixes (``model:random,pool``): Inductor settings of that variant's compile
+#: ``--variants`` suffixes (``decoder:inductor-rng``): Inductor settings of that variant's compile
 TWEAKS = {
-    "random": "Inductor's fallback_random: dropout through ATen's bernoulli (eager's RNG stream) "
-              "instead of Inductor's own random numbers",
-    "pool": "max_pool2d_with_indices_backward as the ATen kernel instead of Inductor's lowering "
-            "(a process-wide patch of Inductor's lowering table from this variant's compile on)",
+    "inductor-rng": "Inductor's own random numbers for dropout (fallback_random=False, torch's default) "
+                    "instead of the switch's ATen generator",
 }
 
 
@@ -106,18 +105,6 @@ def scope_of(variant: str) -> tuple[bool | str | list[str], set[str]]:
     names = variant.split("+")
     scope = True if variant == "model" else names[0] if len(names) == 1 else names
     return scope, set(filter(None, tweaks.split(",")))
-
-
-def patch_max_pool_backward() -> None:
-    """Make Inductor call ATen's ``max_pool2d_with_indices_backward`` (what eager runs)."""
-    from torch._inductor import lowering
-
-    def fallback(grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, indices):
-        return lowering.fallback_max_pool2d_with_indices_backward(
-            grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, indices
-        )
-
-    lowering.register_lowering(torch.ops.aten.max_pool2d_with_indices_backward, type_promotion_kind=None)(fallback)
 
 
 def main() -> None:
@@ -134,7 +121,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="per variant and phase, time per operator kind")
     parser.add_argument("--profile-steps", type=int, default=2)
     parser.add_argument("--no-cache", action="store_true",
-                        help="no Inductor/AOTAutograd on-disk caches (cold compile times; needed with the pool tweak)")
+                        help="no Inductor/AOTAutograd on-disk caches (cold compile times)")
     args = parser.parse_args()
     if args.no_cache:
         import torch._functorch.config as functorch_config
@@ -166,14 +153,8 @@ def main() -> None:
     for name in [] if args.no_compile else args.variants:
         compiled = copy.deepcopy(task)
         compiled.compile_model, tweaks[name] = scope_of(name)  # the task's ``compile`` switch
-        options = {}
-        if "random" in tweaks[name]:
-            options["fallback_random"] = True
-        if "pool" in tweaks[name]:
-            # a setting at its default, so that Dynamo does not reuse another variant's graph
-            # (equal Inductor options make equal backends, and its guards accept the copy)
-            options["comment_origin"] = False
-        compiled.compile_options = options or None
+        if "inductor-rng" in tweaks[name]:
+            compiled.compile_options = {**compiled.compile_options, "fallback_random": False}
         compiled.configure_model()  # as the Trainer applies it
         variants[name] = compiled
     for tweak in set().union(*tweaks.values()):
@@ -210,8 +191,6 @@ def main() -> None:
     first: dict[str, float] = {}
     compile_s: dict[str, float] = {}
     for name, t in variants.items():  # first calls (compilation: eval graph, then train graph)
-        if "pool" in tweaks[name]:
-            patch_max_pool_backward()
         start = time.perf_counter()
         if not args.no_check:
             with torch.no_grad():

@@ -8,7 +8,7 @@ import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -47,6 +47,11 @@ class MMCtxTask(L.LightningModule):
             see ``docs/benchmarks.md`` for what it buys.
     """
 
+    #: Inductor options of the ``compile`` switch. ``fallback_random``: random ops (dropout)
+    #: draw from ATen's generator as in eager mode, so a seed gives the same masks compiled or
+    #: not; on the CPU it was also faster than Inductor's own random numbers (docs/benchmarks.md)
+    COMPILE_OPTIONS: ClassVar[dict[str, Any]] = {"fallback_random": True}
+
     def __init__(
         self,
         model: nn.Module,
@@ -61,8 +66,8 @@ class MMCtxTask(L.LightningModule):
         #: the ``compile`` switch (not ``self.compile``, which is ``nn.Module.compile``)
         self.compile_model = compile
         self.compile_targets()  # a bad submodule name fails here, not at the first fit
-        #: Inductor options of the compile (``torch.compile(options=...)``), None: the defaults
-        self.compile_options: dict[str, Any] | None = None
+        #: Inductor options of the compile (``torch.compile(options=...)``)
+        self.compile_options: dict[str, Any] | None = dict(self.COMPILE_OPTIONS)
         self._model_compiled = False
 
     def compile_targets(self) -> list[nn.Module]:

@@ -19,7 +19,7 @@ from mmctx.trainers import CaptioningTask
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_task_and_batch(root, dim: int = 16, **task_args):
+def tiny_task_and_batch(root, dim: int = 16, dropout: float = 0.0, **task_args):
     dm = DefaultDataModule(root=str(root), num_train=40, num_val=10, num_test=10, data_seed=0, modalities=["image"],
                            caption_field="caption", label_field=None, max_text_len=16, batch_size=4, num_workers=0)
     dm.setup("fit")
@@ -28,7 +28,7 @@ def tiny_task_and_batch(root, dim: int = 16, **task_args):
         encoders={"image": TimmImageEncoder("resnet10t", out_dim=dim, stage=2)},
         fusion=ConcatFusion({"image": dim}, dim),
         decoder=TextDecoder(dm.vocab_size, dim, num_layers=2, num_heads=4, max_seq_len=16,
-                            pad_id=dm.pad_id, bos_id=dm.bos_id, eos_id=dm.eos_id),
+                            pad_id=dm.pad_id, bos_id=dm.bos_id, eos_id=dm.eos_id, dropout=dropout),
     )
     return CaptioningTask(model, **task_args), next(iter(dm.train_dataloader()))
 
@@ -132,17 +132,20 @@ def test_compile_scope_rejects_unknown_names(default_root, scope):
 
 
 @pytest.mark.slow
-def test_decoder_scope_matches_eager_loss_and_gradients(default_root):
-    """``compile: "decoder"``: the same loss and gradients as eager (the CNN runs eager), and
-    from the second call on nothing is recompiled."""
+def test_decoder_scope_matches_eager_loss_and_gradients_with_dropout(default_root):
+    """``compile: "decoder"``: the same loss and gradients as eager in training mode WITH
+    dropout (the switch's ``fallback_random``: the compiled dropout draws eager's random
+    numbers, so one seed gives the same masks), the CNN eager; no recompile on the next call."""
     torch._dynamo.reset()
-    eager, batch = tiny_task_and_batch(default_root)
+    eager, batch = tiny_task_and_batch(default_root, dropout=0.3)
     compiled = CaptioningTask(copy.deepcopy(eager.model), compile="decoder")
+    assert compiled.compile_options == {"fallback_random": True}
     compiled.configure_model()
     losses = {}
     for name, task in (("eager", eager), ("compiled", compiled)):
         task.train()
         task.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
         loss = task.loss(batch)
         loss.backward()
         losses[name] = loss.detach()
@@ -150,6 +153,9 @@ def test_decoder_scope_matches_eager_loss_and_gradients(default_root):
     for (name, p_eager), p_compiled in zip(eager.named_parameters(), compiled.parameters()):
         if p_eager.grad is not None:
             torch.testing.assert_close(p_compiled.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)
+    torch.manual_seed(2)  # another seed: other masks, so the equality above is not dropout-free by chance
+    other = eager.loss(batch).detach()
+    assert not torch.allclose(other, losses["eager"])
     frames = torch._dynamo.utils.counters["frames"]["ok"]
     assert frames > 0
     compiled.loss(batch).backward()
