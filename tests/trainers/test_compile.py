@@ -5,6 +5,7 @@ a submodule scope (``compile: "decoder"``) compiles only that part."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from mmctx.models import EncoderDecoderModel
 from mmctx.trainers import CaptioningTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_task_and_batch(root, dim: int = 16, dropout: float = 0.0, **task_args):
@@ -160,3 +163,19 @@ def test_decoder_scope_matches_eager_loss_and_gradients_with_dropout(default_roo
     assert frames > 0
     compiled.loss(batch).backward()
     assert torch._dynamo.utils.counters["frames"]["ok"] == frames
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("decoder", "decoder"), ("[fusion, decoder]", ["fusion", "decoder"])])
+def test_compile_switch_parses_from_the_command_line(default_root, small_data, value, expected):
+    """``--model.init_args.compile=...`` (or ``compile:`` in YAML): a bool, one name or a list."""
+    import lightning as L
+
+    from mmctx.cli import MMCtxCLI
+
+    args = [f"--config={REPO / 'configs' / 'caption_image.yaml'}", f"--data.root={default_root}",
+            "--data.num_workers=0", *(f"--data.{k}={v}" for k, v in small_data.items()),
+            f"--model.init_args.compile={value}"]
+    cli = MMCtxCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                   auto_configure_optimizers=False, run=False, args=args)
+    assert cli.model.compile_model == expected
+    assert len(cli.model.compile_targets()) == (1 if expected is True or isinstance(expected, str) else 2)
