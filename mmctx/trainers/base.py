@@ -43,8 +43,9 @@ class MMCtxTask(L.LightningModule):
             dotted name of the model, or a list of them (e.g. ``"decoder"``,
             ``["fusion", "decoder"]``): only their ``forward``, the rest stays eager (on a
             CPU, where a compiled CNN's training step can be slower than eager's, compile the
-            parts that gain). The first steps pay the compilation (tens of seconds on a CPU);
-            see ``docs/benchmarks.md`` for what it buys.
+            parts that gain). Inductor runs with :attr:`COMPILE_OPTIONS` (``fallback_random``:
+            dropout draws eager's random numbers). The first steps pay the compilation (tens
+            of seconds on a CPU); see ``docs/benchmarks.md`` for what it buys.
     """
 
     #: Inductor options of the ``compile`` switch. ``fallback_random``: random ops (dropout)
