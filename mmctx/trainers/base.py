@@ -8,7 +8,7 @@ import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -37,18 +37,28 @@ class MMCtxTask(L.LightningModule):
         scheduler: a callable ``optimizer -> LRScheduler`` or None; stepped every optimizer
             step when it has ``set_total_steps`` (e.g. :class:`WarmupCosineLR`), else every
             epoch.
-        compile: compile the model's ``forward`` with ``torch.compile`` (``nn.Module.compile``,
-            in place: parameter names, checkpoints and ``generate`` stay those of the eager
-            model) when the trainer sets the task up. The first steps pay the compilation
-            (tens of seconds on a CPU); see ``docs/benchmarks.md`` for what it buys.
+        compile: compile with ``torch.compile`` (``nn.Module.compile``, in place: parameter
+            names, checkpoints and ``generate`` stay those of the eager model) when the
+            trainer sets the task up. ``True``: the model's whole ``forward``; a submodule's
+            dotted name of the model, or a list of them (e.g. ``"decoder"``,
+            ``["fusion", "decoder"]``): only their ``forward``, the rest stays eager (on a
+            CPU, where a compiled CNN's training step can be slower than eager's, compile the
+            parts that gain). Inductor runs with :attr:`COMPILE_OPTIONS` (``fallback_random``:
+            dropout draws eager's random numbers). The first steps pay the compilation (tens
+            of seconds on a CPU); see ``docs/benchmarks.md`` for what it buys.
     """
+
+    #: Inductor options of the ``compile`` switch. ``fallback_random``: random ops (dropout)
+    #: draw from ATen's generator as in eager mode, so a seed gives the same masks compiled or
+    #: not; on the CPU it was also faster than Inductor's own random numbers (docs/benchmarks.md)
+    COMPILE_OPTIONS: ClassVar[dict[str, Any]] = {"fallback_random": True}
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
-        compile: bool = False,
+        compile: bool | str | list[str] = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -56,13 +66,40 @@ class MMCtxTask(L.LightningModule):
         self.scheduler_factory = scheduler
         #: the ``compile`` switch (not ``self.compile``, which is ``nn.Module.compile``)
         self.compile_model = compile
+        self.compile_targets()  # a bad submodule name fails here, not at the first fit
+        #: Inductor options of the compile (``torch.compile(options=...)``)
+        self.compile_options: dict[str, Any] | None = dict(self.COMPILE_OPTIONS)
         self._model_compiled = False
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The modules the ``compile`` switch compiles: ``[]`` (off), ``[model]`` (``True``)
+        or the named submodules of the model."""
+        scope = self.compile_model
+        if scope is False or scope is None:
+            return []
+        if scope is True:
+            return [self.model]
+        names = [scope] if isinstance(scope, str) else list(scope)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"compile: expected a bool, a submodule name or a list of them, got {scope!r}")
+        targets = []
+        for name in names:
+            try:
+                targets.append(self.model.get_submodule(name))
+            except AttributeError:
+                children = [n for n, _ in self.model.named_children()]
+                raise ValueError(
+                    f"compile: {type(self.model).__name__} has no submodule {name!r} "
+                    f"(its children: {children}; nested ones by dotted name, e.g. 'encoders.image')"
+                ) from None
+        return targets
+
     def configure_model(self) -> None:
-        """Compile the model's forward once when ``compile`` is set (Lightning calls this hook
-        at the start of fit, validate, test and predict)."""
+        """Compile the model (or the ``compile`` switch's submodules) once when ``compile`` is
+        set (Lightning calls this hook at the start of fit, validate, test and predict)."""
         if self.compile_model and not self._model_compiled:
-            self.model.compile()
+            for module in self.compile_targets():
+                module.compile(options=self.compile_options)
             self._model_compiled = True
 
     def configure_optimizers(self):

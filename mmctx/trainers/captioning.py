@@ -77,7 +77,8 @@ class CaptioningTask(MMCtxTask):
             encoder's tokens to the decoder's vocabulary plus a blank; it is only used in
             training. Speeds up speech → text a lot (see ``configs/audio_text.yaml``).
         ctc_modality: the encoder whose tokens the CTC loss reads.
-        compile: compile the model's forward (teacher forcing) with ``torch.compile``; see
+        compile: compile the model's forward (teacher forcing), or only the named submodules
+            (e.g. ``"decoder"``), with ``torch.compile``; see
             :class:`~mmctx.trainers.MMCtxTask`.
     """
 
@@ -97,7 +98,7 @@ class CaptioningTask(MMCtxTask):
         target: str = "caption",
         ctc_weight: float = 0.0,
         ctc_modality: str = "audio",
-        compile: bool = False,
+        compile: bool | str | list[str] = False,
     ) -> None:
         super().__init__(model, optimizer, scheduler, compile)
         if strategy not in _STRATEGIES:

@@ -57,7 +57,7 @@ class ClassificationTask(MMCtxTask):
         target: str = "label",
         frame_loss_weight: float = 0.0,
         frame_target: str = "key_span",
-        compile: bool = False,
+        compile: bool | str | list[str] = False,
     ) -> None:
         super().__init__(model, optimizer, scheduler, compile)
         if num_classes is None or num_classes < 2:

@@ -80,7 +80,7 @@ class DistillationTask(ClassificationTask):
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         target: str = "label",
-        compile: bool = False,
+        compile: bool | str | list[str] = False,
     ) -> None:
         super().__init__(model, num_classes, classes, optimizer, scheduler, label_smoothing, target, compile)
         self.save_config()  # again, from this frame: the distillation arguments too
