@@ -28,7 +28,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -145,39 +145,63 @@ def evaluate_niah(
     unknown = set(colour_of) - set(LONG_RANGE_COLOURS)
     if unknown:
         raise ValueError(f"NIAH: the checkpoint's classes name colours {sorted(unknown)} the long-range task has not")
+
+    def score(cell: list[NeedleSample]) -> list[tuple[bool, bool, bool, str | None]]:
+        logits = predictor.logits(images=[s.image for s in cell], texts=[s.sample.text for s in cell], batch_size=batch_size)
+        return [
+            (classes[p] == f"{s.sample.category}-{s.sample.colour}", colour_of[p] == s.sample.colour,
+             category_of[p] == s.sample.category, None)
+            for p, s in zip(logits.argmax(-1).tolist(), cell)
+        ]
+
+    result = NiahResult(name, list(lengths), list(depths), samples, truncate=truncate)
+    return _sweep(predictor, result, seed, score, log)
+
+
+def _sweep(
+    predictor: Predictor,
+    result: NiahResult,
+    seed: int,
+    score: Callable[[list[NeedleSample]], list[tuple[bool, bool, bool, str | None]]],
+    log: bool,
+) -> NiahResult:
+    """Fill ``result`` cell by cell (its lengths × depths, ``result.samples`` fresh documents
+    each): ``score`` gives, per document of a cell, (exact, colour right, category right, the
+    generated answer or None); a generator's first 20 wrong answers go to ``result.examples``."""
     pack = AssetPack()
     # render the pictures as the training data's generator did (the transform then resizes)
     image_size = int((predictor.data_state or {}).get("init_args", {}).get("image_size") or 32)
-    result = NiahResult(name, list(lengths), list(depths), samples, truncate=truncate)
     predictor.model.eval()
     transform = predictor.encoder.transform
     saved = transform.max_text_len
+    n = result.samples
     try:
-        for length in lengths:
+        for length in result.lengths:
             start = time.perf_counter()
-            transform.max_text_len = truncate if truncate is not None else length
-            if truncate is None:
+            transform.max_text_len = result.truncate if result.truncate is not None else length
+            if result.truncate is None:
                 _lift_length_guard(predictor.model, length)
             row, colour_row, category_row = [], [], []
-            for depth in depths:
-                cell = niah_samples(length, depth, samples, seed, pack, image_size)
-                logits = predictor.logits(
-                    images=[s.image for s in cell], texts=[s.sample.text for s in cell], batch_size=batch_size
-                )
-                predicted = logits.argmax(-1).tolist()
-                right = [classes[p] == f"{s.sample.category}-{s.sample.colour}" for p, s in zip(predicted, cell)]
-                colour = [colour_of[p] == s.sample.colour for p, s in zip(predicted, cell)]
-                category = [category_of[p] == s.sample.category for p, s in zip(predicted, cell)]
-                row.append(sum(right) / samples)
-                colour_row.append(sum(colour) / samples)
-                category_row.append(sum(category) / samples)
+            for depth in result.depths:
+                cell = niah_samples(length, depth, n, seed, pack, image_size)
+                scores = score(cell)
+                row.append(sum(x[0] for x in scores) / n)
+                colour_row.append(sum(x[1] for x in scores) / n)
+                category_row.append(sum(x[2] for x in scores) / n)
+                for x, s in zip(scores, cell):
+                    if x[3] is not None and not x[0] and len(result.examples) < 20:
+                        result.examples.append(
+                            {"length": length, "depth": depth, "expected": s.sample.answer, "generated": x[3]}
+                        )
             result.acc.append(row)
             result.colour_acc.append(colour_row)
             result.category_acc.append(category_row)
             result.seconds.append(round(time.perf_counter() - start, 1))
             if log:
-                print(f"{name} {length:>7} tokens: " + " ".join(f"{a:.2f}" for a in row)
-                      + f"  ({result.seconds[-1]:.0f} s)", flush=True)
+                cells = " ".join(f"{a:.2f}" for a in row)
+                if result.kind == "generation":
+                    cells = f"exact {cells} | colour {sum(colour_row) / len(colour_row):.3f}"
+                print(f"{result.name} {length:>7} tokens: {cells}  ({result.seconds[-1]:.0f} s)", flush=True)
     finally:
         transform.max_text_len = saved
     return result
@@ -212,44 +236,15 @@ def _evaluate_generation(
             f"NIAH: the checkpoint's tokenizer lacks the answer words {missing}: not a long-range answer generator "
             "(LongRangeDataModule(output='answer'))"
         )
-    pack = AssetPack()
-    image_size = int((predictor.data_state or {}).get("init_args", {}).get("image_size") or 32)
+
+    def score(cell: list[NeedleSample]) -> list[tuple[bool, bool, bool, str | None]]:
+        answers = predictor.caption(
+            images=[s.image for s in cell], texts=[s.sample.text for s in cell], batch_size=batch_size, strategy="greedy"
+        )
+        return [(*_answer_scores(a, s), a) for a, s in zip(answers, cell)]
+
     result = NiahResult(name, list(lengths), list(depths), samples, truncate=truncate, kind="generation")
-    predictor.model.eval()
-    transform = predictor.encoder.transform
-    saved = transform.max_text_len
-    try:
-        for length in lengths:
-            start = time.perf_counter()
-            transform.max_text_len = truncate if truncate is not None else length
-            if truncate is None:
-                _lift_length_guard(predictor.model, length)
-            row, colour_row, category_row = [], [], []
-            for depth in depths:
-                cell = niah_samples(length, depth, samples, seed, pack, image_size)
-                answers = predictor.caption(
-                    images=[s.image for s in cell], texts=[s.sample.text for s in cell], batch_size=batch_size,
-                    strategy="greedy",
-                )
-                scores = [_answer_scores(a, s) for a, s in zip(answers, cell)]
-                row.append(sum(x[0] for x in scores) / samples)
-                colour_row.append(sum(x[1] for x in scores) / samples)
-                category_row.append(sum(x[2] for x in scores) / samples)
-                for a, s, x in zip(answers, cell, scores):
-                    if not x[0] and len(result.examples) < 20:
-                        result.examples.append(
-                            {"length": length, "depth": depth, "expected": s.sample.answer, "generated": a}
-                        )
-            result.acc.append(row)
-            result.colour_acc.append(colour_row)
-            result.category_acc.append(category_row)
-            result.seconds.append(round(time.perf_counter() - start, 1))
-            if log:
-                print(f"{name} {length:>7} tokens: exact " + " ".join(f"{a:.2f}" for a in row)
-                      + f" | colour {sum(colour_row) / len(colour_row):.3f}  ({result.seconds[-1]:.0f} s)", flush=True)
-    finally:
-        transform.max_text_len = saved
-    return result
+    return _sweep(predictor, result, seed, score, log)
 
 
 @torch.no_grad()
