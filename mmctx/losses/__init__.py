@@ -1,10 +1,12 @@
-"""Losses (heads never compute their loss): contrastive, matching, masked-token, distillation and GAN losses.
+"""Losses (heads never compute their loss): contrastive, matching, masked-token, CTC, token detection,
+distillation and GAN losses.
 
 Plain PyTorch, no Lightning.
 """
 
 from mmctx.losses.contrastive import ContrastiveLoss, info_nce, positive_targets
 from mmctx.losses.ctc import ctc_loss, ctc_targets
+from mmctx.losses.detection import token_detection_loss
 from mmctx.losses.distillation import distillation_loss, feature_distillation_loss
 from mmctx.losses.gan import (
     GAN_LOSSES,
@@ -21,6 +23,7 @@ from mmctx.losses.matching import matching_loss, matching_pairs, mine_hard_negat
 __all__: list[str] = [
     "ctc_loss",
     "ctc_targets",
+    "token_detection_loss",
     "distillation_loss",
     "feature_distillation_loss",
     "GAN_LOSSES",

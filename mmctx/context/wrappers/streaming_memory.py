@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mmctx.context.fused.memory import RecurrentMemoryEncoder
+from mmctx.losses.detection import token_detection_loss
 from mmctx.types import Tokens, check_shape
 
 __all__ = ["StreamingMemoryEncoder"]
@@ -194,20 +195,8 @@ class StreamingMemoryEncoder(nn.Module):
             raise ValueError(f"StreamingMemoryEncoder.frame_loss: num_classes + 1 = {num_classes + 1} > width {D}")
         centers = self.token_centers(L // self.tokens_per_segment).to(spans.device)  # (L,)
         inside = (centers[None] >= spans[:, :1]) & (centers[None] < spans[:, 1:])  # (B, L)
-        target = torch.where(inside, labels[:, None] + 1, torch.zeros_like(inside, dtype=torch.long))  # (B, L)
-        logits = out.x[..., : num_classes + 1].float()  # (B, L, C+1)
-        ce = torch.nn.functional.cross_entropy(logits.reshape(B * L, -1), target.reshape(-1), reduction="none").view(B, L)
-        memory_ce = torch.nn.functional.cross_entropy(  # final memory tokens: background
-            self.last_memory[..., : num_classes + 1].float().reshape(-1, num_classes + 1),
-            torch.zeros(self.last_memory.shape[0] * self.last_memory.shape[1], dtype=torch.long, device=spans.device),
-            reduction="none",
-        )
-        pos = inside & out.mask
-        neg = ~inside & out.mask
-        loss = (ce[neg].sum() + memory_ce.sum()) / (neg.sum() + memory_ce.numel())
-        if bool(pos.any()):
-            loss = loss + ce[pos].mean()
-        return loss
+        memory = self.last_memory[..., : num_classes + 1].reshape(-1, num_classes + 1)  # final memory: background
+        return token_detection_loss(out.x[..., : num_classes + 1], out.mask, inside, labels, background=memory)
 
     def _encode_windows(self, windows: Tensor, window_mask: Tensor, own: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Encode segment windows, each one's tokens left-aligned and padded to n.
