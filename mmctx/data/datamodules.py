@@ -1028,6 +1028,8 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
       ``targets["caption_mask"]``, and ``meta["caption_text"]`` (the reference). The
       tokenizer is then the task's vocabulary plus the four category words
       (:func:`~mmctx.data.builtin.long_range.long_range_tokenizer` with ``answers=True``).
+      ``targets["label"]`` comes too (the class of ``"label"``), for an auxiliary
+      classification loss (:class:`~mmctx.trainers.CaptioningTask`'s ``label_loss_weight``).
 
     ``max_text_len`` is the truncation switch: 512 keeps the first 512 tokens of every
     document (the baseline), a value >= ``max_tokens`` keeps all.
@@ -1091,8 +1093,8 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
         super().__init__(
             **self._split_manifests(self.root, num_val, num_test),
             modalities=modalities,
-            classes=None if answer else list(LONG_RANGE_CLASSES),
-            label_field=None if answer else "label",
+            classes=list(LONG_RANGE_CLASSES),
+            label_field="label",
             caption_field="answer" if answer else None,
             batch_size=batch_size,
             num_workers=num_workers,
