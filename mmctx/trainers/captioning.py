@@ -89,6 +89,20 @@ class CaptioningTask(MMCtxTask):
             them (the long-context answer task sat at chance for seed-dependent thousands of
             steps without it: ``configs/long_context/answer_sliding.yaml``). Used in training
             only: generation, prediction and the decoder do not read the head.
+        label_loss_on: what the label head reads: ``"context"`` (what the decoder
+            cross-attends, after the model's context encoder) or ``"fusion"`` (the fusion's
+            output, before the context encoder: the readout of a classification model).
+        key_loss_weight: weight of an auxiliary token-level loss (0: off) on the tokens of
+            encoder ``key_modality``, the frame-level loss of the spoken task
+            (:meth:`~mmctx.context.StreamingMemoryEncoder.frame_loss`) for any encoder: channels
+            ``0 .. key_classes`` of each real token are read as logits of (background, key
+            class 0, ..., key class ``key_classes - 1``); the tokens in ``targets["key_span"]``
+            (B, 2) ``[start, stop)`` are of class ``targets["key_label"]`` (B,), every other
+            token background. The loss is the mean cross-entropy over the key tokens plus the
+            mean over the background ones; logged as ``train/key``. It makes the one token that
+            holds the answer stand out, per class, in the channels a max pooling keeps.
+        key_classes: number of key classes (needed with ``key_loss_weight > 0``).
+        key_modality: the encoder whose tokens the key loss reads.
         num_classes: classes of ``targets["label"]`` (needed with ``label_loss_weight > 0``);
             left unset in YAML configs, the CLI fills it from the data module.
         compile: compile the model's forward (teacher forcing), or only the named submodules
@@ -113,6 +127,10 @@ class CaptioningTask(MMCtxTask):
         ctc_weight: float = 0.0,
         ctc_modality: str = "audio",
         label_loss_weight: float = 0.0,
+        label_loss_on: str = "context",
+        key_loss_weight: float = 0.0,
+        key_classes: int = 0,
+        key_modality: str = "text",
         num_classes: int | None = None,
         compile: bool | str | list[str] = False,
     ) -> None:
@@ -121,6 +139,18 @@ class CaptioningTask(MMCtxTask):
             raise ValueError(f"CaptioningTask: strategy must be one of {_STRATEGIES}, got {strategy!r}")
         if max_new_tokens < 1:
             raise ValueError(f"CaptioningTask: max_new_tokens must be >= 1, got {max_new_tokens}")
+        if label_loss_on not in ("context", "fusion"):
+            raise ValueError(f"CaptioningTask: label_loss_on must be 'context' or 'fusion', got {label_loss_on!r}")
+        if key_loss_weight < 0:
+            raise ValueError(f"CaptioningTask: key_loss_weight must be >= 0, got {key_loss_weight}")
+        if key_loss_weight > 0:
+            if key_classes < 1:
+                raise ValueError(f"CaptioningTask: key_loss_weight > 0 needs key_classes >= 1, got {key_classes}")
+            if key_modality not in getattr(model, "encoders", {}):
+                raise ValueError(
+                    f"CaptioningTask: key_modality={key_modality!r} has no encoder; the model has "
+                    f"{list(getattr(model, 'encoders', {}))}"
+                )
         if label_loss_weight < 0:
             raise ValueError(f"CaptioningTask: label_loss_weight must be >= 0, got {label_loss_weight}")
         if not 0.0 <= label_smoothing < 1.0:
@@ -145,6 +175,10 @@ class CaptioningTask(MMCtxTask):
         self.ctc_modality = ctc_modality
         self.ctc_head = self._build_ctc_head(model) if ctc_weight > 0 else None
         self.label_loss_weight = label_loss_weight
+        self.label_loss_on = label_loss_on
+        self.key_loss_weight = key_loss_weight
+        self.key_classes = key_classes
+        self.key_modality = key_modality
         self.num_classes = num_classes
         self.label_head = self._build_label_head(model, num_classes) if label_loss_weight > 0 else None
         #: the unweighted loss terms of the last training step (read by NonFiniteGuard)
@@ -212,13 +246,14 @@ class CaptioningTask(MMCtxTask):
         ids, mask = self._caption_targets(batch)
         inputs, input_mask = ids[:, :-1], mask[:, :-1]  # (B, T-1): BOS ... last word
         labels = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # (B, T-1): first word ... EOS, pad ignored
-        tokens, context = None, None
-        if not with_aux or (self.ctc_head is None and self.label_head is None):
+        tokens, fused, context = None, None, None
+        if not with_aux or (self.ctc_head is None and self.label_head is None and self.key_loss_weight == 0):
             logits = self(batch, inputs, input_mask)  # (B, T-1, V)
         else:  # the same forward pass, keeping the encoders' tokens and the context for the auxiliary terms
             tokens = self.model.encode_modalities(batch.inputs)
-            context = self.model.fuse(tokens)  # ExtendedContext (B, N, D): what the decoder reads
-            logits = self.model.decoder(inputs, context, input_mask)  # (B, T-1, V)
+            fused = self.model.fusion(tokens)  # ExtendedContext (B, N, D)
+            context = fused if self.model.context_encoder is None else self.model.context_encoder(fused)
+            logits = self.model.decoder(inputs, context, input_mask)  # (B, T-1, V): context is what it reads
         parts = {
             "ce": F.cross_entropy(
                 logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
@@ -235,8 +270,34 @@ class CaptioningTask(MMCtxTask):
                     f"CaptioningTask: label_loss_weight > 0 needs targets['label'] in the batch (targets: "
                     f"{list(batch.targets)}); use data with class labels, or label_loss_weight: 0"
                 )
-            parts["label"] = F.cross_entropy(self.label_head(context).float(), batch.targets["label"])  # (B, K) vs (B,)
+            read = context if self.label_loss_on == "context" else fused
+            parts["label"] = F.cross_entropy(self.label_head(read).float(), batch.targets["label"])  # (B, K) vs (B,)
+        if self.key_loss_weight > 0 and tokens is not None:
+            parts["key"] = self._key_loss(batch, tokens)
         return parts
+
+    def _key_loss(self, batch: MultimodalBatch, tokens: dict[str, Any]) -> Tensor:
+        """The token-level key loss (see ``key_loss_weight``) on ``tokens[key_modality]``."""
+        missing = [k for k in ("key_span", "key_label") if k not in batch.targets]
+        if missing:
+            raise KeyError(
+                f"CaptioningTask: key_loss_weight > 0 needs targets {missing} in the batch (targets: "
+                f"{list(batch.targets)}); use data with key spans, or key_loss_weight: 0"
+            )
+        if self.key_modality not in tokens:
+            raise KeyError(f"CaptioningTask: the batch has no {self.key_modality!r} input for the key loss")
+        x, mask = tokens[self.key_modality].x, tokens[self.key_modality].mask  # (B, T, D), (B, T)
+        spans, key = batch.targets["key_span"], batch.targets["key_label"]  # (B, 2), (B,)
+        K = self.key_classes + 1
+        if K > x.shape[-1]:
+            raise ValueError(f"CaptioningTask: key_classes + 1 = {K} > the {self.key_modality!r} width {x.shape[-1]}")
+        position = torch.arange(x.shape[1], device=x.device)[None]  # (1, T)
+        inside = (position >= spans[:, :1]) & (position < spans[:, 1:])  # (B, T)
+        target = torch.where(inside, key[:, None] + 1, torch.zeros_like(position))  # (B, T): 0 = background
+        ce = F.cross_entropy(x[..., :K].float().flatten(0, 1), target.flatten(), reduction="none").view_as(target)
+        pos, neg = inside & mask, ~inside & mask
+        loss = ce[neg].mean() if bool(neg.any()) else ce.sum() * 0
+        return loss + ce[pos].mean() if bool(pos.any()) else loss
 
     def loss(self, batch: MultimodalBatch) -> Tensor:
         """The training loss: cross-entropy (+ ``ctc_weight`` × CTC, + ``label_loss_weight`` × label)."""
@@ -248,6 +309,8 @@ class CaptioningTask(MMCtxTask):
             total = total + self.ctc_weight * parts["ctc"]
         if "label" in parts:
             total = total + self.label_loss_weight * parts["label"]
+        if "key" in parts:
+            total = total + self.key_loss_weight * parts["key"]
         return total
 
     @torch.no_grad()

@@ -188,6 +188,12 @@ def test_data_module_batches_shapes_masks_and_truncation(tiny_root: Path, max_te
         assert text.data[b, : lengths[b]].tolist() == tok.encode(row["text"])[:max_text_len]
     assert image.data.shape == (4, 3, 32, 32) and image.mask.all()
     assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
+    # the key colour word's token span and colour (CaptioningTask's key_loss_weight)
+    assert batch.targets["key_span"].tolist() == [[r["fact_token"], r["fact_token"] + 1] for r in rows]
+    assert batch.targets["key_label"].tolist() == [LONG_RANGE_COLOURS.index(r["colour"]) for r in rows]
+    for b, row in enumerate(rows):  # (a span cut away by max_text_len lies past the document's end)
+        if row["fact_token"] < batch.inputs["text"].mask[b].sum():
+            assert tok.decode([int(batch.inputs["text"].data[b, row["fact_token"]])]) == row["colour"]
     assert batch.ids == [r["id"] for r in rows]
 
 
@@ -221,6 +227,12 @@ def test_data_module_answer_target_is_the_caption_in_the_answer_vocabulary(tiny_
     rows = read_rows(tiny_root, "val")
     assert batch.meta["caption_text"] == [r["answer"] for r in rows]
     assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
+    # the key colour word's token span and colour (CaptioningTask's key_loss_weight)
+    assert batch.targets["key_span"].tolist() == [[r["fact_token"], r["fact_token"] + 1] for r in rows]
+    assert batch.targets["key_label"].tolist() == [LONG_RANGE_COLOURS.index(r["colour"]) for r in rows]
+    for b, row in enumerate(rows):  # (a span cut away by max_text_len lies past the document's end)
+        if row["fact_token"] < batch.inputs["text"].mask[b].sum():
+            assert tok.decode([int(batch.inputs["text"].data[b, row["fact_token"]])]) == row["colour"]
     ids, mask = batch.targets["caption"], batch.targets["caption_mask"]
     assert ids.shape == (4, 4) and bool(mask.all())  # [bos] colour category [eos]
     for b, row in enumerate(rows):
