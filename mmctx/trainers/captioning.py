@@ -86,9 +86,10 @@ class CaptioningTask(MMCtxTask):
             ``train/ce`` and ``train/label``); ``{val,test}/loss`` stay the cross-entropy.
             It gives the encoders a direct gradient towards what the class depends on, where
             the decoder's gradient reaches one relevant token through a softmax over all of
-            them (the long-context answer task sat at chance for seed-dependent thousands of
-            steps without it: ``configs/long_context/answer_sliding.yaml``). Used in training
-            only: generation, prediction and the decoder do not read the head.
+            them (``configs/long_context/answer_sliding.yaml``: it freed a seed whose colour
+            sat at chance for 3,000 steps without it, but not every seed; with ``key_loss_weight``
+            too, every seed tried). Used in training only: generation, prediction and the
+            decoder do not read the head.
         label_loss_on: what the label head reads: ``"context"`` (what the decoder
             cross-attends, after the model's context encoder) or ``"fusion"`` (the fusion's
             output, before the context encoder: the readout of a classification model).
@@ -241,8 +242,9 @@ class CaptioningTask(MMCtxTask):
 
     def loss_parts(self, batch: MultimodalBatch, with_aux: bool = True) -> dict[str, Tensor]:
         """The unweighted loss terms: ``"ce"`` (mean next-token cross-entropy over the real
-        target tokens) and, with ``with_aux``, ``"ctc"`` (``ctc_weight > 0``) and ``"label"``
-        (``label_loss_weight > 0``: cross-entropy of the label head's class logits)."""
+        target tokens) and, with ``with_aux``, ``"ctc"`` (``ctc_weight > 0``), ``"label"``
+        (``label_loss_weight > 0``: cross-entropy of the label head's class logits) and
+        ``"key"`` (``key_loss_weight > 0``, see :meth:`_key_loss`)."""
         ids, mask = self._caption_targets(batch)
         inputs, input_mask = ids[:, :-1], mask[:, :-1]  # (B, T-1): BOS ... last word
         labels = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # (B, T-1): first word ... EOS, pad ignored
@@ -277,7 +279,10 @@ class CaptioningTask(MMCtxTask):
         return parts
 
     def _key_loss(self, batch: MultimodalBatch, tokens: dict[str, Any]) -> Tensor:
-        """The token-level key loss (see ``key_loss_weight``) on ``tokens[key_modality]``."""
+        """The token-level key loss (see ``key_loss_weight``) on ``tokens[key_modality]``.
+
+        Shapes: tokens[key_modality].x (B, T, D), targets key_span (B, 2), key_label (B,) → scalar
+        """
         missing = [k for k in ("key_span", "key_label") if k not in batch.targets]
         if missing:
             raise KeyError(
@@ -300,7 +305,8 @@ class CaptioningTask(MMCtxTask):
         return loss + ce[pos].mean() if bool(pos.any()) else loss
 
     def loss(self, batch: MultimodalBatch) -> Tensor:
-        """The training loss: cross-entropy (+ ``ctc_weight`` × CTC, + ``label_loss_weight`` × label)."""
+        """The training loss: cross-entropy (+ ``ctc_weight`` × CTC, + ``label_loss_weight`` × label,
+        + ``key_loss_weight`` × key)."""
         return self._total(self.loss_parts(batch))
 
     def _total(self, parts: dict[str, Tensor]) -> Tensor:
