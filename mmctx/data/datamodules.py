@@ -22,6 +22,7 @@ import dataclasses
 import inspect
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from mmctx.data.augment import Augmentation, AugmentedDataset
 from mmctx.data.builtin.asset_pack import default_tokenizer_path
 from mmctx.data.builtin.long_range import (
     LONG_RANGE_CLASSES,
+    LONG_RANGE_COLOURS,
     ensure_long_range_dataset,
     long_range_data_root,
     long_range_params,
@@ -62,6 +64,7 @@ from mmctx.data.tokenization import (
     train_tokenizer as train_tokenizer_on,
     unknown_token_rate,
 )
+from mmctx.types import MultimodalBatch
 
 __all__ = [
     "CocoCaptionDataModule",
@@ -1028,6 +1031,14 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
       ``targets["caption_mask"]``, and ``meta["caption_text"]`` (the reference). The
       tokenizer is then the task's vocabulary plus the four category words
       (:func:`~mmctx.data.builtin.long_range.long_range_tokenizer` with ``answers=True``).
+      ``targets["label"]`` comes too (the class of ``"label"``), for an auxiliary
+      classification loss (:class:`~mmctx.trainers.CaptioningTask`'s ``label_loss_weight``).
+
+    With either output, ``targets["key_span"]`` (B, 2) long is the key colour word's
+    ``[start, stop)`` in text tokens and ``targets["key_label"]`` (B,) its index in
+    :data:`~mmctx.data.builtin.long_range.LONG_RANGE_COLOURS`, for a token-level auxiliary
+    loss (:class:`~mmctx.trainers.CaptioningTask`'s ``key_loss_weight``); a span cut away by
+    ``max_text_len`` lies past the document's end.
 
     ``max_text_len`` is the truncation switch: 512 keeps the first 512 tokens of every
     document (the baseline), a value >= ``max_tokens`` keeps all.
@@ -1091,8 +1102,8 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
         super().__init__(
             **self._split_manifests(self.root, num_val, num_test),
             modalities=modalities,
-            classes=None if answer else list(LONG_RANGE_CLASSES),
-            label_field=None if answer else "label",
+            classes=list(LONG_RANGE_CLASSES),
+            label_field="label",
             caption_field="answer" if answer else None,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -1114,6 +1125,53 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
         """The task's own vocabulary (fixed, so vocab_size is known without the data), with
         the answers' words when the target is the answer."""
         return long_range_tokenizer(answers=self.output == "answer")
+
+    def _new_dataset(self, manifest: Path, classes: list[str] | None) -> Dataset:
+        return _KeySpanDataset(super()._new_dataset(manifest, classes), manifest)
+
+    def _collate(self) -> _KeySpanCollate:
+        return _KeySpanCollate(self.pad_id if self.pad_id is not None else 0)
+
+
+class _KeySpanDataset(Dataset):
+    """A long-range manifest data set whose items also carry ``"key_span"`` ([fact_token,
+    fact_token + 1): the key colour word) and ``"key_label"`` (the colour's index), read from
+    the manifest rows' ``fact_token`` and ``colour``. Other attributes are the wrapped set's."""
+
+    def __init__(self, dataset: ManifestDataset, manifest: Path) -> None:
+        self.dataset = dataset
+        keys = {}
+        with open(manifest) as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    keys[row["id"]] = (int(row["fact_token"]), LONG_RANGE_COLOURS.index(row["colour"]))
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:  # rows, source, ... of the wrapped data set
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        token, colour = self.keys[item["id"]]
+        item["key_span"], item["key_label"] = (token, token + 1), colour
+        return item
+
+
+class _KeySpanCollate(MultimodalCollate):
+    """:class:`~mmctx.data.collate.MultimodalCollate`, plus ``targets["key_span"]`` (B, 2) and
+    ``targets["key_label"]`` (B,) from the items of :class:`_KeySpanDataset`."""
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> MultimodalBatch:
+        batch = super().__call__(items)
+        batch.targets["key_span"] = torch.tensor([item["key_span"] for item in items], dtype=torch.long)  # (B, 2)
+        batch.targets["key_label"] = torch.tensor([item["key_label"] for item in items], dtype=torch.long)  # (B,)
+        return batch
 
 
 class StreamingDataModule(

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from mmctx.heads import ClassifierHead
 from mmctx.losses.ctc import ctc_loss, ctc_targets
 from mmctx.metrics.caption import caption_metrics
 from mmctx.trainers.base import MMCtxTask
@@ -77,6 +78,34 @@ class CaptioningTask(MMCtxTask):
             encoder's tokens to the decoder's vocabulary plus a blank; it is only used in
             training. Speeds up speech → text a lot (see ``configs/audio_text.yaml``).
         ctc_modality: the encoder whose tokens the CTC loss reads.
+        label_loss_weight: weight of an auxiliary classification loss on the decoder's
+            context (0: off): a :class:`~mmctx.heads.ClassifierHead` of the task (max pooling
+            over the real context tokens, then a linear layer) predicts the sample's class
+            ``targets["label"]`` from the same context the decoder cross-attends, and the
+            training loss is ``cross-entropy + label_loss_weight * label`` (logged as
+            ``train/ce`` and ``train/label``); ``{val,test}/loss`` stay the cross-entropy.
+            It gives the encoders a direct gradient towards what the class depends on, where
+            the decoder's gradient reaches one relevant token through a softmax over all of
+            them (``configs/long_context/answer_sliding.yaml``: it freed a seed whose colour
+            sat at chance for 3,000 steps without it, but not every seed; with ``key_loss_weight``
+            too, every seed tried). Used in training only: generation, prediction and the
+            decoder do not read the head.
+        label_loss_on: what the label head reads: ``"context"`` (what the decoder
+            cross-attends, after the model's context encoder) or ``"fusion"`` (the fusion's
+            output, before the context encoder: the readout of a classification model).
+        key_loss_weight: weight of an auxiliary token-level loss (0: off) on the tokens of
+            encoder ``key_modality``, the frame-level loss of the spoken task
+            (:meth:`~mmctx.context.StreamingMemoryEncoder.frame_loss`) for any encoder: channels
+            ``0 .. key_classes`` of each real token are read as logits of (background, key
+            class 0, ..., key class ``key_classes - 1``); the tokens in ``targets["key_span"]``
+            (B, 2) ``[start, stop)`` are of class ``targets["key_label"]`` (B,), every other
+            token background. The loss is the mean cross-entropy over the key tokens plus the
+            mean over the background ones; logged as ``train/key``. It makes the one token that
+            holds the answer stand out, per class, in the channels a max pooling keeps.
+        key_classes: number of key classes (needed with ``key_loss_weight > 0``).
+        key_modality: the encoder whose tokens the key loss reads.
+        num_classes: classes of ``targets["label"]`` (needed with ``label_loss_weight > 0``);
+            left unset in YAML configs, the CLI fills it from the data module.
         compile: compile the model's forward (teacher forcing), or only the named submodules
             (e.g. ``"decoder"``), with ``torch.compile``; see
             :class:`~mmctx.trainers.MMCtxTask`.
@@ -98,6 +127,12 @@ class CaptioningTask(MMCtxTask):
         target: str = "caption",
         ctc_weight: float = 0.0,
         ctc_modality: str = "audio",
+        label_loss_weight: float = 0.0,
+        label_loss_on: str = "context",
+        key_loss_weight: float = 0.0,
+        key_classes: int = 0,
+        key_modality: str = "text",
+        num_classes: int | None = None,
         compile: bool | str | list[str] = False,
     ) -> None:
         super().__init__(model, optimizer, scheduler, compile)
@@ -105,6 +140,20 @@ class CaptioningTask(MMCtxTask):
             raise ValueError(f"CaptioningTask: strategy must be one of {_STRATEGIES}, got {strategy!r}")
         if max_new_tokens < 1:
             raise ValueError(f"CaptioningTask: max_new_tokens must be >= 1, got {max_new_tokens}")
+        if label_loss_on not in ("context", "fusion"):
+            raise ValueError(f"CaptioningTask: label_loss_on must be 'context' or 'fusion', got {label_loss_on!r}")
+        if key_loss_weight < 0:
+            raise ValueError(f"CaptioningTask: key_loss_weight must be >= 0, got {key_loss_weight}")
+        if key_loss_weight > 0:
+            if key_classes < 1:
+                raise ValueError(f"CaptioningTask: key_loss_weight > 0 needs key_classes >= 1, got {key_classes}")
+            if key_modality not in getattr(model, "encoders", {}):
+                raise ValueError(
+                    f"CaptioningTask: key_modality={key_modality!r} has no encoder; the model has "
+                    f"{list(getattr(model, 'encoders', {}))}"
+                )
+        if label_loss_weight < 0:
+            raise ValueError(f"CaptioningTask: label_loss_weight must be >= 0, got {label_loss_weight}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"CaptioningTask: label_smoothing must be in [0, 1), got {label_smoothing}")
         for method in ("generate", "encode"):
@@ -126,6 +175,13 @@ class CaptioningTask(MMCtxTask):
         self.ctc_weight = ctc_weight
         self.ctc_modality = ctc_modality
         self.ctc_head = self._build_ctc_head(model) if ctc_weight > 0 else None
+        self.label_loss_weight = label_loss_weight
+        self.label_loss_on = label_loss_on
+        self.key_loss_weight = key_loss_weight
+        self.key_classes = key_classes
+        self.key_modality = key_modality
+        self.num_classes = num_classes
+        self.label_head = self._build_label_head(model, num_classes) if label_loss_weight > 0 else None
         #: the unweighted loss terms of the last training step (read by NonFiniteGuard)
         self.loss_terms: dict[str, Tensor] = {}
         #: decodes generated ids; taken from ``trainer.datamodule.tokenizer`` (or a checkpoint)
@@ -173,18 +229,33 @@ class CaptioningTask(MMCtxTask):
             )
         return nn.Linear(width, vocab + 1)  # the last class is the CTC blank
 
-    def loss_parts(self, batch: MultimodalBatch, with_ctc: bool = True) -> dict[str, Tensor]:
+    def _build_label_head(self, model: nn.Module, num_classes: int | None) -> ClassifierHead:
+        if num_classes is None or num_classes < 2:
+            raise ValueError(
+                f"CaptioningTask: label_loss_weight > 0 needs num_classes >= 2, got {num_classes!r} (from the CLI "
+                "it is filled in from the data module's classes: use data with class labels)"
+            )
+        width = getattr(getattr(model, "decoder", None), "context_dim", None)
+        if not isinstance(width, int):
+            raise TypeError(f"CaptioningTask: the label loss needs model.decoder.context_dim (got {width!r})")
+        return ClassifierHead(width, num_classes, pooling="max")
+
+    def loss_parts(self, batch: MultimodalBatch, with_aux: bool = True) -> dict[str, Tensor]:
         """The unweighted loss terms: ``"ce"`` (mean next-token cross-entropy over the real
-        target tokens) and, with ``ctc_weight > 0`` and ``with_ctc``, ``"ctc"``."""
+        target tokens) and, with ``with_aux``, ``"ctc"`` (``ctc_weight > 0``), ``"label"``
+        (``label_loss_weight > 0``: cross-entropy of the label head's class logits) and
+        ``"key"`` (``key_loss_weight > 0``, see :meth:`_key_loss`)."""
         ids, mask = self._caption_targets(batch)
         inputs, input_mask = ids[:, :-1], mask[:, :-1]  # (B, T-1): BOS ... last word
         labels = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # (B, T-1): first word ... EOS, pad ignored
-        if self.ctc_head is None or not with_ctc:
+        tokens, fused, context = None, None, None
+        if not with_aux or (self.ctc_head is None and self.label_head is None and self.key_loss_weight == 0):
             logits = self(batch, inputs, input_mask)  # (B, T-1, V)
-            tokens = None
-        else:  # the same forward pass, keeping the encoders' tokens for the CTC term
+        else:  # the same forward pass, keeping the encoders' tokens and the context for the auxiliary terms
             tokens = self.model.encode_modalities(batch.inputs)
-            logits = self.model.decoder(inputs, self.model.fuse(tokens), input_mask)  # (B, T-1, V)
+            fused = self.model.fusion(tokens)  # ExtendedContext (B, N, D)
+            context = fused if self.model.context_encoder is None else self.model.context_encoder(fused)
+            logits = self.model.decoder(inputs, context, input_mask)  # (B, T-1, V): context is what it reads
         parts = {
             "ce": F.cross_entropy(
                 logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
@@ -195,14 +266,58 @@ class CaptioningTask(MMCtxTask):
             targets, lengths = ctc_targets(ids, mask)
             blank = self.ctc_head.out_features - 1
             parts["ctc"] = ctc_loss(self.ctc_head(frames.x), frames.mask, targets, lengths, blank)
+        if self.label_head is not None and context is not None:
+            if "label" not in batch.targets:
+                raise KeyError(
+                    f"CaptioningTask: label_loss_weight > 0 needs targets['label'] in the batch (targets: "
+                    f"{list(batch.targets)}); use data with class labels, or label_loss_weight: 0"
+                )
+            read = context if self.label_loss_on == "context" else fused
+            parts["label"] = F.cross_entropy(self.label_head(read).float(), batch.targets["label"])  # (B, K) vs (B,)
+        if self.key_loss_weight > 0 and tokens is not None:
+            parts["key"] = self._key_loss(batch, tokens)
         return parts
 
+    def _key_loss(self, batch: MultimodalBatch, tokens: dict[str, Any]) -> Tensor:
+        """The token-level key loss (see ``key_loss_weight``) on ``tokens[key_modality]``.
+
+        Shapes: tokens[key_modality].x (B, T, D), targets key_span (B, 2), key_label (B,) → scalar
+        """
+        missing = [k for k in ("key_span", "key_label") if k not in batch.targets]
+        if missing:
+            raise KeyError(
+                f"CaptioningTask: key_loss_weight > 0 needs targets {missing} in the batch (targets: "
+                f"{list(batch.targets)}); use data with key spans, or key_loss_weight: 0"
+            )
+        if self.key_modality not in tokens:
+            raise KeyError(f"CaptioningTask: the batch has no {self.key_modality!r} input for the key loss")
+        x, mask = tokens[self.key_modality].x, tokens[self.key_modality].mask  # (B, T, D), (B, T)
+        spans, key = batch.targets["key_span"], batch.targets["key_label"]  # (B, 2), (B,)
+        K = self.key_classes + 1
+        if K > x.shape[-1]:
+            raise ValueError(f"CaptioningTask: key_classes + 1 = {K} > the {self.key_modality!r} width {x.shape[-1]}")
+        position = torch.arange(x.shape[1], device=x.device)[None]  # (1, T)
+        inside = (position >= spans[:, :1]) & (position < spans[:, 1:])  # (B, T)
+        target = torch.where(inside, key[:, None] + 1, torch.zeros_like(position))  # (B, T): 0 = background
+        ce = F.cross_entropy(x[..., :K].float().flatten(0, 1), target.flatten(), reduction="none").view_as(target)
+        pos, neg = inside & mask, ~inside & mask
+        loss = ce[neg].mean() if bool(neg.any()) else ce.sum() * 0
+        return loss + ce[pos].mean() if bool(pos.any()) else loss
+
     def loss(self, batch: MultimodalBatch) -> Tensor:
-        """The training loss: cross-entropy (+ ``ctc_weight`` × CTC)."""
+        """The training loss: cross-entropy (+ ``ctc_weight`` × CTC, + ``label_loss_weight`` × label,
+        + ``key_loss_weight`` × key)."""
         return self._total(self.loss_parts(batch))
 
     def _total(self, parts: dict[str, Tensor]) -> Tensor:
-        return parts["ce"] + self.ctc_weight * parts["ctc"] if "ctc" in parts else parts["ce"]
+        total = parts["ce"]
+        if "ctc" in parts:
+            total = total + self.ctc_weight * parts["ctc"]
+        if "label" in parts:
+            total = total + self.label_loss_weight * parts["label"]
+        if "key" in parts:
+            total = total + self.key_loss_weight * parts["key"]
+        return total
 
     @torch.no_grad()
     def generate(self, batch: MultimodalBatch) -> Tensor:
@@ -275,7 +390,7 @@ class CaptioningTask(MMCtxTask):
         self.loss_terms = self.loss_parts(batch)
         loss = self._total(self.loss_terms)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        if "ctc" in self.loss_terms:
+        if len(self.loss_terms) > 1:  # auxiliary terms: each one logged beside the total
             self.log_dict({f"train/{k}": v.detach() for k, v in self.loss_terms.items()}, batch_size=len(batch))
         return loss
 
@@ -297,7 +412,7 @@ class CaptioningTask(MMCtxTask):
         return rows
 
     def _eval_step(self, batch: MultimodalBatch, split: str) -> None:
-        self.log(f"{split}/loss", self.loss_parts(batch, with_ctc=False)["ce"], prog_bar=split == "val", batch_size=len(batch), sync_dist=True)
+        self.log(f"{split}/loss", self.loss_parts(batch, with_aux=False)["ce"], prog_bar=split == "val", batch_size=len(batch), sync_dist=True)
         references = _references(batch)
         if references is None:
             raise KeyError(f"CaptioningTask: the {split} batch has no reference captions (meta['caption_text'])")

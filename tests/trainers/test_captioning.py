@@ -211,3 +211,92 @@ def test_ctc_auxiliary_loss_trains_the_audio_encoder_and_names_a_bad_modality(de
     assert not missing, missing
     with pytest.raises(ValueError, match=r"ctc_modality='image' has no encoder; the model has \['audio'\]"):
         CaptioningTask(model, ctc_weight=0.5, ctc_modality="image")
+
+
+def test_label_auxiliary_loss_is_a_max_pooled_classifier_on_the_decoder_context(default_root):
+    """With label_loss_weight, the loss is CE + w·CE(class) of a max-pooling classifier on the
+    context the decoder reads: its value is the hand-computed one, its gradient reaches the
+    encoders (not the decoder), weight 0 leaves the task as it was, and bad settings are named."""
+    import torch.nn.functional as F
+
+    dm = datamodule(default_root, batch_size=3, label_field="label")
+    batch = first_batch(dm)
+    model = tiny_captioner(dm, dim=16)
+    plain = CaptioningTask(model)
+    task = CaptioningTask(model, label_loss_weight=0.5, num_classes=dm.num_classes)
+    assert plain.label_head is None and set(plain.loss_parts(batch)) == {"ce"}
+    parts = task.loss_parts(batch)
+    assert set(parts) == {"ce", "label"}
+    torch.testing.assert_close(parts["ce"], plain.loss(batch))  # the same decoder loss
+    torch.testing.assert_close(task.loss(batch), parts["ce"] + 0.5 * parts["label"])
+    # by hand: masked max over the context tokens, LayerNorm, linear, cross-entropy
+    with torch.no_grad():
+        context = model.encode(batch)
+        pooled = context.x.masked_fill(~context.mask[..., None], float("-inf")).amax(1)  # (B, D)
+        norm, linear = task.label_head.norm, task.label_head.mlp[-1]
+        logits = F.layer_norm(pooled, (16,), norm.weight, norm.bias) @ linear.weight.T + linear.bias  # (B, K)
+        expected = -logits.log_softmax(-1).gather(1, batch.targets["label"][:, None]).mean()
+    torch.testing.assert_close(parts["label"], expected, rtol=1e-5, atol=1e-6)
+    # the auxiliary term alone trains the encoders and its own head, never the decoder
+    task.zero_grad(set_to_none=True)
+    parts["label"].backward()
+    encoder_grad = sum(p.grad.abs().sum() for p in model.encoders.parameters() if p.grad is not None)
+    assert encoder_grad > 0 and all(p.grad is not None for p in task.label_head.parameters())
+    assert all(p.grad is None for p in model.decoder.parameters())
+    # evaluation loss stays the decoder's cross-entropy
+    assert set(task.loss_parts(batch, with_aux=False)) == {"ce"}
+    # bad settings fail loudly, naming the argument or the missing target
+    with pytest.raises(ValueError, match="num_classes"):
+        CaptioningTask(model, label_loss_weight=0.5)
+    with pytest.raises(ValueError, match="label_loss_weight must be >= 0"):
+        CaptioningTask(model, label_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="label_loss_on must be 'context' or 'fusion'"):
+        CaptioningTask(model, label_loss_weight=1.0, num_classes=4, label_loss_on="pooled")
+    batch.targets.pop("label")
+    with pytest.raises(KeyError, match=r"label_loss_weight > 0 needs targets\['label'\]"):
+        task.loss_parts(batch)
+
+
+def test_key_auxiliary_loss_reads_token_channels_as_key_class_logits(default_root):
+    """With key_loss_weight, the tokens of key_modality inside targets["key_span"] are pushed to
+    class targets["key_label"] (channel 1 + k), every other real token to background (channel
+    0): the value is the hand-computed balanced cross-entropy, the gradient reaches that
+    encoder only, weight 0 adds nothing, and bad settings or missing targets are named."""
+    dm = datamodule(default_root, batch_size=3)
+    batch = first_batch(dm)
+    model = tiny_captioner(dm, dim=16)
+    task = CaptioningTask(model, key_loss_weight=2.0, key_classes=3, key_modality="image")
+    batch.targets["key_span"] = torch.tensor([[0, 1], [1, 3], [2, 3]])  # [start, stop) in image tokens
+    batch.targets["key_label"] = torch.tensor([2, 0, 1])
+    parts = task.loss_parts(batch)
+    assert set(parts) == {"ce", "key"}
+    torch.testing.assert_close(task.loss(batch), parts["ce"] + 2.0 * parts["key"])
+    with torch.no_grad():  # by hand, token by token
+        tokens = model.encode_modalities(batch.inputs)["image"]
+        pos, neg = [], []
+        for b in range(3):
+            start, stop = batch.targets["key_span"][b].tolist()
+            for t in range(tokens.x.shape[1]):
+                if not tokens.mask[b, t]:
+                    continue
+                logp = tokens.x[b, t, :4].log_softmax(-1)
+                if start <= t < stop:
+                    pos.append(-logp[1 + batch.targets["key_label"][b]])
+                else:
+                    neg.append(-logp[0])
+        expected = torch.stack(pos).mean() + torch.stack(neg).mean()
+    torch.testing.assert_close(parts["key"], expected, rtol=1e-5, atol=1e-6)
+    task.zero_grad(set_to_none=True)
+    parts["key"].backward()
+    assert sum(p.grad.abs().sum() for p in model.encoders["image"].parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert set(CaptioningTask(model).loss_parts(batch)) == {"ce"}
+    with pytest.raises(ValueError, match="key_classes >= 1"):
+        CaptioningTask(model, key_loss_weight=1.0, key_modality="image")
+    with pytest.raises(ValueError, match=r"key_modality='text' has no encoder"):
+        CaptioningTask(model, key_loss_weight=1.0, key_classes=3)
+    with pytest.raises(ValueError, match="key_loss_weight must be >= 0"):
+        CaptioningTask(model, key_loss_weight=-1.0, key_classes=3, key_modality="image")
+    del batch.targets["key_span"]
+    with pytest.raises(KeyError, match=r"needs targets \['key_span'\]"):
+        task.loss_parts(batch)

@@ -188,6 +188,12 @@ def test_data_module_batches_shapes_masks_and_truncation(tiny_root: Path, max_te
         assert text.data[b, : lengths[b]].tolist() == tok.encode(row["text"])[:max_text_len]
     assert image.data.shape == (4, 3, 32, 32) and image.mask.all()
     assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
+    # the key colour word's token span and colour (CaptioningTask's key_loss_weight)
+    assert batch.targets["key_span"].tolist() == [[r["fact_token"], r["fact_token"] + 1] for r in rows]
+    assert batch.targets["key_label"].tolist() == [LONG_RANGE_COLOURS.index(r["colour"]) for r in rows]
+    for b, row in enumerate(rows):  # (a span cut away by max_text_len lies past the document's end)
+        if row["fact_token"] < batch.inputs["text"].mask[b].sum():
+            assert tok.decode([int(batch.inputs["text"].data[b, row["fact_token"]])]) == row["colour"]
     assert batch.ids == [r["id"] for r in rows]
 
 
@@ -213,12 +219,20 @@ def test_data_module_answer_target_is_the_caption_in_the_answer_vocabulary(tiny_
     dm = LongRangeDataModule(root=str(tiny_root), **common, data_seed=TINY["seed"], batch_size=4, output="answer")
     plain = long_range_tokenizer()
     tok = long_range_tokenizer(answers=True)
-    assert dm.vocab_size == tok.vocab_size == plain.vocab_size + len(LONG_RANGE_CATEGORIES) and dm.classes == []
+    assert dm.vocab_size == tok.vocab_size == plain.vocab_size + len(LONG_RANGE_CATEGORIES)
+    assert dm.classes == list(LONG_RANGE_CLASSES)  # the labels come too (CaptioningTask's label_loss_weight)
     assert all(tok.encode(c) != [tok.unk_id] and plain.encode(c) == [plain.unk_id] for c in LONG_RANGE_CATEGORIES)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     rows = read_rows(tiny_root, "val")
-    assert "label" not in batch.targets and batch.meta["caption_text"] == [r["answer"] for r in rows]
+    assert batch.meta["caption_text"] == [r["answer"] for r in rows]
+    assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
+    # the key colour word's token span and colour (CaptioningTask's key_loss_weight)
+    assert batch.targets["key_span"].tolist() == [[r["fact_token"], r["fact_token"] + 1] for r in rows]
+    assert batch.targets["key_label"].tolist() == [LONG_RANGE_COLOURS.index(r["colour"]) for r in rows]
+    for b, row in enumerate(rows):  # (a span cut away by max_text_len lies past the document's end)
+        if row["fact_token"] < batch.inputs["text"].mask[b].sum():
+            assert tok.decode([int(batch.inputs["text"].data[b, row["fact_token"]])]) == row["colour"]
     ids, mask = batch.targets["caption"], batch.targets["caption_mask"]
     assert ids.shape == (4, 4) and bool(mask.all())  # [bos] colour category [eos]
     for b, row in enumerate(rows):
