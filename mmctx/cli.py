@@ -96,6 +96,8 @@ class MMCtxCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in _EVAL_SUBCOMMANDS:  # keep the fit's config.yaml (its seed, its settings)
+            self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config_{self.subcommand}.yaml"}
         if self.subcommand in {"fit", "validate", "test", "predict"} and cfg.get("ckpt_path") in {"best", "last"}:
             _resolve_checkpoint(cfg)
         if self.subcommand in _EVAL_SUBCOMMANDS and cfg.get("ckpt_path") and isinstance(cfg.get("data"), Namespace):

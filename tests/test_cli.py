@@ -200,9 +200,11 @@ def test_fit_then_test_best_checkpoint_in_a_new_process_and_reload(default_root,
     saved = (run / "config.yaml").read_text()
     assert "num_classes: 32" in saved
 
-    main(["test", *common, "--ckpt_path=best"])
+    main(["test", *common, "--ckpt_path=best", "--seed_everything=7"])
     out = capsys.readouterr().out
     assert "=== mmctx test results ===" in out and "test/acc" in out
+    # the test's config is saved beside the fit's, which keeps the fit's settings
+    assert (run / "config.yaml").read_text() == saved and "seed_everything: 7" in (run / "config_test.yaml").read_text()
     rows = [json.loads(line) for line in (run / "test_predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and {"id", "label", "predicted", "probs"} <= set(rows[0])
     assert (run / "confusion_matrix.txt").is_file()

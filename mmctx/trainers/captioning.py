@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from mmctx.heads import ClassifierHead
 from mmctx.losses.ctc import ctc_loss, ctc_targets
+from mmctx.losses.detection import token_detection_loss
 from mmctx.metrics.caption import caption_metrics
 from mmctx.trainers.base import MMCtxTask
 from mmctx.trainers.distributed import gather_rows
@@ -152,8 +153,9 @@ class CaptioningTask(MMCtxTask):
                     f"CaptioningTask: key_modality={key_modality!r} has no encoder; the model has "
                     f"{list(getattr(model, 'encoders', {}))}"
                 )
-        if label_loss_weight < 0:
-            raise ValueError(f"CaptioningTask: label_loss_weight must be >= 0, got {label_loss_weight}")
+        for name, weight in (("ctc_weight", ctc_weight), ("label_loss_weight", label_loss_weight)):
+            if weight < 0:
+                raise ValueError(f"CaptioningTask: {name} must be >= 0, got {weight}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"CaptioningTask: label_smoothing must be in [0, 1), got {label_smoothing}")
         for method in ("generate", "encode"):
@@ -213,8 +215,6 @@ class CaptioningTask(MMCtxTask):
         return ids, mask
 
     def _build_ctc_head(self, model: nn.Module) -> nn.Linear:
-        if self.ctc_weight < 0:
-            raise ValueError(f"CaptioningTask: ctc_weight must be >= 0, got {self.ctc_weight}")
         encoders = getattr(model, "encoders", {})
         if self.ctc_modality not in encoders:
             raise ValueError(
@@ -298,11 +298,7 @@ class CaptioningTask(MMCtxTask):
             raise ValueError(f"CaptioningTask: key_classes + 1 = {K} > the {self.key_modality!r} width {x.shape[-1]}")
         position = torch.arange(x.shape[1], device=x.device)[None]  # (1, T)
         inside = (position >= spans[:, :1]) & (position < spans[:, 1:])  # (B, T)
-        target = torch.where(inside, key[:, None] + 1, torch.zeros_like(position))  # (B, T): 0 = background
-        ce = F.cross_entropy(x[..., :K].float().flatten(0, 1), target.flatten(), reduction="none").view_as(target)
-        pos, neg = inside & mask, ~inside & mask
-        loss = ce[neg].mean() if bool(neg.any()) else ce.sum() * 0
-        return loss + ce[pos].mean() if bool(pos.any()) else loss
+        return token_detection_loss(x[..., :K], mask, inside, key)
 
     def loss(self, batch: MultimodalBatch) -> Tensor:
         """The training loss: cross-entropy (+ ``ctc_weight`` × CTC, + ``label_loss_weight`` × label,

@@ -250,6 +250,8 @@ def test_label_auxiliary_loss_is_a_max_pooled_classifier_on_the_decoder_context(
         CaptioningTask(model, label_loss_weight=0.5)
     with pytest.raises(ValueError, match="label_loss_weight must be >= 0"):
         CaptioningTask(model, label_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="ctc_weight must be >= 0"):  # was silently ignored
+        CaptioningTask(model, ctc_weight=-0.5)
     with pytest.raises(ValueError, match="label_loss_on must be 'context' or 'fusion'"):
         CaptioningTask(model, label_loss_weight=1.0, num_classes=4, label_loss_on="pooled")
     batch.targets.pop("label")
