@@ -171,6 +171,18 @@ def test_data_module_sizes_are_known_before_any_data(tmp_path: Path) -> None:
         LongRangeDataModule(root=str(tmp_path / "none"), modalities=["audio"])
 
 
+def assert_label_and_key_targets(batch, rows: list[dict], tok) -> None:
+    """The class label, and the key colour word's token span and colour (CaptioningTask's
+    label_loss_weight / key_loss_weight), batched from the manifest rows."""
+    assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
+    # the key colour word's token span and colour (CaptioningTask's key_loss_weight)
+    assert batch.targets["key_span"].tolist() == [[r["fact_token"], r["fact_token"] + 1] for r in rows]
+    assert batch.targets["key_label"].tolist() == [LONG_RANGE_COLOURS.index(r["colour"]) for r in rows]
+    for b, row in enumerate(rows):  # (a span cut away by max_text_len lies past the document's end)
+        if row["fact_token"] < batch.inputs["text"].mask[b].sum():
+            assert tok.decode([int(batch.inputs["text"].data[b, row["fact_token"]])]) == row["colour"]
+
+
 @pytest.mark.parametrize("max_text_len", [4096, 512])
 def test_data_module_batches_shapes_masks_and_truncation(tiny_root: Path, max_text_len: int) -> None:
     dm = LongRangeDataModule(root=str(tiny_root), **{k: v for k, v in TINY.items() if k != "seed"},
@@ -187,13 +199,7 @@ def test_data_module_batches_shapes_masks_and_truncation(tiny_root: Path, max_te
     for b, row in enumerate(rows):
         assert text.data[b, : lengths[b]].tolist() == tok.encode(row["text"])[:max_text_len]
     assert image.data.shape == (4, 3, 32, 32) and image.mask.all()
-    assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
-    # the key colour word's token span and colour (CaptioningTask's key_loss_weight)
-    assert batch.targets["key_span"].tolist() == [[r["fact_token"], r["fact_token"] + 1] for r in rows]
-    assert batch.targets["key_label"].tolist() == [LONG_RANGE_COLOURS.index(r["colour"]) for r in rows]
-    for b, row in enumerate(rows):  # (a span cut away by max_text_len lies past the document's end)
-        if row["fact_token"] < batch.inputs["text"].mask[b].sum():
-            assert tok.decode([int(batch.inputs["text"].data[b, row["fact_token"]])]) == row["colour"]
+    assert_label_and_key_targets(batch, rows, tok)
     assert batch.ids == [r["id"] for r in rows]
 
 
@@ -226,13 +232,7 @@ def test_data_module_answer_target_is_the_caption_in_the_answer_vocabulary(tiny_
     batch = next(iter(dm.val_dataloader()))
     rows = read_rows(tiny_root, "val")
     assert batch.meta["caption_text"] == [r["answer"] for r in rows]
-    assert batch.targets["label"].tolist() == [LONG_RANGE_CLASSES.index(r["label"]) for r in rows]
-    # the key colour word's token span and colour (CaptioningTask's key_loss_weight)
-    assert batch.targets["key_span"].tolist() == [[r["fact_token"], r["fact_token"] + 1] for r in rows]
-    assert batch.targets["key_label"].tolist() == [LONG_RANGE_COLOURS.index(r["colour"]) for r in rows]
-    for b, row in enumerate(rows):  # (a span cut away by max_text_len lies past the document's end)
-        if row["fact_token"] < batch.inputs["text"].mask[b].sum():
-            assert tok.decode([int(batch.inputs["text"].data[b, row["fact_token"]])]) == row["colour"]
+    assert_label_and_key_targets(batch, rows, tok)
     ids, mask = batch.targets["caption"], batch.targets["caption_mask"]
     assert ids.shape == (4, 4) and bool(mask.all())  # [bos] colour category [eos]
     for b, row in enumerate(rows):
