@@ -266,7 +266,8 @@ class ProjectionDiscriminator(nn.Module):
     space into ``phi`` (B, C_L); the logit is ``w · phi + <embed(c), phi>`` where ``c`` is
     the context's masked mean: the first term judges realism, the second whether the
     sample matches its condition. Any input size works (global sum pooling), as long as
-    each side is at least ``2 ** num_layers``.
+    each side is at least ``2 ** num_layers`` — unless ``position_size`` fixes it and adds
+    the position-aware terms ``w_pos · flatten(features) + <embed_pos(c), flatten(features)>``.
 
     Args:
         dim: width D of the context.
@@ -281,10 +282,18 @@ class ProjectionDiscriminator(nn.Module):
             used by :class:`~mmctx.trainers.GANTask` with ``word_loss > 0``): a much
             stronger conditional signal than the projection's one scalar. Filled in from
             the data by the CLI.
+        position_size: (H, W) of every input, to add a *position-aware* term: a linear
+            layer on the flattened final feature map (``C_L·h·w → 1``) and a projection of
+            the condition onto every position of that map (``<embed_pos(c), flatten(features)>``),
+            both added to the logit. The summed ``phi`` is nearly the same wherever in the
+            picture an object sits, so the other terms cannot tell a generator that draws
+            every object in the middle from the data's objects in all three thirds (nor "a
+            dog and a bus" from "a bus and a dog"); these terms can. None (default): off,
+            the translation-invariant discriminator above (any input size).
 
     Shapes:
-        x: (B, C, H, W); context.x: (B, N, D), context.mask: (B, N) → logits (B,), and word
-        logits (B, V) with ``return_words=True``
+        x: (B, C, H, W) ((B, C, *position_size) with ``position_size``); context.x: (B, N, D),
+        context.mask: (B, N) → logits (B,), and word logits (B, V) with ``return_words=True``
     """
 
     def __init__(
@@ -297,8 +306,16 @@ class ProjectionDiscriminator(nn.Module):
         spectral_norm: bool = True,
         dropout: float = 0.0,
         vocab_size: int | None = None,
+        position_size: list[int] | None = None,
     ) -> None:
         super().__init__()
+        if position_size is not None and (
+            len(position_size) != 2 or min(position_size) < 2**num_layers or any(s % 2**num_layers for s in position_size)
+        ):
+            raise ValueError(
+                f"ProjectionDiscriminator: position_size must be None or (H, W), each a multiple of "
+                f"2**num_layers={2 ** num_layers}, got {position_size}"
+            )
         if vocab_size is not None and vocab_size < 1:
             raise ValueError(f"ProjectionDiscriminator: vocab_size must be None or >= 1, got {vocab_size}")
         if num_layers < 1 or channels < 1 or base_channels < 1:
@@ -321,10 +338,28 @@ class ProjectionDiscriminator(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.out = _sn(nn.Linear(width_in, 1), spectral_norm)
         self.embed = _sn(nn.Linear(dim, width_in, bias=False), spectral_norm)
+        self.position_size = None if position_size is None else (int(position_size[0]), int(position_size[1]))
+        self.position_out = self.position_embed = None
+        if self.position_size is not None:
+            h, w = (side // 2**num_layers for side in self.position_size)
+            self.position_out = _sn(nn.Linear(width_in * h * w, 1), spectral_norm)
+            self.position_embed = _sn(nn.Linear(dim, width_in * h * w, bias=False), spectral_norm)
         self.vocab_size = vocab_size
         self.words = None  # on the layer-normalised mean feature: its scale does not depend on the input size
         if vocab_size is not None:
             self.words = nn.Sequential(nn.LayerNorm(width_in), nn.Linear(width_in, vocab_size))
+
+    def logits(self, features: Tensor, cond: Tensor) -> Tensor:
+        """The logit of final feature maps and pooled conditions: the summed (projection) terms,
+        plus the position-aware ones with ``position_size``.
+
+        Shapes: features (B, C_L, h, w), cond (B, D) → (B,)"""
+        phi = self.drop(features.sum(dim=(2, 3)))  # (B, C_L)
+        logits = self.out(phi).squeeze(-1) + (self.embed(cond) * phi).sum(-1)  # (B,)
+        if self.position_out is not None:
+            flat = self.drop(features.flatten(1))  # (B, C_L·h·w): where each feature is, kept
+            logits = logits + self.position_out(flat).squeeze(-1) + (self.position_embed(cond) * flat).sum(-1)
+        return logits
 
     def forward(
         self, x: Tensor, context: ExtendedContext, return_words: bool = False
@@ -340,10 +375,12 @@ class ProjectionDiscriminator(nn.Module):
                 f"discriminator x: sides {tuple(x.shape[-2:])} are smaller than 2**num_layers="
                 f"{2 ** self.num_layers}"
             )
+        if self.position_size is not None and tuple(x.shape[-2:]) != self.position_size:
+            raise ValueError(
+                f"discriminator x: sides {tuple(x.shape[-2:])} differ from position_size={self.position_size}"
+            )
         features = self.features(x)  # (B, C_L, h, w)
-        phi = self.drop(features.sum(dim=(2, 3)))  # (B, C_L)
-        cond = masked_mean(context.x, context.mask)  # (B, D)
-        logits = self.out(phi).squeeze(-1) + (self.embed(cond) * phi).sum(-1)  # (B,)
+        logits = self.logits(features, masked_mean(context.x, context.mask))  # (B,)
         if return_words:
             return logits, self.words(features.mean(dim=(2, 3)))  # (B,), (B, V)
         return logits

@@ -76,11 +76,53 @@ def test_gradients_reach_every_parameter(assert_gradients):
     gen = ConditionalGenerator(D, image_size=16, z_dim=8, base_channels=4, condition="attention",
                                attention_resolutions=[8, 16], num_heads=2, spectral_norm=True).double()
     disc = ProjectionDiscriminator(D, base_channels=4, num_layers=2).double()
+    positional = ProjectionDiscriminator(D, base_channels=4, num_layers=2, position_size=[16, 16]).double()
     c = context()
     c = ExtendedContext(c.x.double(), c.mask, c.modality, c.names)
-    disc(gen(torch.randn(3, 8, dtype=torch.float64), c), c).sum().backward()
+    x = gen(torch.randn(3, 8, dtype=torch.float64), c)
+    (disc(x, c).sum() + positional(x, c).sum()).backward()
     assert_gradients(gen)
     assert_gradients(disc)
+    assert_gradients(positional)  # the position terms' weights too
+
+
+def test_position_terms_see_where_the_features_are():
+    """The summed projection discriminator gives a feature map and the same map shifted the
+    same logit (it cannot tell an object in the middle from one on the left); with
+    position_size the flattened terms see the shift. Off by default: the old parameters and
+    logits, any input size."""
+    torch.manual_seed(0)
+    plain = ProjectionDiscriminator(D, base_channels=4, num_layers=2)
+    assert plain.position_out is None and plain.position_embed is None
+    assert {n.split(".")[0] for n, _ in plain.named_parameters()} == {"features", "out", "embed"}
+    torch.manual_seed(0)
+    disc = ProjectionDiscriminator(D, base_channels=4, num_layers=2, position_size=[16, 8])
+    assert disc.position_out.in_features == disc.feature_dim * 4 * 2  # the (16, 8) input's (4, 2) map
+    assert disc.position_embed.out_features == disc.feature_dim * 4 * 2
+    ctx = context()
+    cond = ctx.x.mean(1)  # (B, D): no padding in samples 1, 2
+    features = torch.randn(3, disc.feature_dim, 4, 2)
+    shifted = features.roll(1, dims=2)  # the same features, one row lower
+    plain.eval(), disc.eval()  # no power iteration between the calls compared
+    with torch.no_grad():
+        assert torch.allclose(plain.logits(features, cond), plain.logits(shifted, cond), atol=1e-5)
+        assert not torch.allclose(disc.logits(features, cond), disc.logits(shifted, cond), atol=1e-3)
+        # the position terms are added to the summed ones (same initial weights from the same seed)
+        phi = features.sum(dim=(2, 3))
+        flat = features.flatten(1)
+        expected = (disc.out(phi).squeeze(-1) + (disc.embed(cond) * phi).sum(-1)
+                    + disc.position_out(flat).squeeze(-1) + (disc.position_embed(cond) * flat).sum(-1))
+        assert torch.allclose(disc.logits(features, cond), expected, atol=1e-5)
+        x = torch.randn(3, 3, 16, 8)
+        assert torch.allclose(disc(x, ctx), disc.logits(disc.features(x), masked_mean_of(ctx)), atol=1e-5)
+    assert plain(torch.randn(3, 3, 12, 20), ctx).shape == (3,)  # off: any size
+    with pytest.raises(ValueError, match="position_size"):
+        disc(torch.randn(3, 3, 16, 16), ctx)
+
+
+def masked_mean_of(ctx: ExtendedContext) -> torch.Tensor:
+    m = ctx.mask.unsqueeze(-1).float()
+    return (ctx.x * m).sum(1) / m.sum(1)
 
 
 def test_spectral_norm_option_bounds_the_discriminators_layers():
@@ -136,6 +178,9 @@ def test_bad_arguments_are_named():
         disc(torch.randn(3, 3, 4, 4), context())
     with pytest.raises(ValueError, match="discriminator x"):
         disc(torch.randn(3, 1, 8, 8), context())
+    for bad in ([32], [30, 32], [4, 32]):  # (H, W), each a multiple of 2**num_layers = 8, >= 8
+        with pytest.raises(ValueError, match="position_size"):
+            ProjectionDiscriminator(D, base_channels=4, num_layers=3, position_size=bad)
 
 
 def test_discriminator_word_head_learns_which_object_a_picture_shows():
