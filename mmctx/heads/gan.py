@@ -259,6 +259,32 @@ class SpectrogramGenerator(_UpsamplingGenerator):
         self.n_mels = n_mels
 
 
+class _MinibatchStd(nn.Module):
+    """Appends where a batch varies (ProGAN's minibatch standard deviation, kept per position):
+    the standard deviation of each feature across a group of samples, averaged over the
+    channels, as one more channel at every position. A batch whose pictures all put their
+    object in the same place has a low spread there; a real batch does not.
+
+    Groups of ``gcd(group_size, B)`` samples (samples ``i, i + B/G, ...``), the whole batch if
+    that is 1; a batch of one sample gets zeros.
+
+    Shapes: (B, C, h, w) → (B, C + 1, h, w)
+    """
+
+    def __init__(self, group_size: int) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, h, w = x.shape
+        G = math.gcd(self.group_size, B)
+        G = B if G == 1 else G
+        groups = x.float().reshape(G, B // G, C, h, w)  # group j: samples j, j + B/G, ...
+        spread = (groups.var(0, unbiased=False) + 1e-8).sqrt().mean(1)  # (B/G, h, w)
+        spread = spread.unsqueeze(0).expand(G, -1, -1, -1).reshape(B, 1, h, w).to(x.dtype)
+        return torch.cat([x, spread], dim=1)
+
+
 class ProjectionDiscriminator(nn.Module):
     """Conditional discriminator with a projection head (Miyato & Koyama, 2018).
 
@@ -290,6 +316,11 @@ class ProjectionDiscriminator(nn.Module):
             every object in the middle from the data's objects in all three thirds (nor "a
             dog and a bus" from "a bus and a dog"); these terms can. None (default): off,
             the translation-invariant discriminator above (any input size).
+        minibatch_std: group size of a minibatch-standard-deviation channel (per position,
+            :class:`_MinibatchStd`) appended before the last convolution: lets the
+            discriminator see how a batch varies — where its objects are, not only what
+            each picture shows — against a generator that draws them all in one place
+            (0, default: off).
 
     Shapes:
         x: (B, C, H, W) ((B, C, *position_size) with ``position_size``); context.x: (B, N, D),
@@ -307,8 +338,11 @@ class ProjectionDiscriminator(nn.Module):
         dropout: float = 0.0,
         vocab_size: int | None = None,
         position_size: list[int] | None = None,
+        minibatch_std: int = 0,
     ) -> None:
         super().__init__()
+        if minibatch_std < 0 or minibatch_std == 1:
+            raise ValueError(f"ProjectionDiscriminator: minibatch_std must be 0 (off) or a group size >= 2, got {minibatch_std}")
         if position_size is not None and (
             len(position_size) != 2 or min(position_size) < 2**num_layers or any(s % 2**num_layers for s in position_size)
         ):
@@ -332,7 +366,10 @@ class ProjectionDiscriminator(nn.Module):
             width = min(max_channels, base_channels * 2**i)
             layers += [_sn(nn.Conv2d(width_in, width, 4, 2, 1), spectral_norm), nn.LeakyReLU(0.2)]
             width_in = width
-        layers += [_sn(nn.Conv2d(width_in, width_in, 3, 1, 1), spectral_norm), nn.LeakyReLU(0.2)]
+        if minibatch_std:
+            layers.append(_MinibatchStd(minibatch_std))
+        extra = 1 if minibatch_std else 0
+        layers += [_sn(nn.Conv2d(width_in + extra, width_in, 3, 1, 1), spectral_norm), nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*layers)
         self.feature_dim = width_in
         self.drop = nn.Dropout(dropout)
