@@ -159,7 +159,7 @@ def object_positions(x: Tensor, share: float = 0.08) -> Tensor:
 
     Shapes: x (N, C, H, W) → (N, 2) centroid (u, v) in [0, 1] (u: left → right, v: top → bottom)
     """
-    N, C, H, W = x.shape
+    N, _, H, W = x.shape
     v, u = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
     design = torch.stack([torch.ones(H * W), u.flatten(), v.flatten()], dim=1)  # (P, 3)
     y = x.flatten(2).transpose(1, 2).float()  # (N, P, C)
