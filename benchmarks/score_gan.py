@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
                 for key, v in singles.items()))
     slots = torch.tensor([["left", "middle", "right"].index(r["slots"][0]) for r in rows])
     real_pos = object_positions(x_real)
-    positions = {"estimator_real_third_acc": ((real_pos[:, 0] * 3).long().clamp(0, 2) == slots).float().mean().item(),
+    real_third = (real_pos[:, 0] * 3).long().clamp(0, 2)
+    positions = {"estimator_real_third_acc": (real_third == slots).float().mean().item(),
                  "real": position_stats(real_pos, obj.tolist()),
                  "generated": position_stats(object_positions(x_gen), gen_obj.tolist())}
     results["positions"] = positions

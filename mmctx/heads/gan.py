@@ -314,13 +314,14 @@ class ProjectionDiscriminator(nn.Module):
             both added to the logit. The summed ``phi`` is nearly the same wherever in the
             picture an object sits, so the other terms cannot tell a generator that draws
             every object in the middle from the data's objects in all three thirds (nor "a
-            dog and a bus" from "a bus and a dog"); these terms can. None (default): off,
-            the translation-invariant discriminator above (any input size).
+            dog and a bus" from "a bus and a dog"); these terms can (docs/gan.md, runs N–S:
+            they moved a one-object picture's one place, they did not spread it). None
+            (default): off, the translation-invariant discriminator above (any input size).
         minibatch_std: group size of a minibatch-standard-deviation channel (per position,
             :class:`_MinibatchStd`) appended before the last convolution: lets the
             discriminator see how a batch varies — where its objects are, not only what
             each picture shows — against a generator that draws them all in one place
-            (0, default: off).
+            (docs/gan.md, run P: it did not spread them; 0, default: off).
 
     Shapes:
         x: (B, C, H, W) ((B, C, *position_size) with ``position_size``); context.x: (B, N, D),
@@ -342,9 +343,12 @@ class ProjectionDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         if minibatch_std < 0 or minibatch_std == 1:
-            raise ValueError(f"ProjectionDiscriminator: minibatch_std must be 0 (off) or a group size >= 2, got {minibatch_std}")
+            raise ValueError(
+                f"ProjectionDiscriminator: minibatch_std must be 0 (off) or a group size >= 2, got {minibatch_std}"
+            )
+        step = 2**num_layers
         if position_size is not None and (
-            len(position_size) != 2 or min(position_size) < 2**num_layers or any(s % 2**num_layers for s in position_size)
+            len(position_size) != 2 or min(position_size) < step or any(side % step for side in position_size)
         ):
             raise ValueError(
                 f"ProjectionDiscriminator: position_size must be None or (H, W), each a multiple of "
