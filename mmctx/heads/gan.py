@@ -259,6 +259,32 @@ class SpectrogramGenerator(_UpsamplingGenerator):
         self.n_mels = n_mels
 
 
+class _MinibatchStd(nn.Module):
+    """Appends where a batch varies (ProGAN's minibatch standard deviation, kept per position):
+    the standard deviation of each feature across a group of samples, averaged over the
+    channels, as one more channel at every position. A batch whose pictures all put their
+    object in the same place has a low spread there; a real batch does not.
+
+    Groups of ``gcd(group_size, B)`` samples (samples ``i, i + B/G, ...``), the whole batch if
+    that is 1; a batch of one sample gets zeros.
+
+    Shapes: (B, C, h, w) → (B, C + 1, h, w)
+    """
+
+    def __init__(self, group_size: int) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, h, w = x.shape
+        G = math.gcd(self.group_size, B)
+        G = B if G == 1 else G
+        groups = x.float().reshape(G, B // G, C, h, w)  # group j: samples j, j + B/G, ...
+        spread = (groups.var(0, unbiased=False) + 1e-8).sqrt().mean(1)  # (B/G, h, w)
+        spread = spread.unsqueeze(0).expand(G, -1, -1, -1).reshape(B, 1, h, w).to(x.dtype)
+        return torch.cat([x, spread], dim=1)
+
+
 class ProjectionDiscriminator(nn.Module):
     """Conditional discriminator with a projection head (Miyato & Koyama, 2018).
 
@@ -266,7 +292,8 @@ class ProjectionDiscriminator(nn.Module):
     space into ``phi`` (B, C_L); the logit is ``w · phi + <embed(c), phi>`` where ``c`` is
     the context's masked mean: the first term judges realism, the second whether the
     sample matches its condition. Any input size works (global sum pooling), as long as
-    each side is at least ``2 ** num_layers``.
+    each side is at least ``2 ** num_layers`` — unless ``position_size`` fixes it and adds
+    the position-aware terms ``w_pos · flatten(features) + <embed_pos(c), flatten(features)>``.
 
     Args:
         dim: width D of the context.
@@ -281,10 +308,24 @@ class ProjectionDiscriminator(nn.Module):
             used by :class:`~mmctx.trainers.GANTask` with ``word_loss > 0``): a much
             stronger conditional signal than the projection's one scalar. Filled in from
             the data by the CLI.
+        position_size: (H, W) of every input, to add a *position-aware* term: a linear
+            layer on the flattened final feature map (``C_L·h·w → 1``) and a projection of
+            the condition onto every position of that map (``<embed_pos(c), flatten(features)>``),
+            both added to the logit. The summed ``phi`` is nearly the same wherever in the
+            picture an object sits, so the other terms cannot tell a generator that draws
+            every object in the middle from the data's objects in all three thirds (nor "a
+            dog and a bus" from "a bus and a dog"); these terms can (docs/gan.md, runs N–S:
+            they moved a one-object picture's one place, they did not spread it). None
+            (default): off, the translation-invariant discriminator above (any input size).
+        minibatch_std: group size of a minibatch-standard-deviation channel (per position,
+            :class:`_MinibatchStd`) appended before the last convolution: lets the
+            discriminator see how a batch varies — where its objects are, not only what
+            each picture shows — against a generator that draws them all in one place
+            (docs/gan.md, run P: it did not spread them; 0, default: off).
 
     Shapes:
-        x: (B, C, H, W); context.x: (B, N, D), context.mask: (B, N) → logits (B,), and word
-        logits (B, V) with ``return_words=True``
+        x: (B, C, H, W) ((B, C, *position_size) with ``position_size``); context.x: (B, N, D),
+        context.mask: (B, N) → logits (B,), and word logits (B, V) with ``return_words=True``
     """
 
     def __init__(
@@ -297,8 +338,22 @@ class ProjectionDiscriminator(nn.Module):
         spectral_norm: bool = True,
         dropout: float = 0.0,
         vocab_size: int | None = None,
+        position_size: list[int] | None = None,
+        minibatch_std: int = 0,
     ) -> None:
         super().__init__()
+        if minibatch_std < 0 or minibatch_std == 1:
+            raise ValueError(
+                f"ProjectionDiscriminator: minibatch_std must be 0 (off) or a group size >= 2, got {minibatch_std}"
+            )
+        step = 2**num_layers
+        if position_size is not None and (
+            len(position_size) != 2 or min(position_size) < step or any(side % step for side in position_size)
+        ):
+            raise ValueError(
+                f"ProjectionDiscriminator: position_size must be None or (H, W), each a multiple of "
+                f"2**num_layers={2 ** num_layers}, got {position_size}"
+            )
         if vocab_size is not None and vocab_size < 1:
             raise ValueError(f"ProjectionDiscriminator: vocab_size must be None or >= 1, got {vocab_size}")
         if num_layers < 1 or channels < 1 or base_channels < 1:
@@ -315,16 +370,37 @@ class ProjectionDiscriminator(nn.Module):
             width = min(max_channels, base_channels * 2**i)
             layers += [_sn(nn.Conv2d(width_in, width, 4, 2, 1), spectral_norm), nn.LeakyReLU(0.2)]
             width_in = width
-        layers += [_sn(nn.Conv2d(width_in, width_in, 3, 1, 1), spectral_norm), nn.LeakyReLU(0.2)]
+        if minibatch_std:
+            layers.append(_MinibatchStd(minibatch_std))
+        extra = 1 if minibatch_std else 0
+        layers += [_sn(nn.Conv2d(width_in + extra, width_in, 3, 1, 1), spectral_norm), nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*layers)
         self.feature_dim = width_in
         self.drop = nn.Dropout(dropout)
         self.out = _sn(nn.Linear(width_in, 1), spectral_norm)
         self.embed = _sn(nn.Linear(dim, width_in, bias=False), spectral_norm)
+        self.position_size = None if position_size is None else (int(position_size[0]), int(position_size[1]))
+        self.position_out = self.position_embed = None
+        if self.position_size is not None:
+            h, w = (side // 2**num_layers for side in self.position_size)
+            self.position_out = _sn(nn.Linear(width_in * h * w, 1), spectral_norm)
+            self.position_embed = _sn(nn.Linear(dim, width_in * h * w, bias=False), spectral_norm)
         self.vocab_size = vocab_size
         self.words = None  # on the layer-normalised mean feature: its scale does not depend on the input size
         if vocab_size is not None:
             self.words = nn.Sequential(nn.LayerNorm(width_in), nn.Linear(width_in, vocab_size))
+
+    def logits(self, features: Tensor, cond: Tensor) -> Tensor:
+        """The logit of final feature maps and pooled conditions: the summed (projection) terms,
+        plus the position-aware ones with ``position_size``.
+
+        Shapes: features (B, C_L, h, w), cond (B, D) → (B,)"""
+        phi = self.drop(features.sum(dim=(2, 3)))  # (B, C_L)
+        logits = self.out(phi).squeeze(-1) + (self.embed(cond) * phi).sum(-1)  # (B,)
+        if self.position_out is not None:
+            flat = self.drop(features.flatten(1))  # (B, C_L·h·w): where each feature is, kept
+            logits = logits + self.position_out(flat).squeeze(-1) + (self.position_embed(cond) * flat).sum(-1)
+        return logits
 
     def forward(
         self, x: Tensor, context: ExtendedContext, return_words: bool = False
@@ -340,10 +416,12 @@ class ProjectionDiscriminator(nn.Module):
                 f"discriminator x: sides {tuple(x.shape[-2:])} are smaller than 2**num_layers="
                 f"{2 ** self.num_layers}"
             )
+        if self.position_size is not None and tuple(x.shape[-2:]) != self.position_size:
+            raise ValueError(
+                f"discriminator x: sides {tuple(x.shape[-2:])} differ from position_size={self.position_size}"
+            )
         features = self.features(x)  # (B, C_L, h, w)
-        phi = self.drop(features.sum(dim=(2, 3)))  # (B, C_L)
-        cond = masked_mean(context.x, context.mask)  # (B, D)
-        logits = self.out(phi).squeeze(-1) + (self.embed(cond) * phi).sum(-1)  # (B,)
+        logits = self.logits(features, masked_mean(context.x, context.mask))  # (B,)
         if return_words:
             return logits, self.words(features.mean(dim=(2, 3)))  # (B,), (B, V)
         return logits

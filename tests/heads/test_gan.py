@@ -76,11 +76,82 @@ def test_gradients_reach_every_parameter(assert_gradients):
     gen = ConditionalGenerator(D, image_size=16, z_dim=8, base_channels=4, condition="attention",
                                attention_resolutions=[8, 16], num_heads=2, spectral_norm=True).double()
     disc = ProjectionDiscriminator(D, base_channels=4, num_layers=2).double()
+    positional = ProjectionDiscriminator(D, base_channels=4, num_layers=2, position_size=[16, 16]).double()
+    spread = ProjectionDiscriminator(D, base_channels=4, num_layers=2, minibatch_std=3).double()
     c = context()
     c = ExtendedContext(c.x.double(), c.mask, c.modality, c.names)
-    disc(gen(torch.randn(3, 8, dtype=torch.float64), c), c).sum().backward()
+    x = gen(torch.randn(3, 8, dtype=torch.float64), c)
+    (disc(x, c).sum() + positional(x, c).sum() + spread(x, c).sum()).backward()
     assert_gradients(gen)
     assert_gradients(disc)
+    assert_gradients(positional)  # the position terms' weights too
+    assert_gradients(spread)  # and the last convolution's weights of the spread channel
+
+
+def test_minibatch_std_channel_sees_where_a_batch_varies():
+    """The spread channel is zero where a group's samples agree and positive where they differ;
+    with it a sample's logit depends on the rest of its batch (without it, never). Off by
+    default: the old layers."""
+    from mmctx.heads.gan import _MinibatchStd
+
+    x = torch.zeros(4, 2, 3, 3)
+    x[:, :, 1, 2] = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(4, 1)  # the samples differ at one position
+    out = _MinibatchStd(4)(x)
+    assert out.shape == (4, 3, 3, 3) and torch.equal(out[:, :2], x)
+    spread = out[:, 2]  # (4, 3, 3): the same map for the whole group
+    assert spread[:, 1, 2].allclose(torch.tensor(1.25).sqrt().expand(4), atol=1e-4)  # std of 0, 1, 2, 3
+    assert spread.flatten(1)[:, [0, 1, 2, 3, 4, 6, 7, 8]].abs().max() < 1e-3
+    halves = _MinibatchStd(2)(x)[:, 2, 1, 2]  # groups {0, 2} and {1, 3}: std 1 each
+    assert halves.allclose(torch.ones(4), atol=1e-4)
+    torch.manual_seed(0)
+    plain = ProjectionDiscriminator(D, base_channels=4, num_layers=2).eval()
+    assert len(plain.features) == 2 * 2 + 2  # 2 strided convs + the last conv, each with its activation
+    disc = ProjectionDiscriminator(D, base_channels=4, num_layers=2, minibatch_std=4).eval()
+    pics, ctx = torch.randn(4, 3, 16, 16), context(B=4)
+    varied = pics.clone()
+    varied[1:] = torch.randn(3, 3, 16, 16)  # sample 0 unchanged, its batch-mates changed
+    with torch.no_grad():
+        assert torch.allclose(plain(pics, ctx)[0], plain(varied, ctx)[0], atol=1e-6)
+        assert not torch.allclose(disc(pics, ctx)[0], disc(varied, ctx)[0], atol=1e-4)
+
+
+def test_position_terms_see_where_the_features_are():
+    """The summed projection discriminator gives a feature map and the same map shifted the
+    same logit (it cannot tell an object in the middle from one on the left); with
+    position_size the flattened terms see the shift. Off by default: the old parameters and
+    logits, any input size."""
+    torch.manual_seed(0)
+    plain = ProjectionDiscriminator(D, base_channels=4, num_layers=2)
+    assert plain.position_out is None and plain.position_embed is None
+    assert {n.split(".")[0] for n, _ in plain.named_parameters()} == {"features", "out", "embed"}
+    torch.manual_seed(0)
+    disc = ProjectionDiscriminator(D, base_channels=4, num_layers=2, position_size=[16, 8])
+    assert disc.position_out.in_features == disc.feature_dim * 4 * 2  # the (16, 8) input's (4, 2) map
+    assert disc.position_embed.out_features == disc.feature_dim * 4 * 2
+    ctx = context()
+    cond = ctx.x.mean(1)  # (B, D): no padding in samples 1, 2
+    features = torch.randn(3, disc.feature_dim, 4, 2)
+    shifted = features.roll(1, dims=2)  # the same features, one row lower
+    plain.eval(), disc.eval()  # no power iteration between the calls compared
+    with torch.no_grad():
+        assert torch.allclose(plain.logits(features, cond), plain.logits(shifted, cond), atol=1e-5)
+        assert not torch.allclose(disc.logits(features, cond), disc.logits(shifted, cond), atol=1e-3)
+        # the position terms are added to the summed ones (same initial weights from the same seed)
+        phi = features.sum(dim=(2, 3))
+        flat = features.flatten(1)
+        expected = (disc.out(phi).squeeze(-1) + (disc.embed(cond) * phi).sum(-1)
+                    + disc.position_out(flat).squeeze(-1) + (disc.position_embed(cond) * flat).sum(-1))
+        assert torch.allclose(disc.logits(features, cond), expected, atol=1e-5)
+        x = torch.randn(3, 3, 16, 8)
+        assert torch.allclose(disc(x, ctx), disc.logits(disc.features(x), masked_mean_of(ctx)), atol=1e-5)
+    assert plain(torch.randn(3, 3, 12, 20), ctx).shape == (3,)  # off: any size
+    with pytest.raises(ValueError, match="position_size"):
+        disc(torch.randn(3, 3, 16, 16), ctx)
+
+
+def masked_mean_of(ctx: ExtendedContext) -> torch.Tensor:
+    m = ctx.mask.unsqueeze(-1).float()
+    return (ctx.x * m).sum(1) / m.sum(1)
 
 
 def test_spectral_norm_option_bounds_the_discriminators_layers():
@@ -136,6 +207,12 @@ def test_bad_arguments_are_named():
         disc(torch.randn(3, 3, 4, 4), context())
     with pytest.raises(ValueError, match="discriminator x"):
         disc(torch.randn(3, 1, 8, 8), context())
+    for bad in (1, -2):
+        with pytest.raises(ValueError, match="minibatch_std"):
+            ProjectionDiscriminator(D, minibatch_std=bad)
+    for bad in ([32], [30, 32], [4, 32]):  # (H, W), each a multiple of 2**num_layers = 8, >= 8
+        with pytest.raises(ValueError, match="position_size"):
+            ProjectionDiscriminator(D, base_channels=4, num_layers=3, position_size=bad)
 
 
 def test_discriminator_word_head_learns_which_object_a_picture_shows():

@@ -393,7 +393,11 @@ def test_score_gan_runs_on_a_tiny_checkpoint(default_root, tmp_path, monkeypatch
     assert diag["generator_caption_distance"] > 0 and diag["generator_noise_distance"] > 0
     for key in ("d_prefers_matching", "d_words_real_acc", "d_words_generated_acc"):
         assert 0.0 <= diag[key] <= 1.0
-    assert "conditioning:" in out
+    assert "conditioning:" in out and "positions of the object" in out
+    pos = results["positions"]  # the real pictures' true thirds are in the manifest
+    assert pos["estimator_real_third_acc"] >= 0.9
+    for name in ("real", "generated"):
+        assert sum(pos[name]["thirds"]) == pytest.approx(1.0) and 1 / 3 - 1e-6 <= pos[name]["same_third"] <= 1.0
     assert json.loads((tmp_path / "score.json").read_text())["generated"]["n"] > 0
 
 
@@ -423,6 +427,29 @@ def test_score_gan_ensemble_averages_probabilities_and_reads_the_category_from_t
     assert torch.allclose(cat_head[0], torch.tensor([1 / 4 + 1 / 6, 1 / 4 + 1 / 2, 1 / 4 + 1 / 6, 1 / 4 + 1 / 6]) / 2)
     pc, ph, po, _ = score_gan.classify(ens, torch.zeros(3, 3, 4, 4))
     assert pc.tolist() == [0, 0, 0] and ph.tolist() == [1, 1, 1] and po.tolist() == [2, 2, 2]
+
+
+def test_score_gan_object_positions_find_an_object_on_a_gradient_background():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_gan", REPO / "benchmarks" / "score_gan.py")
+    score_gan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score_gan)
+    g = torch.Generator().manual_seed(0)
+    u = torch.linspace(0, 1, 32)
+    x = torch.empty(6, 3, 32, 32)
+    corners = [(4, 20), (12, 2), (22, 12), (2, 1), (14, 11), (23, 4)]  # (row, column) of a 9x9 object
+    for i, (r, c) in enumerate(corners):
+        a, b, d = (torch.rand(3, 1, 1, generator=g) * 0.6 for _ in range(3))
+        x[i] = 0.2 + a * u.view(1, 1, 32) - b * u.view(1, 32, 1) + 0.02 * torch.randn(3, 32, 32, generator=g)
+        x[i, :, r : r + 9, c : c + 9] = -0.8 + d  # a dark square
+    pos = score_gan.object_positions(x)  # (N, 2): (u, v) in [0, 1]
+    centres = torch.tensor([[(c + 4) / 31, (r + 4) / 31] for r, c in corners])
+    assert (pos - centres).abs().max() < 0.06
+    stats = score_gan.position_stats(pos, [0, 0, 0, 1, 1, 1])
+    # centre columns 24, 6, 16 (caption 0: right, left, middle), 5, 15, 8 (caption 1: left, middle, left)
+    assert stats["thirds"] == pytest.approx([1 / 2, 1 / 3, 1 / 6])
+    assert stats["same_third"] == pytest.approx((1 / 3 + 2 / 3) / 2)
 
 
 def test_init_encoders_from_reports_missing_unexpected_and_misshaped_keys(default_root, tmp_path):
