@@ -43,6 +43,9 @@ def collate_multimodal(items: Sequence[dict[str, Any]], pad_id: int) -> Multimod
         - ``targets["label"]``: (B,) long class indices, when the items carry labels.
         - ``targets["caption"]``: (B, T) long ``[bos] ... [eos]`` ids padded with ``pad_id``
           and ``targets["caption_mask"]`` (B, T) bool, when the items carry captions.
+        - ``targets["key_span"]`` (B, 2) long ``[start, stop)`` and ``targets["key_label"]``
+          (B,) long, when the items carry them (a key event's span and class, for a
+          token-level auxiliary loss: ``CaptioningTask``'s ``key_loss_weight``).
         - ``ids``: the items' ids; ``meta["source"]``: their ``"manifest:line"``;
           ``meta["caption_text"]``: the raw captions, when present.
 
@@ -96,6 +99,11 @@ def collate_multimodal(items: Sequence[dict[str, Any]], pad_id: int) -> Multimod
     if any(label is not None for label in labels):
         _require_all(labels, "label", ids)
         targets["label"] = torch.tensor(labels, dtype=torch.long)
+    for name in ("key_span", "key_label"):
+        values = [item.get(name) for item in items]
+        if any(v is not None for v in values):
+            _require_all(values, name, ids)
+            targets[name] = torch.tensor(values, dtype=torch.long)  # (B, 2) spans, (B,) labels
     captions = [item.get("caption") for item in items]
     if any(c is not None for c in captions):
         _require_all(captions, "caption", ids)

@@ -22,7 +22,6 @@ import dataclasses
 import inspect
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,9 +61,7 @@ from mmctx.data.tokenization import (
 )
 from mmctx.data.tokenization import (
     train_tokenizer as train_tokenizer_on,
-    unknown_token_rate,
 )
-from mmctx.types import MultimodalBatch
 
 __all__ = [
     "CocoCaptionDataModule",
@@ -1129,9 +1126,6 @@ class LongRangeDataModule(GeneratedDataMixin, MultimodalDataModule):
     def _new_dataset(self, manifest: Path, classes: list[str] | None) -> Dataset:
         return _KeySpanDataset(super()._new_dataset(manifest, classes), manifest)
 
-    def _collate(self) -> _KeySpanCollate:
-        return _KeySpanCollate(self.pad_id if self.pad_id is not None else 0)
-
 
 class _KeySpanDataset(Dataset):
     """A long-range manifest data set whose items also carry ``"key_span"`` ([fact_token,
@@ -1161,17 +1155,6 @@ class _KeySpanDataset(Dataset):
         token, colour = self.keys[item["id"]]
         item["key_span"], item["key_label"] = (token, token + 1), colour
         return item
-
-
-class _KeySpanCollate(MultimodalCollate):
-    """:class:`~mmctx.data.collate.MultimodalCollate`, plus ``targets["key_span"]`` (B, 2) and
-    ``targets["key_label"]`` (B,) from the items of :class:`_KeySpanDataset`."""
-
-    def __call__(self, items: Sequence[dict[str, Any]]) -> MultimodalBatch:
-        batch = super().__call__(items)
-        batch.targets["key_span"] = torch.tensor([item["key_span"] for item in items], dtype=torch.long)  # (B, 2)
-        batch.targets["key_label"] = torch.tensor([item["key_label"] for item in items], dtype=torch.long)  # (B,)
-        return batch
 
 
 class StreamingDataModule(
